@@ -1,0 +1,50 @@
+//! Command-line subcommands, one file each. The flags are a stable interface (scripts and tests
+//! depend on them); see docs/architecture.md.
+
+pub mod bench;
+pub mod compare;
+pub mod convert;
+pub mod inspect;
+pub mod run;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "cellm", version, about = "Run Gemma models locally; convert checkpoints to .cellm")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Convert a Hugging Face folder or a .gguf file into a .cellm model.
+    Convert(convert::Args),
+    /// Generate a reply, streamed to stdout (stats to stderr).
+    Run(run::Args),
+    /// Compare the engine's logits with reference logits (KL, correlation, top-1 match).
+    Compare(compare::Args),
+    /// Measure load time, prefill and decode speed, peak memory.
+    Bench(bench::Args),
+    /// Print a .cellm file's header, tensor table and sizes.
+    Inspect(inspect::Args),
+}
+
+pub fn dispatch(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Convert(a) => convert::main(a),
+        Command::Run(a) => run::main(a),
+        Command::Compare(a) => compare::main(a),
+        Command::Bench(a) => bench::main(a),
+        Command::Inspect(a) => inspect::main(a),
+    }
+}
+
+/// Backend choice shared by run / compare / bench.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendArg {
+    #[default]
+    Cpu,
+    Gpu,
+    Auto,
+}

@@ -1,0 +1,3 @@
+//! Compute kernels. `cpu` is the reference backend; `gpu` implements the same op set.
+
+pub mod cpu;

@@ -1,0 +1,11 @@
+//! cellm-engine: everything between a `.cellm` file and a stream of tokens.
+//!
+//! Data flow: [`format`] (memory-mapped file) -> [`tensor`] (typed views, quantized layouts)
+//! -> [`models`] (Gemma 3 / Gemma 4 text stacks) using [`kernels`] -> [`sampler`] ->
+//! [`tokenizer`] -> text, all driven by [`session`].
+
+pub mod format;
+pub mod kernels;
+pub mod tensor;
+pub mod sampler;
+pub mod session;
