@@ -1,0 +1,34 @@
+//! Checkpoint sources. Every source presents tensors under their Hugging Face names and shapes
+//! (PyTorch order, `[out, in]` for linears) and in Hugging Face conventions (e.g. Gemma 3 norm
+//! weights without llama.cpp's +1), so everything downstream is source-agnostic.
+
+pub mod gguf;
+
+use crate::error::ConvertError;
+use cellm_engine::format::TokenizerInfo;
+use std::path::PathBuf;
+
+/// Name and shape of one tensor a source can provide.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceTensor {
+    /// Hugging Face name, e.g. `model.layers.0.self_attn.q_proj.weight`.
+    pub name: String,
+    /// Shape in PyTorch order.
+    pub shape: Vec<usize>,
+}
+
+/// A checkpoint that can be read one tensor at a time.
+pub trait Source: Send + Sync {
+    /// "gemma3" or "gemma4".
+    fn family(&self) -> &str;
+    /// A Hugging Face style config.json (for GGUF: built from the metadata).
+    fn config(&self) -> &serde_json::Value;
+    /// Tokenizer (tokenizer.json as a string), chat template, special ids.
+    fn tokenizer(&self) -> &TokenizerInfo;
+    /// Every tensor to convert, in a stable order.
+    fn tensors(&self) -> &[SourceTensor];
+    /// One tensor as f32 (dequantized / converted), row-major in PyTorch order.
+    fn read_f32(&self, name: &str) -> Result<Vec<f32>, ConvertError>;
+    /// Files the checkpoint was read from (for provenance hashes).
+    fn source_files(&self) -> Vec<PathBuf>;
+}
