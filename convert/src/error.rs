@@ -8,7 +8,9 @@ pub enum ConvertError {
         #[source]
         source: std::io::Error,
     },
-    #[error("unsupported architecture '{0}': cellm converts Gemma 3 (text) and Gemma 4 checkpoints")]
+    #[error(
+        "unsupported architecture '{0}': cellm converts Gemma 3 (text) and Gemma 4 checkpoints"
+    )]
     UnsupportedArchitecture(String),
     #[error("{0}")]
     Invalid(String),

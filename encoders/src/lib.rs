@@ -1,2 +1,7 @@
 //! cellm-encoders: the Gemma 4 vision tower (ViT) and audio tower (USM conformer), with their
 //! preprocessing, projecting images and audio into soft tokens for the text stack.
+
+pub mod audio;
+pub mod error;
+
+pub use error::EncoderError;

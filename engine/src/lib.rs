@@ -9,3 +9,7 @@ pub mod kernels;
 pub mod tensor;
 pub mod sampler;
 pub mod session;
+pub mod tokenizer;
+pub mod chat;
+pub mod kv_cache;
+pub mod models;

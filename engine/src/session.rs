@@ -1,10 +1,16 @@
 //! The generation API used by the CLI and the app: load a model once, then generate with a token
 //! stream, cancellation from another thread, and stats.
 
-use crate::sampler::SamplingParams;
+use crate::chat::{ChatMessage, ChatTemplate};
+use crate::format::CellmFile;
+use crate::kv_cache::KvCache;
+use crate::models::{self, Logits, MediaRows, ModelError, TextModel};
+use crate::sampler::{Sampler, SamplingParams};
+use crate::tokenizer::Tokenizer;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -26,6 +32,8 @@ pub struct SessionOptions {
     pub threads: Option<usize>,
     /// Cap on the context length (None: the model's own limit).
     pub max_context: Option<usize>,
+    /// Storage of the KV cache (f16 by default; f32 for exact reference comparisons).
+    pub kv_precision: crate::kv_cache::KvPrecision,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -150,22 +158,204 @@ pub struct ModelInfo {
 
 /// A loaded model with its tokenizer, chat template and KV cache.
 pub struct Session {
-    _private: (),
+    // Field order matters: `model` borrows from the memory map inside `file` and must be
+    // dropped before it (fields drop in declaration order).
+    model: Box<dyn TextModel + 'static>,
+    file: Arc<CellmFile>,
+    cache: KvCache,
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    template_error: Option<String>,
+    pool: rayon::ThreadPool,
+    info: ModelInfo,
+    cancel: CancelToken,
+    /// Tokens whose K/V the cache holds (`cache.len()` of them).
+    cached: Vec<u32>,
+    stop_ids: Vec<u32>,
+    add_bos: bool,
+    /// Reused copy of the last logits for the sampler (which edits them in place).
+    logits: Vec<f32>,
+}
+
+impl From<ModelError> for SessionError {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::Format(f) => SessionError::Format(f),
+            ModelError::UnsupportedFamily(f) => SessionError::Unsupported(format!("model family '{f}'")),
+            ModelError::Config(c) => SessionError::Unsupported(c.to_string()),
+            ModelError::Kv(crate::kv_cache::KvError::ContextFull { tokens, limit }) => {
+                SessionError::ContextFull { tokens, limit }
+            }
+            other => SessionError::Other(other.to_string()),
+        }
+    }
+}
+
+fn other(e: impl std::fmt::Display) -> SessionError {
+    SessionError::Other(e.to_string())
 }
 
 impl Session {
     pub fn load(path: &Path, options: SessionOptions) -> Result<Self, SessionError> {
-        let _ = (path, options);
-        Err(SessionError::Other("not yet implemented".into()))
+        let file = Arc::new(CellmFile::open(path)?);
+        // SAFETY: the model borrows tensor views from `file`'s memory map and header. The
+        // `CellmFile` lives on the heap inside the `Arc`, is never mutated, and the `Arc` is
+        // stored in the same `Session` after `model`, so it outlives every borrow.
+        let file_ref: &'static CellmFile = unsafe { &*Arc::as_ptr(&file) };
+        let model = models::load_model(file_ref)?;
+        let header = file.header();
+        let cfg = model.config();
+
+        let mut tokenizer = Tokenizer::from_json(&header.tokenizer.tokenizer_json).map_err(other)?;
+        if header.tokenizer.bos_token_id.is_some() {
+            tokenizer.set_bos_id(header.tokenizer.bos_token_id);
+        }
+        let bos_token = header
+            .tokenizer
+            .bos_token_id
+            .and_then(|id| tokenizer.token(id))
+            .unwrap_or_else(|| "<bos>".into());
+        let (template, template_error) = match ChatTemplate::new(
+            header.tokenizer.chat_template.as_deref(),
+            &header.family,
+            &bos_token,
+        ) {
+            Ok(t) => (Some(t), None),
+            // Raw prompts still work; chat prompts report this.
+            Err(e) => (None, Some(e.to_string())),
+        };
+
+        let mut stop_ids = header.tokenizer.eos_token_ids.clone();
+        for name in ["end_of_turn", "turn_end"] {
+            if let Some(&id) = header.tokenizer.special_tokens.get(name)
+                && !stop_ids.contains(&id)
+            {
+                stop_ids.push(id);
+            }
+        }
+
+        let limit = options
+            .max_context
+            .map_or(cfg.max_position, |m| m.min(cfg.max_position))
+            .max(1);
+        let cache = KvCache::new(cfg, limit, models::chunk_size(cfg), options.kv_precision);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(options.threads.unwrap_or(0))
+            .build()
+            .map_err(other)?;
+
+        let parameters = header
+            .tensors
+            .iter()
+            .map(|t| t.shape.iter().product::<usize>() as u64)
+            .sum();
+        let file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let info = ModelInfo {
+            family: header.family.clone(),
+            profile: header.quantization.profile.clone(),
+            file_bytes,
+            parameters,
+            context_length: limit,
+            vocab_size: cfg.vocab_size,
+            hidden_size: cfg.hidden_size,
+            has_vision: header.tensors.iter().any(|t| t.component() == "vision"),
+            has_audio: header.tensors.iter().any(|t| t.component() == "audio"),
+            fidelity: header.fidelity.clone(),
+        };
+        let add_bos = header.tokenizer.add_bos;
+        Ok(Self {
+            model,
+            file,
+            cache,
+            tokenizer,
+            template,
+            template_error,
+            pool,
+            info,
+            cancel: CancelToken::new(),
+            cached: Vec::new(),
+            stop_ids,
+            add_bos,
+            logits: Vec::new(),
+        })
     }
 
     pub fn info(&self) -> &ModelInfo {
-        unimplemented!()
+        &self.info
     }
 
     /// A token that cancels the generation running on this session (clone it to another thread).
     pub fn cancel_token(&self) -> CancelToken {
-        unimplemented!()
+        self.cancel.clone()
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The open file (header, tensor table).
+    pub fn file(&self) -> &CellmFile {
+        &self.file
+    }
+
+    /// Bytes of weights read per decoded token (for bandwidth estimates).
+    pub fn weight_bytes_per_token(&self) -> usize {
+        self.model.weight_bytes_per_token()
+    }
+
+    /// Token ids that end a generation (EOS and end-of-turn by default).
+    pub fn stop_ids(&self) -> &[u32] {
+        &self.stop_ids
+    }
+
+    /// Replaces the stop ids (e.g. none, for benchmarks that must decode a fixed count).
+    pub fn set_stop_ids(&mut self, ids: Vec<u32>) {
+        self.stop_ids = ids;
+    }
+
+    /// Tokens whose keys and values the cache holds (prompt and fed reply tokens).
+    pub fn context_tokens(&self) -> &[u32] {
+        &self.cached
+    }
+
+    /// Forgets the KV cache (the next call recomputes its whole prompt).
+    pub fn reset(&mut self) {
+        self.cache.clear();
+        self.cached.clear();
+    }
+
+    /// Token ids of a prompt, exactly as `generate` would feed them.
+    pub fn tokenize(&self, prompt: &Prompt) -> Result<Vec<u32>, SessionError> {
+        match prompt {
+            Prompt::Tokens(ids) => Ok(ids.clone()),
+            Prompt::Raw(text) => self.tokenizer.encode(text, self.add_bos).map_err(other),
+            Prompt::Chat(messages) => {
+                if messages.iter().any(|m| !m.media.is_empty()) {
+                    return Err(SessionError::Unsupported(
+                        "images and audio in chat prompts are not supported yet".into(),
+                    ));
+                }
+                let template = self.template.as_ref().ok_or_else(|| {
+                    SessionError::Other(
+                        self.template_error
+                            .clone()
+                            .unwrap_or_else(|| "no chat template".into()),
+                    )
+                })?;
+                let msgs: Vec<ChatMessage> = messages
+                    .iter()
+                    .map(|m| ChatMessage {
+                        role: m.role,
+                        content: m.text.clone(),
+                        images: 0,
+                        audios: 0,
+                    })
+                    .collect();
+                let text = template.render(&msgs, true).map_err(other)?;
+                // The template writes <bos> itself.
+                self.tokenizer.encode(&text, false).map_err(other)
+            }
+        }
     }
 
     /// Generates a reply. `on_text` receives each decoded text piece as soon as it is final.
@@ -176,8 +366,118 @@ impl Session {
         params: &GenerateParams,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<GenerationStats, SessionError> {
-        let _ = (prompt, params, on_text);
-        unimplemented!()
+        let ids = self.tokenize(prompt)?;
+        if ids.is_empty() {
+            return Err(SessionError::EmptyPrompt);
+        }
+        let limit = self.cache.limit();
+        if ids.len() >= limit {
+            return Err(SessionError::ContextFull {
+                tokens: ids.len(),
+                limit,
+            });
+        }
+        let vocab = self.info.vocab_size;
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(SessionError::Other(format!(
+                "token id {bad} is outside the vocabulary ({vocab})"
+            )));
+        }
+
+        // Reuse the cached prefix, but always recompute at least the last prompt token (its
+        // logits start the reply).
+        let common = self
+            .cached
+            .iter()
+            .zip(&ids)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(self.cache.len())
+            .min(ids.len() - 1);
+        let reuse = self.cache.truncate(common);
+        self.cached.truncate(reuse);
+
+        self.cancel.reset();
+        let mut sampler = Sampler::new(&params.sampling);
+        let window = params.sampling.repetition_window;
+        let mut history = ids.clone();
+        history.reserve(params.max_new_tokens + 1);
+
+        let t0 = Instant::now();
+        let Self {
+            model,
+            cache,
+            pool,
+            logits,
+            ..
+        } = self;
+        let last = pool.install(|| model.forward(&ids[reuse..], None, reuse, cache, Logits::Last));
+        let last = match last {
+            Ok(l) => l,
+            Err(e) => {
+                self.reset();
+                return Err(e.into());
+            }
+        };
+        logits.clear();
+        logits.extend_from_slice(last);
+        self.cached.clear();
+        self.cached.extend_from_slice(&ids);
+        let prefill_secs = t0.elapsed().as_secs_f64();
+
+        let t1 = Instant::now();
+        let mut stream = self.tokenizer.stream();
+        let mut generated = 0usize;
+        let stop = loop {
+            if self.cancel.is_cancelled() {
+                break StopReason::Cancelled;
+            }
+            if generated >= params.max_new_tokens {
+                break StopReason::MaxTokens;
+            }
+            let recent = &history[history.len().saturating_sub(window)..];
+            let next = sampler.sample(&mut self.logits, recent);
+            generated += 1;
+            if self.stop_ids.contains(&next) {
+                break StopReason::EndOfTurn;
+            }
+            history.push(next);
+            if let Some(text) = stream.push(next) {
+                on_text(&text);
+            }
+            if generated >= params.max_new_tokens {
+                break StopReason::MaxTokens;
+            }
+            let pos = self.cache.len();
+            if pos + 1 > limit {
+                break StopReason::ContextFull;
+            }
+            let (model, cache, pool) = (&mut self.model, &mut self.cache, &self.pool);
+            let out = pool.install(|| model.forward(&[next], None, pos, cache, Logits::Last));
+            match out {
+                Ok(l) => {
+                    self.logits.clear();
+                    self.logits.extend_from_slice(l);
+                }
+                Err(e) => {
+                    self.cache.clear();
+                    self.cached.clear();
+                    return Err(e.into());
+                }
+            }
+            self.cached.push(next);
+        };
+        if let Some(text) = stream.finish() {
+            on_text(&text);
+        }
+        Ok(GenerationStats {
+            prompt_tokens: ids.len(),
+            prefill_tokens: ids.len() - reuse,
+            generated_tokens: generated,
+            prefill_secs,
+            decode_secs: t1.elapsed().as_secs_f64(),
+            stop,
+        })
     }
 
     /// Teacher-forced logits at every position of `ids` ([ids.len(), vocab] row-major), for
@@ -187,7 +487,80 @@ impl Session {
         ids: &[u32],
         media: &[MediaEmbedding],
     ) -> Result<Vec<f32>, SessionError> {
-        let _ = (ids, media);
-        unimplemented!()
+        if ids.is_empty() {
+            return Err(SessionError::EmptyPrompt);
+        }
+        let limit = self.cache.limit();
+        if ids.len() > limit {
+            return Err(SessionError::ContextFull {
+                tokens: ids.len(),
+                limit,
+            });
+        }
+        let (positions, rows) = self.media_rows(ids, media)?;
+        self.reset();
+        let media_rows = (!positions.is_empty()).then_some(MediaRows {
+            positions: &positions,
+            rows: &rows,
+        });
+        let (model, cache, pool) = (&mut self.model, &mut self.cache, &self.pool);
+        let out = pool
+            .install(|| model.forward(ids, media_rows, 0, cache, Logits::All).map(|l| l.to_vec()));
+        // The cache now holds `ids`, but they may contain placeholders whose rows are gone.
+        self.cache.clear();
+        Ok(out?)
+    }
+
+    /// Positions of the image/audio placeholders in `ids` and the soft-token rows for them
+    /// (images in order, then audio clips in order).
+    fn media_rows(
+        &self,
+        ids: &[u32],
+        media: &[MediaEmbedding],
+    ) -> Result<(Vec<usize>, Vec<f32>), SessionError> {
+        let h = self.info.hidden_size;
+        let special = &self.file.header().tokenizer.special_tokens;
+        let mut positions = Vec::new();
+        let mut rows = Vec::new();
+        for (kind, name) in [(MediaKind::Image, "image"), (MediaKind::Audio, "audio")] {
+            let items: Vec<&MediaEmbedding> = media.iter().filter(|m| m.kind == kind).collect();
+            let Some(&placeholder) = special.get(name) else {
+                if items.is_empty() {
+                    continue;
+                }
+                return Err(SessionError::Unsupported(format!("this model has no {name} placeholder token")));
+            };
+            let at: Vec<usize> = (0..ids.len()).filter(|&i| ids[i] == placeholder).collect();
+            let have: usize = items.iter().map(|m| m.tokens).sum();
+            if items.is_empty() {
+                continue;
+            }
+            if at.len() != have {
+                return Err(SessionError::Other(format!(
+                    "{} {name} placeholder tokens but {have} soft tokens",
+                    at.len()
+                )));
+            }
+            for m in &items {
+                if m.embeddings.len() != m.tokens * h {
+                    return Err(SessionError::Other(format!(
+                        "{name} embedding has {} floats for {} tokens of width {h}",
+                        m.embeddings.len(),
+                        m.tokens
+                    )));
+                }
+                rows.extend_from_slice(&m.embeddings);
+            }
+            positions.extend(at);
+        }
+        // Rows must follow increasing positions.
+        let mut order: Vec<usize> = (0..positions.len()).collect();
+        order.sort_by_key(|&i| positions[i]);
+        let sorted_pos = order.iter().map(|&i| positions[i]).collect();
+        let mut sorted_rows = Vec::with_capacity(rows.len());
+        for &i in &order {
+            sorted_rows.extend_from_slice(&rows[i * h..(i + 1) * h]);
+        }
+        Ok((sorted_pos, sorted_rows))
     }
 }

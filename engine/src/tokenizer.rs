@@ -1,6 +1,9 @@
 //! Text <-> token ids through the `tokenizers` crate, plus a builder that turns a GGUF
 //! SentencePiece vocabulary into an equivalent Hugging Face `tokenizer.json`.
 
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     #[error("tokenizer: {0}")]
@@ -9,31 +12,47 @@ pub enum TokenizerError {
     InvalidVocab(String),
 }
 
-/// A loaded tokenizer.
+fn tk_err(e: tokenizers::Error) -> TokenizerError {
+    TokenizerError::Tokenizers(e.to_string())
+}
+
+/// A loaded tokenizer (a Hugging Face `tokenizer.json`).
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    bos_id: Option<u32>,
 }
 
 impl Tokenizer {
     pub fn from_json(json: &str) -> Result<Self, TokenizerError> {
-        let inner: tokenizers::Tokenizer = json
-            .parse()
-            .map_err(|e: tokenizers::Error| TokenizerError::Tokenizers(e.to_string()))?;
-        Ok(Self { inner })
+        let inner: tokenizers::Tokenizer = json.parse().map_err(tk_err)?;
+        let bos_id = inner.token_to_id("<bos>");
+        Ok(Self { inner, bos_id })
     }
 
+    /// The id `encode(.., add_bos = true)` prepends (`<bos>` when the vocabulary has it).
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos_id
+    }
+
+    pub fn set_bos_id(&mut self, id: Option<u32>) {
+        self.bos_id = id;
+    }
+
+    /// Special-token strings in `text` (like `<start_of_turn>`) map to their ids. BOS is added
+    /// here rather than by the file's post-processor, so the flag means the same for every file.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self
-            .inner
-            .encode(text, add_bos)
-            .map_err(|e| TokenizerError::Tokenizers(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
+        let enc = self.inner.encode(text, false).map_err(tk_err)?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        if add_bos && let Some(bos) = self.bos_id {
+            ids.push(bos);
+        }
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
     }
 
+    /// Decodes every id, special tokens included.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        self.inner
-            .decode(ids, false)
-            .map_err(|e| TokenizerError::Tokenizers(e.to_string()))
+        self.inner.decode(ids, false).map_err(tk_err)
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -44,32 +63,58 @@ impl Tokenizer {
         self.inner.token_to_id(token)
     }
 
+    /// The vocabulary entry for `id` (as stored, e.g. `▁the` or `<0x0A>`).
+    pub fn token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
     pub fn stream(&self) -> StreamDecoder<'_> {
         StreamDecoder {
             tok: self,
-            ids: Vec::new(),
-            emitted: 0,
+            pending: Vec::new(),
         }
+    }
+
+    fn is_byte_token(&self, id: u32) -> bool {
+        self.inner
+            .id_to_token(id)
+            .is_some_and(|t| t.len() == 6 && t.starts_with("<0x") && t.ends_with('>'))
     }
 }
 
-/// Incremental decoder: push ids, get text once it is final.
+/// Incremental decoder: push ids as they are generated, get text as soon as it is final.
+///
+/// Text is held back only while the pending ids end in byte-fallback pieces that do not yet form
+/// a whole UTF-8 character. Gemma's decoder (▁ -> space, byte fallback, fuse) has no
+/// context-dependent step, so decoding the pending ids alone equals the tail of a full decode.
 pub struct StreamDecoder<'a> {
     tok: &'a Tokenizer,
-    ids: Vec<u32>,
-    emitted: usize,
+    pending: Vec<u32>,
 }
+
+/// A UTF-8 character is at most 4 bytes; more pending byte pieces than this are invalid anyway.
+const MAX_PENDING: usize = 8;
 
 impl StreamDecoder<'_> {
     pub fn push(&mut self, id: u32) -> Option<String> {
-        self.ids.push(id);
-        let text = self.tok.decode(&self.ids).ok()?;
-        if text.ends_with('\u{FFFD}') || text.len() <= self.emitted {
+        self.pending.push(id);
+        let text = self.tok.decode(&self.pending).ok()?;
+        let incomplete = text.ends_with('\u{FFFD}') && self.tok.is_byte_token(id);
+        if incomplete && self.pending.len() < MAX_PENDING {
             return None;
         }
-        let new = text.get(self.emitted..)?.to_string();
-        self.emitted = text.len();
-        Some(new)
+        self.pending.clear();
+        (!text.is_empty()).then_some(text)
+    }
+
+    /// Whatever is still held back (an unfinished byte sequence decodes to U+FFFD).
+    pub fn finish(&mut self) -> Option<String> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let text = self.tok.decode(&self.pending).ok();
+        self.pending.clear();
+        text.filter(|t| !t.is_empty())
     }
 }
 
@@ -87,8 +132,310 @@ pub struct SpmVocab {
     pub add_space_prefix: bool,
 }
 
+/// GGUF token types (llama.cpp `llama_token_type`).
+const TYPE_CONTROL: i32 = 3;
+const TYPE_USER_DEFINED: i32 = 4;
+
+/// Python's `str.isspace` (what transformers tests with `not t.strip()`): Unicode White_Space plus
+/// the four ASCII separators U+001C..U+001F.
+fn py_isspace(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// transformers' `gemma_tokenizer` fix: a token made only of whitespace that contains a space is
+/// stored with real spaces in the GGUF but looked up as "▁"s.
+fn respell(token: &str) -> String {
+    if token.contains(' ') && token.chars().all(py_isspace) {
+        "\u{2581}".repeat(token.chars().count())
+    } else {
+        token.to_string()
+    }
+}
+
+/// The merges transformers' `generate_merges` derives for a Gemma GGUF (no merges stored): every
+/// split of a token into two vocabulary pieces, ordered by the token's position in the file, then
+/// by the longer left piece first. (`generate_merges` sorts by (-position, len(left), len(right))
+/// descending; within one token len(left) alone decides.)
+fn derive_merges<'a>(
+    tokens: &'a [String],
+    vocab: &HashMap<&'a str, u32>,
+) -> Vec<(&'a str, &'a str)> {
+    // Python dicts keep the last index for a repeated key; order by that index.
+    let mut order: Vec<(u32, &str)> = vocab.iter().map(|(t, &i)| (i, *t)).collect();
+    order.sort_unstable();
+    let _ = tokens;
+    let mut merges = Vec::new();
+    for (_, token) in order {
+        let bounds: Vec<usize> = token.char_indices().map(|(i, _)| i).skip(1).collect();
+        for &b in bounds.iter().rev() {
+            let (l, r) = token.split_at(b);
+            if vocab.contains_key(l) && vocab.contains_key(r) {
+                merges.push((l, r));
+            }
+        }
+    }
+    merges
+}
+
+fn added_token(id: u32, content: &str, special: bool) -> Value {
+    json!({
+        "id": id,
+        "content": content,
+        "single_word": false,
+        "lstrip": false,
+        "rstrip": false,
+        "normalized": false,
+        "special": special,
+    })
+}
+
 /// A Hugging Face tokenizer.json equivalent to llama.cpp's SPM tokenizer for a GGUF vocabulary.
+///
+/// Mirrors what transformers builds for a Gemma GGUF (`gemma_tokenizer` +
+/// `add_gguf_special_tokens`): a byte-fallback BPE over the vocabulary with merges derived from the
+/// file order, a normalizer turning " " into "▁", control tokens as special added tokens and
+/// user-defined ones as plain added tokens, all matched whole in the text. With `add_bos` the file's
+/// post-processor prepends BOS, as transformers' does ([`Tokenizer::encode`] adds BOS itself).
 pub fn spm_tokenizer_json(vocab: &SpmVocab) -> Result<String, TokenizerError> {
-    let _ = vocab;
-    Err(TokenizerError::InvalidVocab("not yet implemented".into()))
+    let n = vocab.tokens.len();
+    if n == 0 {
+        return Err(TokenizerError::InvalidVocab("no tokens".into()));
+    }
+    if !vocab.token_types.is_empty() && vocab.token_types.len() != n {
+        return Err(TokenizerError::InvalidVocab(format!(
+            "{} token types for {n} tokens",
+            vocab.token_types.len()
+        )));
+    }
+    let n_u32 =
+        u32::try_from(n).map_err(|_| TokenizerError::InvalidVocab("too many tokens".into()))?;
+    for (name, id) in [
+        ("bos", vocab.bos_id),
+        ("eos", vocab.eos_id),
+        ("unk", vocab.unk_id),
+        ("pad", vocab.pad_id),
+    ] {
+        if let Some(id) = id
+            && id >= n_u32
+        {
+            return Err(TokenizerError::InvalidVocab(format!(
+                "{name} id {id} outside the vocabulary of {n}"
+            )));
+        }
+    }
+
+    let respelled: Vec<String> = vocab.tokens.iter().map(|t| respell(t)).collect();
+    let mut ids: HashMap<&str, u32> = HashMap::with_capacity(n);
+    for (i, t) in respelled.iter().enumerate() {
+        ids.insert(t.as_str(), i as u32);
+    }
+    let merges = derive_merges(&respelled, &ids);
+
+    // Added tokens: control ones (plus the named specials) are special, user-defined ones are
+    // plain; both keep the file's original spelling and are matched before normalization.
+    let ty = |i: usize| vocab.token_types.get(i).copied().unwrap_or(1);
+    let mut added: Vec<(u32, &str, bool)> = Vec::new();
+    let mut special_ids: Vec<u32> = (0..n)
+        .filter(|&i| ty(i) == TYPE_CONTROL)
+        .map(|i| i as u32)
+        .collect();
+    special_ids.extend(
+        [vocab.bos_id, vocab.eos_id, vocab.unk_id, vocab.pad_id]
+            .into_iter()
+            .flatten(),
+    );
+    special_ids.sort_unstable();
+    special_ids.dedup();
+    for &i in &special_ids {
+        let content = vocab.tokens[i as usize].as_str();
+        // An added token takes the vocabulary id of its content (the last one for a repeat).
+        let id = ids.get(content).copied().unwrap_or(i);
+        added.push((id, content, true));
+    }
+    for i in (0..n).filter(|&i| ty(i) == TYPE_USER_DEFINED) {
+        let content = vocab.tokens[i].as_str();
+        if let Some(&id) = ids.get(content)
+            && !special_ids.contains(&(i as u32))
+        {
+            added.push((id, content, false));
+        }
+    }
+    added.sort_by_key(|a| a.0);
+    added.dedup_by(|a, b| a.1 == b.1);
+
+    let unk = vocab
+        .unk_id
+        .map(|i| respelled[i as usize].clone())
+        .unwrap_or_else(|| "<unk>".to_string());
+
+    let mut vocab_map = Map::with_capacity(ids.len());
+    for (t, &i) in &ids {
+        vocab_map.insert((*t).to_string(), json!(i));
+    }
+    let merges_json: Vec<Value> = merges.iter().map(|(l, r)| json!([l, r])).collect();
+
+    let replace_space =
+        json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
+    let normalizer = if vocab.add_space_prefix {
+        json!({"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u{2581}"},
+            replace_space,
+        ]})
+    } else {
+        replace_space
+    };
+
+    // The same BOS template transformers writes; `Tokenizer::encode` does not use it (it adds BOS
+    // itself) but other consumers of the embedded file get transformers' behaviour.
+    let post_processor = match vocab.bos_id.filter(|_| vocab.add_bos) {
+        Some(bos) => {
+            let t = vocab.tokens[bos as usize].as_str();
+            json!({
+                "type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": t, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [
+                    {"SpecialToken": {"id": t, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                    {"SpecialToken": {"id": t, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}},
+                ],
+                "special_tokens": {t: {"id": t, "ids": [bos], "tokens": [t]}},
+            })
+        }
+        None => Value::Null,
+    };
+
+    let doc = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added.iter().map(|(id, c, s)| added_token(*id, c, *s)).collect::<Vec<_>>(),
+        "normalizer": normalizer,
+        "pre_tokenizer": {"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false},
+        "post_processor": post_processor,
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+            {"type": "ByteFallback"},
+            {"type": "Fuse"},
+        ]},
+        "model": {
+            "type": "BPE",
+            "dropout": null,
+            "unk_token": unk,
+            "continuing_subword_prefix": null,
+            "end_of_word_suffix": null,
+            "fuse_unk": true,
+            "byte_fallback": true,
+            "ignore_merges": false,
+            "vocab": Value::Object(vocab_map),
+            "merges": merges_json,
+        },
+    });
+    serde_json::to_string(&doc).map_err(|e| TokenizerError::InvalidVocab(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn tiny() -> Tokenizer {
+        let p =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/tiny-gemma3/tokenizer.json");
+        Tokenizer::from_json(&std::fs::read_to_string(p).expect("tiny tokenizer.json")).unwrap()
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Case {
+        text: String,
+        add_special_tokens: bool,
+        ids: Vec<u32>,
+        decoded: String,
+    }
+
+    #[test]
+    fn tokenizer_tiny_json_matches_transformers() {
+        let tok = tiny();
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../testdata/tiny-gemma3/tokenizer_cases.json");
+        let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        for c in cases {
+            assert_eq!(
+                tok.encode(&c.text, c.add_special_tokens).unwrap(),
+                c.ids,
+                "{:?}",
+                c.text
+            );
+            assert_eq!(tok.decode(&c.ids).unwrap(), c.decoded);
+        }
+        assert_eq!(tok.bos_id(), Some(2));
+        assert_eq!(tok.token_id("<start_of_turn>"), Some(5));
+        assert_eq!(tok.token(2).as_deref(), Some("<bos>"));
+    }
+
+    #[test]
+    fn tokenizer_stream_waits_for_whole_characters() {
+        let tok = tiny();
+        let ids = tok.encode("a 🙂 héllo\n日本", false).unwrap();
+        let mut s = tok.stream();
+        let mut pieces = Vec::new();
+        for &id in &ids {
+            if let Some(p) = s.push(id) {
+                assert!(!p.contains('\u{FFFD}'), "{p:?}");
+                pieces.push(p);
+            }
+        }
+        assert!(s.finish().is_none());
+        assert_eq!(pieces.concat(), "a 🙂 héllo\n日本");
+        // The emoji is four byte pieces: nothing comes out until the last one.
+        let emoji = tok.encode("🙂", false).unwrap();
+        assert_eq!(emoji.len(), 4);
+        let mut s = tok.stream();
+        assert_eq!(s.push(emoji[0]), None);
+        assert_eq!(s.push(emoji[1]), None);
+        assert_eq!(s.push(emoji[2]), None);
+        assert_eq!(s.push(emoji[3]).as_deref(), Some("🙂"));
+        // An unfinished sequence is flushed by finish().
+        let mut s = tok.stream();
+        assert_eq!(s.push(emoji[0]), None);
+        assert_eq!(s.finish().as_deref(), Some("\u{FFFD}"));
+    }
+
+    #[test]
+    fn tokenizer_spm_json_rejects_bad_vocabularies() {
+        assert!(spm_tokenizer_json(&SpmVocab::default()).is_err());
+        let v = SpmVocab {
+            tokens: vec!["<unk>".into(), "a".into()],
+            token_types: vec![2],
+            ..Default::default()
+        };
+        assert!(spm_tokenizer_json(&v).is_err());
+        let v = SpmVocab {
+            tokens: vec!["<unk>".into(), "a".into()],
+            bos_id: Some(9),
+            ..Default::default()
+        };
+        assert!(spm_tokenizer_json(&v).is_err());
+    }
+
+    #[test]
+    fn tokenizer_spm_json_merges_follow_file_order() {
+        // "ab" comes before "bc" in the file, so "abc" splits as "ab" + "c".
+        let toks = [
+            "<unk>", "<bos>", "a", "b", "c", "ab", "bc", "abc", "▁", "  ",
+        ];
+        let v = SpmVocab {
+            tokens: toks.iter().map(|s| s.to_string()).collect(),
+            scores: vec![0.0; toks.len()],
+            token_types: vec![2, 3, 1, 1, 1, 1, 1, 1, 1, 1],
+            bos_id: Some(1),
+            unk_id: Some(0),
+            add_bos: true,
+            ..Default::default()
+        };
+        let tok = Tokenizer::from_json(&spm_tokenizer_json(&v).unwrap()).unwrap();
+        assert_eq!(tok.encode("abc", true).unwrap(), vec![1, 7]);
+        assert_eq!(tok.encode("bcab", false).unwrap(), vec![6, 5]);
+        // The all-space token is looked up as "▁▁".
+        assert_eq!(tok.encode("  ", false).unwrap(), vec![9]);
+        assert_eq!(tok.decode(&[9, 2]).unwrap(), "  a");
+    }
 }

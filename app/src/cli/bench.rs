@@ -1,5 +1,11 @@
 use super::BackendArg;
+use anyhow::{Context, bail};
+use cellm_engine::kernels::cpu::measure_read_bandwidth;
+use cellm_engine::sampler::SamplingParams;
+use cellm_engine::session::{GenerateParams, Prompt, Session, SessionOptions};
+use std::io::Write;
 use std::path::PathBuf;
+use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -21,7 +27,177 @@ pub struct Args {
     pub json: bool,
 }
 
+#[derive(Debug, serde::Serialize)]
+struct BenchRow {
+    model: String,
+    profile: String,
+    threads: usize,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+    load_secs: f64,
+    prefill_tok_s: f64,
+    decode_tok_s: f64,
+    peak_rss_mb: f64,
+    weight_bytes_per_token: usize,
+    read_bandwidth_gb_s: f64,
+    /// Decode's weight traffic as a share of the measured read bandwidth.
+    bandwidth_use_pct: f64,
+}
+
 pub fn main(args: Args) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("`cellm bench` is not yet implemented")
+    if args.backend == BackendArg::Gpu {
+        eprintln!("GPU backend not available yet, using CPU");
+    }
+    if args.prompt_tokens == 0 || args.gen_tokens == 0 || args.repeat == 0 {
+        bail!("--prompt-tokens, --gen-tokens and --repeat must be at least 1");
+    }
+    let t0 = Instant::now();
+    let mut session = Session::load(
+        &args.model,
+        SessionOptions {
+            threads: args.threads,
+            ..SessionOptions::default()
+        },
+    )
+    .with_context(|| format!("loading {}", args.model.display()))?;
+    let load_secs = t0.elapsed().as_secs_f64();
+    // Decode exactly --gen-tokens: no stop ids.
+    session.set_stop_ids(Vec::new());
+    let ids = random_prompt(&session, args.prompt_tokens);
+    let params = GenerateParams {
+        sampling: SamplingParams {
+            temperature: 0.0,
+            ..SamplingParams::default()
+        },
+        max_new_tokens: args.gen_tokens,
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let (mut best_prefill, mut best_decode) = (0f64, 0f64);
+    for r in 0..args.repeat {
+        session.reset();
+        let stats = session.generate(&Prompt::Tokens(ids.clone()), &params, &mut |_| {})?;
+        // The first sampled token comes from the prefill logits: decode runs one forward fewer.
+        let forwards = stats.generated_tokens.saturating_sub(1).max(1);
+        let decode = forwards as f64 / stats.decode_secs.max(1e-9);
+        eprintln!(
+            "run {}: prefill {:.1} tok/s, decode {:.2} tok/s",
+            r + 1,
+            stats.prefill_tok_s(),
+            decode
+        );
+        best_prefill = best_prefill.max(stats.prefill_tok_s());
+        best_decode = best_decode.max(decode);
+    }
+    // Before the bandwidth probe, which allocates a large buffer of its own.
+    let peak_rss = peak_rss_bytes().unwrap_or(0);
+    let bandwidth = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map(|p| p.install(measure_read_bandwidth))
+        .unwrap_or_else(|_| measure_read_bandwidth());
+    let bytes = session.weight_bytes_per_token();
+    let row = BenchRow {
+        model: args.model.display().to_string(),
+        profile: session.info().profile.clone(),
+        threads,
+        prompt_tokens: args.prompt_tokens,
+        gen_tokens: args.gen_tokens,
+        load_secs,
+        prefill_tok_s: best_prefill,
+        decode_tok_s: best_decode,
+        peak_rss_mb: peak_rss as f64 / 1e6,
+        weight_bytes_per_token: bytes,
+        read_bandwidth_gb_s: bandwidth,
+        bandwidth_use_pct: 100.0 * bytes as f64 * best_decode / (bandwidth * 1e9),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&row)?);
+    } else {
+        println!("model              {} ({})", row.model, row.profile);
+        println!("threads            {}", row.threads);
+        println!("load               {:.3} s", row.load_secs);
+        println!(
+            "prefill            {:.1} tok/s ({} tokens)",
+            row.prefill_tok_s, row.prompt_tokens
+        );
+        println!(
+            "decode             {:.2} tok/s ({} tokens)",
+            row.decode_tok_s, row.gen_tokens
+        );
+        println!("peak RSS           {:.1} MB", row.peak_rss_mb);
+        println!(
+            "weights per token  {:.1} MB",
+            row.weight_bytes_per_token as f64 / 1e6
+        );
+        println!("read bandwidth     {:.1} GB/s", row.read_bandwidth_gb_s);
+        println!(
+            "bandwidth use      {:.1}% of the limit",
+            row.bandwidth_use_pct
+        );
+    }
+    if let Some(path) = &args.csv {
+        write_csv(path, &row).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `n` token ids drawn from the ordinary part of the vocabulary (a fixed seed, after BOS).
+fn random_prompt(session: &Session, n: usize) -> Vec<u32> {
+    let vocab = session.info().vocab_size as u64;
+    let tok = session.tokenizer();
+    let mut ids = Vec::with_capacity(n);
+    if let Some(bos) = tok.bos_id() {
+        ids.push(bos);
+    }
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    // Skip the low ids, where Gemma keeps its control tokens.
+    let lo = 256.min(vocab / 2);
+    while ids.len() < n {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ids.push((lo + (state >> 33) % (vocab - lo)) as u32);
+    }
+    ids
+}
+
+/// Peak resident set size (VmHWM) on Linux.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn write_csv(path: &std::path::Path, row: &BenchRow) -> anyhow::Result<()> {
+    let new = !path.exists();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    if new {
+        writeln!(
+            f,
+            "model,profile,threads,prompt_tokens,gen_tokens,load_secs,prefill_tok_s,decode_tok_s,peak_rss_mb,weight_bytes_per_token,read_bandwidth_gb_s,bandwidth_use_pct"
+        )?;
+    }
+    writeln!(
+        f,
+        "{},{},{},{},{},{:.4},{:.2},{:.3},{:.1},{},{:.2},{:.2}",
+        row.model.replace(',', "_"),
+        row.profile,
+        row.threads,
+        row.prompt_tokens,
+        row.gen_tokens,
+        row.load_secs,
+        row.prefill_tok_s,
+        row.decode_tok_s,
+        row.peak_rss_mb,
+        row.weight_bytes_per_token,
+        row.read_bandwidth_gb_s,
+        row.bandwidth_use_pct
+    )?;
+    Ok(())
 }

@@ -1,4 +1,7 @@
-use std::path::PathBuf;
+use anyhow::Context;
+use cellm_convert::{ConvertOptions, Phase, Profile, SYNTHETIC_PREFIX};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -21,7 +24,105 @@ pub struct Args {
     pub calib: Option<PathBuf>,
 }
 
+/// True when `a` and `b` name the same existing file or folder.
+fn same_path(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", units[u])
+    }
+}
+
 pub fn main(args: Args) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("`cellm convert` is not yet implemented")
+    if args.calib.is_some() {
+        anyhow::bail!(
+            "--calib is not yet implemented (calibration-based profiles and fidelity measurement are planned)"
+        );
+    }
+    let profile: Profile = args.profile.parse()?;
+    let is_synthetic = args.input.to_string_lossy().starts_with(SYNTHETIC_PREFIX);
+    if !is_synthetic && same_path(&args.input, &args.output) {
+        anyhow::bail!(
+            "refusing to overwrite the input {}; choose another output path",
+            args.input.display()
+        );
+    }
+    let parent = match args.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        anyhow::bail!("output directory {} does not exist", parent.display());
+    }
+
+    let source = cellm_convert::open_source(&args.input)
+        .with_context(|| format!("cannot read {}", args.input.display()))?;
+    let mut options = ConvertOptions::new(profile);
+    options.group_size = args.group_size;
+    options.exclude_layers = args.exclude_layers.clone();
+
+    eprintln!(
+        "converting {} ({}, {} tensors) to {} with profile {}",
+        args.input.display(),
+        source.family(),
+        source.tensors().len(),
+        args.output.display(),
+        profile
+    );
+    let bar = ProgressBar::new(0);
+    let style = ProgressStyle::with_template(
+        "{prefix:>9} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {wide_msg}",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    let mut phase = None;
+    let summary = cellm_convert::convert(source.as_ref(), &args.output, &options, &mut |p| {
+        if phase != Some(p.phase) {
+            phase = Some(p.phase);
+            bar.reset();
+            bar.set_prefix(match p.phase {
+                Phase::Hashing => "hashing",
+                Phase::Converting => "writing",
+            });
+        }
+        bar.set_length(p.bytes_total);
+        bar.set_position(p.bytes_done);
+        if p.phase == Phase::Converting && p.index < p.count {
+            bar.set_message(format!("{}/{} {}", p.index + 1, p.count, p.name));
+        } else {
+            bar.set_message(p.name);
+        }
+    });
+    bar.finish_and_clear();
+    let summary = summary.with_context(|| format!("converting {}", args.input.display()))?;
+
+    for note in &summary.notes {
+        eprintln!("note: {note}");
+    }
+    println!(
+        "wrote {}: {} tensors, {} in {:.1} s",
+        summary.output.display(),
+        summary.tensors,
+        human_bytes(summary.file_bytes),
+        summary.elapsed.as_secs_f64()
+    );
+    for (dtype, (n, bytes)) in &summary.by_dtype {
+        println!("  {dtype:>4}: {n:>5} tensors, {}", human_bytes(*bytes));
+    }
+    Ok(())
 }

@@ -10,7 +10,11 @@ pub mod run;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "cellm", version, about = "Run Gemma models locally; convert checkpoints to .cellm")]
+#[command(
+    name = "cellm",
+    version,
+    about = "Run Gemma models locally; convert checkpoints to .cellm"
+)]
 pub struct Cli {
     /// Model to open in the desktop app (when no subcommand is given).
     #[arg(short = 'm', long = "model")]

@@ -1,4 +1,10 @@
 use super::BackendArg;
+use anyhow::{Context, bail};
+use cellm_engine::sampler::SamplingParams;
+use cellm_engine::session::{
+    GenerateParams, Message, Prompt, Role, Session, SessionOptions, StopReason,
+};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -36,6 +42,95 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("`cellm run` is not yet implemented")
+    if !args.images.is_empty() || !args.audio.is_empty() {
+        bail!(
+            "--image and --audio are not yet supported by `cellm run` (text prompts only for now)"
+        );
+    }
+    if args.backend == BackendArg::Gpu {
+        eprintln!("GPU backend not available yet, using CPU");
+    }
+    let text = read_prompt(args.prompt.as_deref())?;
+    if text.trim().is_empty() {
+        bail!("the prompt is empty");
+    }
+    let mut session = Session::load(
+        &args.model,
+        SessionOptions {
+            threads: args.threads,
+            ..SessionOptions::default()
+        },
+    )
+    .with_context(|| format!("loading {}", args.model.display()))?;
+    let prompt = if args.raw {
+        Prompt::Raw(text)
+    } else {
+        Prompt::Chat(vec![Message {
+            role: Role::User,
+            text,
+            media: Vec::new(),
+        }])
+    };
+    let params = GenerateParams {
+        sampling: SamplingParams {
+            temperature: args.temp,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            seed: args.seed,
+            ..SamplingParams::default()
+        },
+        max_new_tokens: args.max_new,
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut write_error = None;
+    let stats = session.generate(&prompt, &params, &mut |piece| {
+        if write_error.is_none()
+            && let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush())
+        {
+            write_error = Some(e);
+        }
+    })?;
+    if let Some(e) = write_error {
+        // A closed pipe (e.g. `| head`) is not worth an error message.
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e).context("writing to stdout");
+        }
+    }
+    writeln!(out).ok();
+    let stop = match stats.stop {
+        StopReason::EndOfTurn => "end of turn",
+        StopReason::MaxTokens => "max tokens",
+        StopReason::Cancelled => "cancelled",
+        StopReason::ContextFull => "context full",
+    };
+    eprintln!(
+        "[{} prompt tokens ({} computed) at {:.1} tok/s, {} generated at {:.1} tok/s, stop: {stop}]",
+        stats.prompt_tokens,
+        stats.prefill_tokens,
+        stats.prefill_tok_s(),
+        stats.generated_tokens,
+        stats.decode_tok_s(),
+    );
+    Ok(())
+}
+
+/// The `-p` argument, or standard input for `-p -`.
+fn read_prompt(arg: Option<&str>) -> anyhow::Result<String> {
+    match arg {
+        None => bail!("give a prompt with -p TEXT (or -p - to read standard input)"),
+        Some("-") => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("reading the prompt from standard input")?;
+            String::from_utf8(bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "standard input is not valid UTF-8 (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                )
+            })
+        }
+        Some(p) => Ok(p.to_string()),
+    }
 }

@@ -3,9 +3,13 @@
 //! weights without llama.cpp's +1), so everything downstream is source-agnostic.
 
 pub mod gguf;
+pub mod hf;
+pub mod synthetic;
+mod tokenizer_files;
 
 use crate::error::ConvertError;
 use cellm_engine::format::TokenizerInfo;
+use std::ops::Range;
 use std::path::PathBuf;
 
 /// Name and shape of one tensor a source can provide.
@@ -31,4 +35,33 @@ pub trait Source: Send + Sync {
     fn read_f32(&self, name: &str) -> Result<Vec<f32>, ConvertError>;
     /// Files the checkpoint was read from (for provenance hashes).
     fn source_files(&self) -> Vec<PathBuf>;
+
+    /// True when [`Source::read_f32_rows`] is cheaper than reading the whole tensor, so the
+    /// converter can stream huge tensors (e.g. the 2.3 G-element PLE table) in row blocks.
+    fn supports_row_reads(&self) -> bool {
+        false
+    }
+    /// Rows `rows` (rows = all dims but the last) of one tensor as f32. The default reads the
+    /// whole tensor and slices it.
+    fn read_f32_rows(&self, name: &str, rows: Range<usize>) -> Result<Vec<f32>, ConvertError> {
+        let shape = self
+            .tensors()
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.shape.clone())
+            .ok_or_else(|| {
+                ConvertError::Invalid(format!("tensor '{name}' is not in the source"))
+            })?;
+        let cols = cellm_engine::tensor::rows_cols(&shape).1;
+        let all = self.read_f32(name)?;
+        all.get(rows.start * cols..rows.end * cols)
+            .map(<[f32]>::to_vec)
+            .ok_or_else(|| {
+                ConvertError::Invalid(format!("rows {rows:?} out of range for '{name}'"))
+            })
+    }
+    /// Remarks worth showing the user (e.g. "vision tower not converted").
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }

@@ -4,6 +4,7 @@
 //! [`Header`] padded with spaces to its reserved length, then the data section where every tensor
 //! starts 64-byte aligned. [`CellmFile`] memory-maps and validates a file; [`CellmWriter`] streams
 //! tensors into a temporary file and renames it into place only when complete.
+//! [`update_header`] rewrites the header in its reserved space (e.g. to store measured fidelity).
 
 mod header;
 mod reader;
@@ -11,10 +12,12 @@ mod writer;
 
 pub use header::*;
 pub use reader::CellmFile;
-pub use writer::{CellmWriter, TensorPlan};
+pub use writer::{CellmWriter, TensorPlan, update_header};
 
 /// First 8 bytes of every `.cellm` file.
 pub const MAGIC: [u8; 8] = *b"CELLM\0\r\n";
+/// Length of the fixed preamble: magic, version, flags, header_len, data_offset.
+pub const PREAMBLE_LEN: usize = 32;
 /// Format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 /// Alignment of every tensor's first byte, relative to the file start.

@@ -1,11 +1,20 @@
 //! CPU kernels: a scalar reference for every op, SIMD paths chosen at run time, rayon threads
-//! over output rows.
+//! over output rows. The caller owns the rayon pool (its size is the thread count).
 
-use crate::tensor::TensorView;
+mod activation;
+mod bandwidth;
+mod isa;
+mod matmul;
+mod norm;
+mod rope;
+mod softmax;
+mod vector;
 
-/// `out[t, n] = sum_k x[t, k] * w[n, k]` for `t` rows of activations `x` ([t, k] row-major) and a
-/// weight `w` ([n, k]) of any dtype. `out` is [t, n] row-major. t == 1 is the decode matvec.
-pub fn matmul(x: &[f32], t: usize, w: &TensorView<'_>, out: &mut [f32]) {
-    let _ = (x, t, w, out);
-    todo!("kernels helper")
-}
+pub use activation::{gelu_mul, gelu_tanh, softcap};
+pub use bandwidth::measure_read_bandwidth;
+pub use matmul::{matmul, matmul_rows};
+pub use norm::rmsnorm;
+pub use rope::{rope, rope_inv_freq};
+pub use softmax::softmax;
+pub use vector::{add, axpy, axpy_f16, dot, dot_f16, scale};
+pub mod attention;

@@ -1,0 +1,633 @@
+//! The one `App` struct: owns the UI state, draws it every frame, turns clicks into commands for
+//! the worker and applies the worker's events. No file I/O or model work here beyond saving a
+//! chat after it changes.
+
+use super::backend::{Backend, GenerateRequest, ModelSummary};
+use super::composer::ComposerState;
+use super::dialogs::PendingDialog;
+use super::model::{Attachment, AttachmentKind, Author, Chat, ChatMessage, ReplyStats};
+use super::settings::{AppSettings, STORAGE_KEY, ThemeChoice};
+use super::sidebar::SidebarState;
+use super::store::ChatStore;
+use super::theme;
+use super::wizard::{Wizard, WizardAction};
+use super::worker::{Command, Event, WorkerHandle};
+use cellm_engine::session::CancelToken;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Where the loaded model stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModelState {
+    None,
+    Loading(PathBuf),
+    Loaded(ModelSummary),
+    Failed(String),
+}
+
+/// The reply being streamed right now.
+pub struct Generation {
+    pub chat_id: String,
+    pub started: Instant,
+    pub first_piece: Option<Instant>,
+    pub pieces: usize,
+}
+
+impl Generation {
+    /// Text pieces per second since the first piece (pieces are tokens, give or take merges).
+    pub fn live_tok_s(&self) -> f64 {
+        match self.first_piece {
+            Some(t) if self.pieces > 1 => {
+                (self.pieces - 1) as f64 / t.elapsed().as_secs_f64().max(1e-3)
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// What a file dialog opened by the app is for.
+pub enum AppDialog {
+    LoadModel,
+    Attach,
+    Export(String),
+}
+
+/// How the app is started: where chats live and which backend the worker drives.
+pub struct AppConfig {
+    pub data_dir: PathBuf,
+    pub settings: AppSettings,
+    pub backend: Box<dyn Backend>,
+    /// Load `settings.last_model` at start (off in tests).
+    pub autoload: bool,
+}
+
+pub struct App {
+    pub settings: AppSettings,
+    pub(super) store: ChatStore,
+    pub chats: Vec<Chat>,
+    pub active: Option<String>,
+    pub(super) worker: WorkerHandle,
+    pub model: ModelState,
+    pub(super) cancel: Option<CancelToken>,
+    pub generation: Option<Generation>,
+    pub(super) composer: ComposerState,
+    pub(super) sidebar: SidebarState,
+    pub(super) wizard: Wizard,
+    pub settings_open: bool,
+    /// Problems to show at the top of the conversation until dismissed.
+    pub notices: Vec<String>,
+    pub(super) dialog: Option<(AppDialog, PendingDialog)>,
+    pub(super) markdown: egui_commonmark::CommonMarkCache,
+    theme_applied: Option<ThemeChoice>,
+    next_id: u64,
+}
+
+impl App {
+    pub fn new(config: AppConfig) -> Self {
+        let store = ChatStore::new(&config.data_dir);
+        let (chats, problems) = store.load_all();
+        let worker = WorkerHandle::spawn(config.backend);
+        let mut app = Self {
+            settings: config.settings,
+            store,
+            active: chats.first().map(|c| c.id.clone()),
+            chats,
+            worker,
+            model: ModelState::None,
+            cancel: None,
+            generation: None,
+            composer: ComposerState::default(),
+            sidebar: SidebarState::default(),
+            wizard: Wizard::default(),
+            settings_open: false,
+            notices: problems,
+            dialog: None,
+            markdown: egui_commonmark::CommonMarkCache::default(),
+            theme_applied: None,
+            next_id: 0,
+        };
+        if config.autoload
+            && let Some(path) = app.settings.last_model.clone()
+        {
+            if path.is_file() {
+                app.load_model(path);
+            } else {
+                app.settings.last_model = None;
+            }
+        }
+        app
+    }
+
+    /// Draws the whole window (shared by eframe and the UI tests).
+    pub fn draw(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        self.worker.set_context(&ctx);
+        if self.theme_applied.is_none() {
+            egui_extras::install_image_loaders(&ctx);
+        }
+        if self.theme_applied != Some(self.settings.theme) {
+            theme::apply(&ctx, self.settings.theme);
+            self.theme_applied = Some(self.settings.theme);
+        }
+        self.drain_events();
+        self.poll_dialog();
+        self.shortcuts(&ctx);
+        self.take_dropped_files(&ctx);
+
+        self.top_bar(ui);
+        self.sidebar_panel(ui);
+        self.composer_panel(ui);
+        self.conversation_panel(ui);
+
+        if let Some(WizardAction::LoadModel(path)) = self.wizard.show(&ctx) {
+            self.load_model(path);
+        }
+        self.settings_window(&ctx);
+        self.drop_overlay(&ctx);
+
+        if self.generation.is_some() {
+            // Keep the live tokens/s and memory read-out moving between tokens.
+            ctx.request_repaint_after(std::time::Duration::from_millis(250));
+        }
+    }
+
+    // ----- commands -----
+
+    pub fn load_model(&mut self, path: PathBuf) {
+        if self.generation.is_some() {
+            self.notices
+                .push("Stop the running reply before loading another model.".to_owned());
+            return;
+        }
+        self.model = ModelState::Loading(path.clone());
+        self.worker.send(Command::Load(path));
+    }
+
+    pub fn unload_model(&mut self) {
+        if self.generation.is_none() {
+            self.worker.send(Command::Unload);
+            self.model = ModelState::None;
+            self.cancel = None;
+            self.settings.last_model = None;
+        }
+    }
+
+    pub fn new_chat(&mut self) -> String {
+        self.next_id += 1;
+        let id = format!(
+            "{}-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0),
+            self.next_id
+        );
+        let chat = Chat::new(id.clone());
+        self.chats.insert(0, chat);
+        self.active = Some(id.clone());
+        self.composer.editing = None;
+        id
+    }
+
+    pub fn rename_chat(&mut self, id: &str, title: &str) {
+        let title = title.trim();
+        if title.is_empty() {
+            return;
+        }
+        if let Some(chat) = self.chats.iter_mut().find(|c| c.id == id) {
+            chat.title = title.to_owned();
+        }
+        self.save_chat(id);
+    }
+
+    pub fn delete_chat(&mut self, id: &str) {
+        if self.generation.as_ref().is_some_and(|g| g.chat_id == id) {
+            self.stop();
+            self.generation = None;
+        }
+        self.chats.retain(|c| c.id != id);
+        if let Err(e) = self.store.delete(id) {
+            self.notices.push(format!("{e:#}"));
+        }
+        if self.active.as_deref() == Some(id) {
+            self.active = self.chats.first().map(|c| c.id.clone());
+        }
+    }
+
+    pub fn active_chat(&self) -> Option<&Chat> {
+        let id = self.active.as_deref()?;
+        self.chats.iter().find(|c| c.id == id)
+    }
+
+    pub(super) fn active_chat_mut(&mut self) -> Option<&mut Chat> {
+        let id = self.active.clone()?;
+        self.chats.iter_mut().find(|c| c.id == id)
+    }
+
+    pub fn is_generating(&self) -> bool {
+        self.generation.is_some()
+    }
+
+    /// Sends the composer's text (and attachments) as a new user message.
+    pub fn send(&mut self) {
+        if self.generation.is_some() {
+            return;
+        }
+        let mut text = self.composer.text.trim().to_owned();
+        let attachments = std::mem::take(&mut self.composer.attachments);
+        if text.is_empty() {
+            match attachments.first().map(|a| a.kind) {
+                Some(AttachmentKind::Image) => text = "Describe this image.".to_owned(),
+                Some(AttachmentKind::Audio) => text = "Transcribe this audio.".to_owned(),
+                None => return,
+            }
+        }
+        if !matches!(self.model, ModelState::Loaded(_)) {
+            self.composer.attachments = attachments;
+            self.notices.push(
+                "No model is loaded yet: load a .cellm file from the left panel, or convert one."
+                    .to_owned(),
+            );
+            return;
+        }
+        if self.active_chat().is_none() {
+            self.new_chat();
+        }
+        let editing = self.composer.editing.take();
+        let Some(chat) = self.active_chat_mut() else {
+            return;
+        };
+        if let Some(index) = editing {
+            chat.messages.truncate(index);
+        }
+        chat.messages.push(ChatMessage::user(text, attachments));
+        chat.auto_title();
+        self.composer.text.clear();
+        self.start_reply();
+    }
+
+    /// Drops the last reply of the active chat and asks again.
+    pub fn regenerate(&mut self) {
+        if self.generation.is_some() || !matches!(self.model, ModelState::Loaded(_)) {
+            return;
+        }
+        let Some(chat) = self.active_chat_mut() else {
+            return;
+        };
+        if chat
+            .messages
+            .last()
+            .is_some_and(|m| m.author == Author::Assistant)
+        {
+            chat.messages.pop();
+        }
+        if chat
+            .messages
+            .last()
+            .is_some_and(|m| m.author == Author::User)
+        {
+            self.start_reply();
+        }
+    }
+
+    /// Puts a user message back into the composer; sending replaces it and everything after.
+    pub fn edit_message(&mut self, index: usize) {
+        if self.generation.is_some() {
+            return;
+        }
+        let Some(m) = self
+            .active_chat()
+            .and_then(|c| c.messages.get(index))
+            .cloned()
+        else {
+            return;
+        };
+        if m.author == Author::User {
+            self.composer.text = m.text.clone();
+            self.composer.attachments = m.attachments.clone();
+            self.composer.editing = Some(index);
+            self.composer.focus_next = true;
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(c) = &self.cancel {
+            c.cancel();
+        }
+    }
+
+    fn start_reply(&mut self) {
+        let sampling = self.settings.sampling.clone();
+        let max_new_tokens = self.settings.max_new_tokens;
+        let Some(chat) = self.active_chat_mut() else {
+            return;
+        };
+        let request = GenerateRequest {
+            chat_id: chat.id.clone(),
+            system_prompt: chat.system_prompt.clone(),
+            messages: chat.messages.clone(),
+            sampling,
+            max_new_tokens,
+        };
+        chat.messages.push(ChatMessage::assistant_empty());
+        chat.updated = super::model::now_secs();
+        let chat_id = chat.id.clone();
+        // Reset before sending so a Stop pressed right after Send is never lost.
+        if let Some(c) = &self.cancel {
+            c.reset();
+        }
+        self.generation = Some(Generation {
+            chat_id: chat_id.clone(),
+            started: Instant::now(),
+            first_piece: None,
+            pieces: 0,
+        });
+        self.save_chat(&chat_id);
+        self.worker.send(Command::Generate(request));
+    }
+
+    pub(super) fn save_chat(&mut self, id: &str) {
+        if let Some(chat) = self.chats.iter().find(|c| c.id == id)
+            && let Err(e) = self.store.save(chat)
+        {
+            self.notices.push(format!("Could not save the chat: {e:#}"));
+        }
+    }
+
+    pub(super) fn attach(&mut self, paths: Vec<PathBuf>) {
+        for path in paths {
+            match Attachment::from_path(&path) {
+                Some(a) => {
+                    if !self.composer.attachments.contains(&a) {
+                        self.composer.attachments.push(a);
+                    }
+                }
+                None => self.notices.push(format!(
+                    "{} cannot be attached: use a PNG or JPEG image, or a WAV recording.",
+                    path.display()
+                )),
+            }
+        }
+    }
+
+    pub(super) fn export_chat(&mut self, id: &str, path: &Path) {
+        if let Some(chat) = self.chats.iter().find(|c| c.id == id) {
+            let md = chat.to_markdown();
+            if let Err(e) = super::store::write_atomic(path, md.as_bytes()) {
+                self.notices.push(format!("Could not export: {e:#}"));
+            }
+        }
+    }
+
+    // ----- events from the worker -----
+
+    /// Applies everything the worker has sent since the last frame.
+    pub fn drain_events(&mut self) {
+        while let Some(event) = self.worker.try_recv() {
+            self.apply_event(event);
+        }
+    }
+
+    fn apply_event(&mut self, event: Event) {
+        match event {
+            Event::Loading(path) => self.model = ModelState::Loading(path),
+            Event::Loaded(summary, cancel) => {
+                self.settings.last_model = Some(summary.path.clone());
+                self.model = ModelState::Loaded(summary);
+                self.cancel = Some(cancel);
+            }
+            Event::LoadFailed(message) => {
+                self.model = ModelState::Failed(message);
+                self.cancel = None;
+            }
+            Event::Unloaded => {}
+            Event::Token { chat_id, text } => {
+                if let Some(g) = self.generation.as_mut().filter(|g| g.chat_id == chat_id) {
+                    g.pieces += 1;
+                    g.first_piece.get_or_insert_with(Instant::now);
+                }
+                if let Some(m) = self.last_reply_mut(&chat_id) {
+                    m.text.push_str(&text);
+                }
+            }
+            Event::Done { chat_id, outcome } => {
+                if let Some(m) = self.last_reply_mut(&chat_id) {
+                    m.stats = Some(ReplyStats {
+                        generated_tokens: outcome.generated_tokens,
+                        decode_tok_s: outcome.decode_tok_s,
+                        prompt_tokens: outcome.prompt_tokens,
+                        stopped: outcome.cancelled,
+                    });
+                }
+                self.finish(&chat_id);
+            }
+            Event::Failed { chat_id, message } => {
+                if let Some(m) = self.last_reply_mut(&chat_id) {
+                    m.error = Some(message);
+                }
+                self.finish(&chat_id);
+            }
+        }
+    }
+
+    fn finish(&mut self, chat_id: &str) {
+        if self
+            .generation
+            .as_ref()
+            .is_some_and(|g| g.chat_id == chat_id)
+        {
+            self.generation = None;
+        }
+        self.save_chat(chat_id);
+    }
+
+    fn last_reply_mut(&mut self, chat_id: &str) -> Option<&mut ChatMessage> {
+        self.chats
+            .iter_mut()
+            .find(|c| c.id == chat_id)?
+            .messages
+            .last_mut()
+            .filter(|m| m.author == Author::Assistant)
+    }
+
+    // ----- input -----
+
+    fn shortcuts(&mut self, ctx: &egui::Context) {
+        let shift_cmd = egui::Modifiers::COMMAND | egui::Modifiers::SHIFT;
+        // Most specific first: Ctrl+Shift+O before Ctrl+O.
+        if ctx.input_mut(|i| i.consume_key(shift_cmd, egui::Key::O)) {
+            if self.wizard.open && !self.wizard.is_converting() {
+                self.wizard.open = false;
+            } else {
+                self.wizard.open();
+            }
+        } else if ctx.input_mut(|i| i.consume_key(egui::Modifiers::COMMAND, egui::Key::O)) {
+            self.open_model_dialog(ctx);
+        }
+        if ctx.input_mut(|i| i.consume_key(egui::Modifiers::COMMAND, egui::Key::Comma)) {
+            self.settings_open = !self.settings_open;
+        }
+        if ctx.input_mut(|i| i.consume_key(egui::Modifiers::COMMAND, egui::Key::N)) {
+            self.new_chat();
+            self.composer.focus_next = true;
+        }
+        if self.generation.is_some()
+            && ctx.input_mut(|i| i.consume_key(egui::Modifiers::NONE, egui::Key::Escape))
+        {
+            self.stop();
+        }
+    }
+
+    fn take_dropped_files(&mut self, ctx: &egui::Context) {
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .collect()
+        });
+        if !dropped.is_empty() {
+            self.attach(dropped);
+        }
+    }
+
+    fn drop_overlay(&self, ctx: &egui::Context) {
+        if ctx.input(|i| i.raw.hovered_files.is_empty()) {
+            return;
+        }
+        let painter = ctx.layer_painter(egui::LayerId::new(
+            egui::Order::Foreground,
+            egui::Id::unique("drop_overlay"),
+        ));
+        let rect = ctx.content_rect();
+        painter.rect_filled(rect, 0.0, egui::Color32::from_black_alpha(160));
+        painter.text(
+            rect.center(),
+            egui::Align2::CENTER_CENTER,
+            "Drop images (PNG, JPEG) or WAV recordings to attach",
+            egui::FontId::proportional(20.0),
+            egui::Color32::WHITE,
+        );
+    }
+
+    /// Opens the file dialog for a .cellm model (unless a dialog or a load is already running).
+    pub(super) fn open_model_dialog(&mut self, ctx: &egui::Context) {
+        if self.dialog.is_none() && !matches!(self.model, ModelState::Loading(_)) {
+            self.dialog = Some((
+                AppDialog::LoadModel,
+                PendingDialog::open(
+                    super::dialogs::DialogKind::OpenFile("cellm model", &["cellm"]),
+                    ctx.clone(),
+                ),
+            ));
+        }
+    }
+
+    fn poll_dialog(&mut self) {
+        let Some((_, dialog)) = &self.dialog else {
+            return;
+        };
+        let Some(paths) = dialog.poll() else {
+            return;
+        };
+        let Some((purpose, _)) = self.dialog.take() else {
+            return;
+        };
+        match purpose {
+            AppDialog::LoadModel => {
+                if let Some(p) = paths.into_iter().next() {
+                    self.load_model(p);
+                }
+            }
+            AppDialog::Attach => self.attach(paths),
+            AppDialog::Export(id) => {
+                if let Some(p) = paths.into_iter().next() {
+                    self.export_chat(&id, &p);
+                }
+            }
+        }
+    }
+
+    // ----- top bar and settings -----
+
+    fn top_bar(&mut self, ui: &mut egui::Ui) {
+        egui::Panel::top("top_bar")
+            .frame(
+                egui::Frame::side_top_panel(ui.style())
+                    .inner_margin(egui::Margin::symmetric(12, 8)),
+            )
+            .show(ui, |ui| {
+                ui.horizontal(|ui| {
+                    ui.label(egui::RichText::new("cellm").strong().size(18.0));
+                    ui.add_space(8.0);
+                    match &self.model {
+                        ModelState::Loaded(m) => {
+                            ui.weak(format!("{} · {}", m.file_name(), m.profile));
+                        }
+                        ModelState::Loading(_) => {
+                            ui.spinner();
+                            ui.weak("Loading model…");
+                        }
+                        _ => {
+                            ui.weak("No model loaded");
+                        }
+                    }
+                    ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                        if ui.button("Settings").on_hover_text("Ctrl+,").clicked() {
+                            self.settings_open = !self.settings_open;
+                        }
+                        let (label, next) = match self.settings.theme {
+                            ThemeChoice::Dark => ("Light theme", ThemeChoice::Light),
+                            ThemeChoice::Light => ("Dark theme", ThemeChoice::Dark),
+                        };
+                        if ui.button(label).clicked() {
+                            self.settings.theme = next;
+                        }
+                        if ui
+                            .button("Convert…")
+                            .on_hover_text("Convert a checkpoint to .cellm (Ctrl+Shift+O)")
+                            .clicked()
+                        {
+                            self.wizard.open();
+                        }
+                    });
+                });
+            });
+    }
+
+    fn settings_window(&mut self, ctx: &egui::Context) {
+        let mut open = self.settings_open;
+        egui::Window::new("Settings")
+            .id(egui::Id::unique("settings_window"))
+            .open(&mut open)
+            .collapsible(false)
+            .resizable(false)
+            .frame(egui::Frame::window(&ctx.global_style()).inner_margin(egui::Margin::same(16)))
+            .anchor(egui::Align2::RIGHT_TOP, [-16.0, 56.0])
+            .show(ctx, |ui| {
+                ui.set_width(380.0);
+                theme::section_label(ui, "Sampling");
+                ui.add_space(4.0);
+                super::settings::sampling_controls(ui, &mut self.settings);
+                ui.add_space(8.0);
+                theme::section_label(ui, "Appearance");
+                ui.horizontal(|ui| {
+                    ui.selectable_value(&mut self.settings.theme, ThemeChoice::Dark, "Dark");
+                    ui.selectable_value(&mut self.settings.theme, ThemeChoice::Light, "Light");
+                });
+                ui.add_space(4.0);
+                ui.weak(format!("Chats are saved in {}", self.store.dir().display()));
+            });
+        self.settings_open = open;
+    }
+}
+
+impl eframe::App for App {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.draw(ui);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, STORAGE_KEY, &self.settings);
+    }
+}

@@ -1,0 +1,192 @@
+//! What the worker thread drives: a loaded model that streams text. A trait so tests can inject a
+//! scripted backend; `EngineBackend` is the real one over `cellm_engine::session::Session`.
+
+use super::model::{AttachmentKind, Author, ChatMessage};
+use cellm_engine::sampler::SamplingParams;
+use cellm_engine::session::{
+    CancelToken, GenerateParams, Message, Prompt, Role, Session, SessionOptions, StopReason,
+};
+use std::path::{Path, PathBuf};
+
+/// What the side panel shows about the loaded model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSummary {
+    pub path: PathBuf,
+    pub family: String,
+    pub profile: String,
+    pub file_bytes: u64,
+    pub parameters: u64,
+    pub context_length: usize,
+    pub has_vision: bool,
+    pub has_audio: bool,
+    /// One line such as "KL 0.004 · top-1 98.1%" when the header records fidelity.
+    pub fidelity: Option<String>,
+}
+
+impl ModelSummary {
+    pub fn file_name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.path.display().to_string())
+    }
+}
+
+/// One generation request: the whole conversation so far (the backend renders the template).
+#[derive(Clone, Debug)]
+pub struct GenerateRequest {
+    pub chat_id: String,
+    pub system_prompt: String,
+    pub messages: Vec<ChatMessage>,
+    pub sampling: SamplingParams,
+    pub max_new_tokens: usize,
+}
+
+impl GenerateRequest {
+    pub fn has_media(&self) -> bool {
+        self.messages.iter().any(|m| !m.attachments.is_empty())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateOutcome {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub decode_tok_s: f64,
+    pub cancelled: bool,
+}
+
+pub trait Backend: Send {
+    /// Loads a model (replacing any loaded one). Returns its summary and the token that cancels
+    /// a running generation (the UI keeps a clone; Stop flips it).
+    fn load(&mut self, path: &Path) -> Result<(ModelSummary, CancelToken), String>;
+    /// Streams a reply through `on_text`; must return soon after the cancel token is set.
+    fn generate(
+        &mut self,
+        request: &GenerateRequest,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<GenerateOutcome, String>;
+    fn unload(&mut self);
+    /// Whether images/audio can be sent to the loaded model with this build.
+    fn supports_media(&self, kind: AttachmentKind) -> bool;
+}
+
+/// The real engine.
+#[derive(Default)]
+pub struct EngineBackend {
+    session: Option<Session>,
+}
+
+impl Backend for EngineBackend {
+    fn load(&mut self, path: &Path) -> Result<(ModelSummary, CancelToken), String> {
+        self.session = None; // free the old model before mapping the new one
+        if !path.is_file() {
+            return Err(format!("{} is not a file", path.display()));
+        }
+        let session = Session::load(path, SessionOptions::default())
+            .map_err(|e| format!("could not load {}: {e}", path.display()))?;
+        let info = session.info();
+        let summary = ModelSummary {
+            path: path.to_path_buf(),
+            family: info.family.clone(),
+            profile: info.profile.clone(),
+            file_bytes: info.file_bytes,
+            parameters: info.parameters,
+            context_length: info.context_length,
+            has_vision: info.has_vision,
+            has_audio: info.has_audio,
+            fidelity: info.fidelity.as_ref().map(describe_fidelity),
+        };
+        let cancel = session.cancel_token();
+        self.session = Some(session);
+        Ok((summary, cancel))
+    }
+
+    fn generate(
+        &mut self,
+        request: &GenerateRequest,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<GenerateOutcome, String> {
+        let session = self
+            .session
+            .as_mut()
+            .ok_or_else(|| "no model is loaded".to_owned())?;
+        let prompt = Prompt::Chat(to_engine_messages(request));
+        let params = GenerateParams {
+            sampling: request.sampling.clone(),
+            max_new_tokens: request.max_new_tokens,
+        };
+        let stats = session
+            .generate(&prompt, &params, on_text)
+            .map_err(|e| e.to_string())?;
+        Ok(GenerateOutcome {
+            prompt_tokens: stats.prompt_tokens,
+            generated_tokens: stats.generated_tokens,
+            decode_tok_s: stats.decode_tok_s(),
+            cancelled: stats.stop == StopReason::Cancelled,
+        })
+    }
+
+    fn unload(&mut self) {
+        self.session = None;
+    }
+
+    fn supports_media(&self, _kind: AttachmentKind) -> bool {
+        // The encoders are not wired into the session yet.
+        false
+    }
+}
+
+fn to_engine_messages(request: &GenerateRequest) -> Vec<Message> {
+    let mut out = Vec::with_capacity(request.messages.len() + 1);
+    if !request.system_prompt.trim().is_empty() {
+        out.push(Message {
+            role: Role::System,
+            text: request.system_prompt.clone(),
+            media: Vec::new(),
+        });
+    }
+    for m in &request.messages {
+        out.push(Message {
+            role: match m.author {
+                Author::User => Role::User,
+                Author::Assistant => Role::Assistant,
+            },
+            text: m.text.clone(),
+            media: Vec::new(),
+        });
+    }
+    out
+}
+
+/// A short line from the header's fidelity record, whatever keys it has.
+fn describe_fidelity(v: &serde_json::Value) -> String {
+    let Some(obj) = v.as_object() else {
+        return v.to_string();
+    };
+    let mut parts = Vec::new();
+    for (key, label) in [
+        ("kl_mean", "KL"),
+        ("mean_kl", "KL"),
+        ("top1_match", "top-1"),
+        ("top1", "top-1"),
+        ("correlation", "corr"),
+    ] {
+        if let Some(x) = obj.get(key).and_then(|x| x.as_f64()) {
+            if label == "top-1" && x <= 1.0 {
+                parts.push(format!("{label} {:.1}%", x * 100.0));
+            } else {
+                parts.push(format!("{label} {x:.4}"));
+            }
+        }
+    }
+    if parts.is_empty() {
+        obj.iter()
+            .take(3)
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    } else {
+        parts.join(" · ")
+    }
+}

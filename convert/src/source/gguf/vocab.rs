@@ -1,0 +1,143 @@
+//! The GGUF SentencePiece vocabulary (`tokenizer.ggml.*`) turned into cellm's [`TokenizerInfo`]:
+//! a Hugging Face tokenizer.json built by the engine's `spm_tokenizer_json`, special ids, template.
+
+use super::parse::{GgufFile, GgufValue};
+use crate::error::ConvertError;
+use cellm_engine::format::TokenizerInfo;
+use cellm_engine::tokenizer::{SpmVocab, spm_tokenizer_json};
+
+fn invalid(what: String) -> ConvertError {
+    ConvertError::Invalid(format!("GGUF tokenizer: {what}"))
+}
+
+fn array<'a>(f: &'a GgufFile, key: &str) -> Result<&'a [GgufValue], ConvertError> {
+    f.get(key)
+        .ok_or_else(|| invalid(format!("metadata lacks '{key}'")))?
+        .as_array()
+        .ok_or_else(|| invalid(format!("'{key}' is not an array")))
+}
+
+fn token_id(f: &GgufFile, key: &str, n_tokens: usize) -> Result<Option<u32>, ConvertError> {
+    let Some(v) = f.get(key) else { return Ok(None) };
+    let id = v
+        .as_u64()
+        .and_then(|id| u32::try_from(id).ok())
+        .filter(|&id| (id as usize) < n_tokens)
+        .ok_or_else(|| {
+            invalid(format!(
+                "'{key}' = {v:?} is not a token id below {n_tokens}"
+            ))
+        })?;
+    Ok(Some(id))
+}
+
+fn flag(f: &GgufFile, key: &str, default: bool) -> Result<bool, ConvertError> {
+    match f.get(key) {
+        None => Ok(default),
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| invalid(format!("'{key}' is not a bool: {v:?}"))),
+    }
+}
+
+/// Read the SentencePiece ("llama" model) vocabulary.
+pub fn spm_vocab(f: &GgufFile) -> Result<SpmVocab, ConvertError> {
+    let model = f.get("tokenizer.ggml.model").and_then(GgufValue::as_str);
+    if model != Some("llama") {
+        return Err(invalid(format!(
+            "tokenizer.ggml.model is {model:?}; cellm reads SentencePiece (\"llama\") vocabularies only"
+        )));
+    }
+    let tokens = array(f, "tokenizer.ggml.tokens")?
+        .iter()
+        .map(|t| t.as_str().map(str::to_owned))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| invalid("tokenizer.ggml.tokens holds a non-string".into()))?;
+    let n = tokens.len();
+    let scores = match f.get("tokenizer.ggml.scores") {
+        None => vec![0.0; n],
+        Some(_) => array(f, "tokenizer.ggml.scores")?
+            .iter()
+            .map(|s| match *s {
+                GgufValue::F32(x) => Some(x),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| invalid("tokenizer.ggml.scores holds a non-f32".into()))?,
+    };
+    let token_types = match f.get("tokenizer.ggml.token_type") {
+        None => vec![1; n],
+        Some(_) => array(f, "tokenizer.ggml.token_type")?
+            .iter()
+            .map(|t| t.as_i64().and_then(|x| i32::try_from(x).ok()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| invalid("tokenizer.ggml.token_type holds a non-integer".into()))?,
+    };
+    if scores.len() != n || token_types.len() != n {
+        return Err(invalid(format!(
+            "{n} tokens but {} scores and {} token types",
+            scores.len(),
+            token_types.len()
+        )));
+    }
+    Ok(SpmVocab {
+        bos_id: token_id(f, "tokenizer.ggml.bos_token_id", n)?,
+        eos_id: token_id(f, "tokenizer.ggml.eos_token_id", n)?,
+        unk_id: token_id(f, "tokenizer.ggml.unknown_token_id", n)?,
+        pad_id: token_id(f, "tokenizer.ggml.padding_token_id", n)?,
+        add_bos: flag(f, "tokenizer.ggml.add_bos_token", true)?,
+        // llama.cpp's default for SPM vocabularies is to add the prefix space
+        add_space_prefix: flag(f, "tokenizer.ggml.add_space_prefix", true)?,
+        tokens,
+        scores,
+        token_types,
+    })
+}
+
+/// Tokenizer, stop ids and chat template of a Gemma GGUF.
+pub fn tokenizer_info(f: &GgufFile) -> Result<TokenizerInfo, ConvertError> {
+    let vocab = spm_vocab(f)?;
+    let find = |tok: &str| vocab.tokens.iter().position(|t| t == tok).map(|i| i as u32);
+    // Generation stops on <eos> and on Gemma's end-of-turn marker (and llama.cpp's EOT id if set).
+    let mut eos_token_ids = Vec::new();
+    let eot = token_id(f, "tokenizer.ggml.eot_token_id", vocab.tokens.len())?;
+    for id in [vocab.eos_id, find("<end_of_turn>"), eot]
+        .into_iter()
+        .flatten()
+    {
+        if !eos_token_ids.contains(&id) {
+            eos_token_ids.push(id);
+        }
+    }
+    let mut special_tokens = std::collections::BTreeMap::new();
+    for (name, tok) in [
+        ("start_of_turn", "<start_of_turn>"),
+        ("end_of_turn", "<end_of_turn>"),
+        ("boi", "<start_of_image>"),
+        ("eoi", "<end_of_image>"),
+        ("image", "<image_soft_token>"),
+    ] {
+        if let Some(id) = find(tok) {
+            special_tokens.insert(name.to_string(), id);
+        }
+    }
+    let chat_template = match f.get("tokenizer.chat_template") {
+        None => None,
+        Some(v) => Some(
+            v.as_str()
+                .ok_or_else(|| invalid("tokenizer.chat_template is not a string".into()))?
+                .to_string(),
+        ),
+    };
+    let tokenizer_json =
+        spm_tokenizer_json(&vocab).map_err(|e| invalid(format!("building tokenizer.json: {e}")))?;
+    Ok(TokenizerInfo {
+        tokenizer_json,
+        chat_template,
+        bos_token_id: vocab.bos_id,
+        eos_token_ids,
+        pad_token_id: vocab.pad_id,
+        add_bos: vocab.add_bos,
+        special_tokens,
+    })
+}

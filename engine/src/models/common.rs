@@ -1,0 +1,119 @@
+//! Building blocks shared by the Gemma text stacks: linear layers over memory-mapped weights,
+//! RMSNorm, the gated GELU MLP, token embedding rows, and the growable scratch buffers.
+
+use super::ModelError;
+use super::weights::Weights;
+use crate::kernels::cpu;
+use crate::tensor::TensorView;
+
+/// `y = x · Wᵀ` with `W` stored `[out, in]` in any dtype (no bias in Gemma).
+pub struct Linear<'a> {
+    pub w: TensorView<'a>,
+    pub in_dim: usize,
+    pub out_dim: usize,
+}
+
+impl<'a> Linear<'a> {
+    pub fn new(w: &Weights<'a>, name: &str, out_dim: usize, in_dim: usize) -> Result<Self, ModelError> {
+        Ok(Self {
+            w: w.get(&format!("{name}.weight"), &[out_dim, in_dim])?,
+            in_dim,
+            out_dim,
+        })
+    }
+
+    /// `x`: [t, in], `out`: [t, out].
+    pub fn forward(&self, x: &[f32], t: usize, out: &mut [f32]) {
+        cpu::matmul(&x[..t * self.in_dim], t, &self.w, &mut out[..t * self.out_dim]);
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.w.data.len()
+    }
+}
+
+/// RMSNorm over rows of `dim`; `plus_one` selects the Gemma 3 `(1 + w)` flavour.
+pub struct RmsNorm {
+    pub weight: Option<Vec<f32>>,
+    pub dim: usize,
+    pub eps: f32,
+    pub plus_one: bool,
+}
+
+impl RmsNorm {
+    pub fn new(w: &Weights<'_>, name: &str, dim: usize, eps: f32, plus_one: bool) -> Result<Self, ModelError> {
+        Ok(Self {
+            weight: Some(w.vector(&format!("{name}.weight"), dim)?),
+            dim,
+            eps,
+            plus_one,
+        })
+    }
+
+    /// A norm without a weight (Gemma 4's value norm).
+    pub fn plain(dim: usize, eps: f32) -> Self {
+        Self {
+            weight: None,
+            dim,
+            eps,
+            plus_one: false,
+        }
+    }
+
+    pub fn forward(&self, x: &mut [f32]) {
+        cpu::rmsnorm(x, self.dim, self.weight.as_deref(), self.eps, self.plus_one);
+    }
+}
+
+/// `down( gelu_tanh(gate(x)) ⊙ up(x) )`.
+pub struct Mlp<'a> {
+    pub gate_proj: Linear<'a>,
+    pub up_proj: Linear<'a>,
+    pub down_proj: Linear<'a>,
+    pub intermediate: usize,
+}
+
+impl<'a> Mlp<'a> {
+    pub fn new(w: &Weights<'a>, hidden: usize, intermediate: usize) -> Result<Self, ModelError> {
+        Ok(Self {
+            gate_proj: Linear::new(w, "gate_proj", intermediate, hidden)?,
+            up_proj: Linear::new(w, "up_proj", intermediate, hidden)?,
+            down_proj: Linear::new(w, "down_proj", hidden, intermediate)?,
+            intermediate,
+        })
+    }
+
+    /// `x`: [t, hidden] -> `out`: [t, hidden]; `gate`/`up` scratch of at least t * intermediate.
+    pub fn forward(&self, x: &[f32], t: usize, gate: &mut [f32], up: &mut [f32], out: &mut [f32]) {
+        let n = t * self.intermediate;
+        self.gate_proj.forward(x, t, gate);
+        self.up_proj.forward(x, t, up);
+        cpu::gelu_mul(&mut gate[..n], &up[..n]);
+        self.down_proj.forward(gate, t, out);
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.gate_proj.bytes() + self.up_proj.bytes() + self.down_proj.bytes()
+    }
+}
+
+/// Writes embedding row `id` of `table` ([vocab, dim]) times `scale` into `out`.
+pub fn embed_row(table: &TensorView<'_>, id: u32, scale: f32, out: &mut [f32]) -> Result<(), ModelError> {
+    let vocab = table.rows();
+    let id = id as usize;
+    if id >= vocab {
+        return Err(ModelError::TokenOutOfRange { id, vocab });
+    }
+    table.row_to_f32(id, out);
+    if scale != 1.0 {
+        cpu::scale(out, scale);
+    }
+    Ok(())
+}
+
+/// Grows `v` to at least `n` elements (never shrinks, so steady-state decode does not allocate).
+pub fn grow(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+}

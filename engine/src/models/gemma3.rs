@@ -1,0 +1,317 @@
+//! Gemma 3 text decoder (`Gemma3ForCausalLM` in Hugging Face transformers; Gemma Team, "Gemma 3
+//! Technical Report", 2025). Formulas: docs/gemma-spec.md §1 and §9.
+//!
+//! Per layer: pre/post RMSNorms `(1 + w)` around attention and MLP; q/k norms; RoPE with the
+//! layer type's base; sliding-window or full causal attention scaled by
+//! `query_pre_attn_scalar^-1/2`; gated GELU MLP. Embedding times √hidden, tied LM head.
+
+use super::common::{Linear, Mlp, RmsNorm, embed_row, grow};
+use super::config::{self, LayerSpec, TextConfig};
+use super::weights::Weights;
+use super::{Logits, MediaRows, ModelError, TextModel};
+use crate::format::CellmFile;
+use crate::kernels::cpu::{self, attention::AttnParams};
+use crate::kv_cache::KvCache;
+use crate::tensor::TensorView;
+
+pub struct Attention<'a> {
+    q_proj: Linear<'a>,
+    k_proj: Linear<'a>,
+    v_proj: Linear<'a>,
+    o_proj: Linear<'a>,
+    q_norm: RmsNorm,
+    k_norm: RmsNorm,
+    params: AttnParams,
+    inv_freq: Vec<f32>,
+}
+
+impl<'a> Attention<'a> {
+    fn new(cfg: &TextConfig, spec: &LayerSpec, w: &Weights<'a>) -> Result<Self, ModelError> {
+        let (h, d, nh, nkv) = (cfg.hidden_size, spec.head_dim, cfg.num_heads, spec.num_kv_heads);
+        Ok(Self {
+            q_proj: Linear::new(w, "q_proj", nh * d, h)?,
+            k_proj: Linear::new(w, "k_proj", nkv * d, h)?,
+            v_proj: Linear::new(w, "v_proj", nkv * d, h)?,
+            o_proj: Linear::new(w, "o_proj", h, nh * d)?,
+            q_norm: RmsNorm::new(w, "q_norm", d, cfg.eps, true)?,
+            k_norm: RmsNorm::new(w, "k_norm", d, cfg.eps, true)?,
+            params: AttnParams {
+                n_heads: nh,
+                n_kv_heads: nkv,
+                head_dim: d,
+                window: spec.window,
+                scale: cfg.attn_scale,
+                softcap: cfg.attn_softcap,
+            },
+            inv_freq: spec.rope.inv_freq.clone(),
+        })
+    }
+
+    /// `x`: [t, hidden] (normed) -> `out`: [t, hidden]. Writes this layer's K/V into `cache`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        layer: usize,
+        x: &[f32],
+        t: usize,
+        pos0: usize,
+        cache: &mut KvCache,
+        s: &mut Scratch,
+        out: &mut [f32],
+    ) {
+        let p = &self.params;
+        let (qd, kvd) = (p.n_heads * p.head_dim, p.n_kv_heads * p.head_dim);
+        let (q, k, v) = (&mut s.q[..t * qd], &mut s.k[..t * kvd], &mut s.v[..t * kvd]);
+        self.q_proj.forward(x, t, q);
+        self.k_proj.forward(x, t, k);
+        self.v_proj.forward(x, t, v);
+        self.q_norm.forward(q);
+        self.k_norm.forward(k);
+        for i in 0..t {
+            let pos = pos0 + i;
+            cpu::rope(&mut q[i * qd..(i + 1) * qd], p.n_heads, p.head_dim, pos, &self.inv_freq);
+            cpu::rope(&mut k[i * kvd..(i + 1) * kvd], p.n_kv_heads, p.head_dim, pos, &self.inv_freq);
+        }
+        cache.write(layer, pos0, t, k, v);
+        let need = cpu::attention::scratch_len(p, pos0, t);
+        grow(&mut s.attn_scratch, need);
+        let att = &mut s.att[..t * qd];
+        cpu::attention::attention(q, t, pos0, cache.slots(layer), p, att, &mut s.attn_scratch);
+        self.o_proj.forward(att, t, out);
+    }
+
+    fn bytes(&self) -> usize {
+        self.q_proj.bytes() + self.k_proj.bytes() + self.v_proj.bytes() + self.o_proj.bytes()
+    }
+}
+
+pub struct DecoderLayer<'a> {
+    input_layernorm: RmsNorm,
+    self_attn: Attention<'a>,
+    post_attention_layernorm: RmsNorm,
+    pre_feedforward_layernorm: RmsNorm,
+    mlp: Mlp<'a>,
+    post_feedforward_layernorm: RmsNorm,
+}
+
+impl<'a> DecoderLayer<'a> {
+    fn new(cfg: &TextConfig, spec: &LayerSpec, w: &Weights<'a>) -> Result<Self, ModelError> {
+        let (h, eps) = (cfg.hidden_size, cfg.eps);
+        Ok(Self {
+            input_layernorm: RmsNorm::new(w, "input_layernorm", h, eps, true)?,
+            self_attn: Attention::new(cfg, spec, &w.pp("self_attn"))?,
+            post_attention_layernorm: RmsNorm::new(w, "post_attention_layernorm", h, eps, true)?,
+            pre_feedforward_layernorm: RmsNorm::new(w, "pre_feedforward_layernorm", h, eps, true)?,
+            mlp: Mlp::new(&w.pp("mlp"), h, spec.intermediate_size)?,
+            post_feedforward_layernorm: RmsNorm::new(w, "post_feedforward_layernorm", h, eps, true)?,
+        })
+    }
+
+    fn forward(&self, layer: usize, t: usize, pos0: usize, cache: &mut KvCache, s: &mut Scratch) {
+        let n = t * self.input_layernorm.dim;
+        let mut h = std::mem::take(&mut s.h);
+        let mut a = std::mem::take(&mut s.a);
+        h[..n].copy_from_slice(&s.x[..n]);
+        self.input_layernorm.forward(&mut h[..n]);
+        self.self_attn.forward(layer, &h[..n], t, pos0, cache, s, &mut a[..n]);
+        self.post_attention_layernorm.forward(&mut a[..n]);
+        cpu::add(&mut s.x[..n], &a[..n]);
+
+        h[..n].copy_from_slice(&s.x[..n]);
+        self.pre_feedforward_layernorm.forward(&mut h[..n]);
+        self.mlp.forward(&h[..n], t, &mut s.gate, &mut s.up, &mut a[..n]);
+        self.post_feedforward_layernorm.forward(&mut a[..n]);
+        cpu::add(&mut s.x[..n], &a[..n]);
+        s.h = h;
+        s.a = a;
+    }
+}
+
+/// Activation buffers, allocated once and grown when a longer chunk arrives.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    a: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    attn_scratch: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+pub struct Model<'a> {
+    cfg: TextConfig,
+    embed_tokens: TensorView<'a>,
+    embed_scale: f32,
+    layers: Vec<DecoderLayer<'a>>,
+    norm: RmsNorm,
+    scratch: Scratch,
+}
+
+impl<'a> Model<'a> {
+    pub fn new(file: &'a CellmFile) -> Result<Self, ModelError> {
+        let cfg = config::gemma3(&file.header().config)?;
+        let w = Weights::new(file, "model");
+        let (h, v) = (cfg.hidden_size, cfg.vocab_size);
+        let embed_tokens = w.get("embed_tokens.weight", &[v, h])?;
+        if file.contains("lm_head.weight") {
+            return Err(ModelError::Config(config::ConfigError::Invalid(
+                "untied lm_head.weight is not supported".into(),
+            )));
+        }
+        let layers = cfg
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| DecoderLayer::new(&cfg, spec, &w.pp("layers").pp(i)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let norm = RmsNorm::new(&w, "norm", h, cfg.eps, true)?;
+        Ok(Self {
+            // transformers multiplies by √hidden as a float32 scalar (exact f32 value).
+            embed_scale: (h as f64).sqrt() as f32,
+            cfg,
+            embed_tokens,
+            layers,
+            norm,
+            scratch: Scratch::default(),
+        })
+    }
+
+    fn ensure(&mut self, t: usize) {
+        let c = &self.cfg;
+        let qd = self
+            .cfg
+            .layers
+            .iter()
+            .map(|l| c.num_heads * l.head_dim)
+            .max()
+            .unwrap_or(0);
+        let kvd = c.layers.iter().map(|l| l.num_kv_heads * l.head_dim).max().unwrap_or(0);
+        let inter = c.layers.iter().map(|l| l.intermediate_size).max().unwrap_or(0);
+        let s = &mut self.scratch;
+        for (buf, n) in [
+            (&mut s.x, c.hidden_size),
+            (&mut s.h, c.hidden_size),
+            (&mut s.a, c.hidden_size),
+            (&mut s.q, qd),
+            (&mut s.k, kvd),
+            (&mut s.v, kvd),
+            (&mut s.att, qd),
+            (&mut s.gate, inter),
+            (&mut s.up, inter),
+        ] {
+            grow(buf, t * n);
+        }
+    }
+
+    fn embed(&mut self, tokens: &[u32], media: &[(usize, &[f32])]) -> Result<(), ModelError> {
+        let h = self.cfg.hidden_size;
+        for (i, &id) in tokens.iter().enumerate() {
+            let row = &mut self.scratch.x[i * h..(i + 1) * h];
+            match media.iter().find(|(p, _)| *p == i) {
+                // Soft tokens are not scaled by √hidden.
+                Some((_, m)) => row.copy_from_slice(m),
+                None => embed_row(&self.embed_tokens, id, self.embed_scale, row)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Final norm, tied head and soft-cap for `rows` rows of `x` starting at row `first`,
+    /// written to `logits[at..]`.
+    fn head(&mut self, first: usize, rows: usize, at: usize) {
+        let (h, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        let s = &mut self.scratch;
+        let x = &mut s.x[first * h..(first + rows) * h];
+        self.norm.forward(x);
+        let out = &mut s.logits[at * v..(at + rows) * v];
+        cpu::matmul(x, rows, &self.embed_tokens, out);
+        if let Some(cap) = self.cfg.final_softcap {
+            cpu::softcap(out, cap);
+        }
+    }
+}
+
+/// Media rows that fall in chunk `[c0, c0 + t)`, re-indexed from the chunk start.
+pub(crate) fn media_in_chunk<'m>(
+    media: Option<MediaRows<'m>>,
+    hidden: usize,
+    c0: usize,
+    t: usize,
+    out: &mut Vec<(usize, &'m [f32])>,
+) -> Result<(), ModelError> {
+    out.clear();
+    if let Some(m) = media {
+        if m.rows.len() != m.positions.len() * hidden {
+            return Err(ModelError::Media(format!(
+                "{} floats for {} rows of {hidden}",
+                m.rows.len(),
+                m.positions.len()
+            )));
+        }
+        for (j, &p) in m.positions.iter().enumerate() {
+            if p >= c0 && p < c0 + t {
+                out.push((p - c0, &m.rows[j * hidden..(j + 1) * hidden]));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl TextModel for Model<'_> {
+    fn config(&self) -> &TextConfig {
+        &self.cfg
+    }
+
+    fn forward(
+        &mut self,
+        tokens: &[u32],
+        media: Option<MediaRows<'_>>,
+        pos0: usize,
+        cache: &mut KvCache,
+        want: Logits,
+    ) -> Result<&[f32], ModelError> {
+        let total = tokens.len();
+        let v = self.cfg.vocab_size;
+        if total == 0 {
+            return Ok(&[]);
+        }
+        cache.reserve(pos0, total)?;
+        let out_rows = if want == Logits::All { total } else { 1 };
+        grow(&mut self.scratch.logits, out_rows * v);
+        let chunk = cache.max_chunk();
+        let mut rows = Vec::new();
+        let mut c0 = 0;
+        while c0 < total {
+            let t = chunk.min(total - c0);
+            let p = pos0 + c0;
+            self.ensure(t);
+            media_in_chunk(media, self.cfg.hidden_size, c0, t, &mut rows)?;
+            self.embed(&tokens[c0..c0 + t], &rows)?;
+            for (l, layer) in self.layers.iter().enumerate() {
+                layer.forward(l, t, p, cache, &mut self.scratch);
+            }
+            cache.set_len(p + t);
+            match want {
+                Logits::All => self.head(0, t, c0),
+                Logits::Last if c0 + t == total => self.head(t - 1, 1, 0),
+                Logits::Last => {}
+            }
+            c0 += t;
+        }
+        Ok(&self.scratch.logits[..out_rows * v])
+    }
+
+    fn weight_bytes_per_token(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| l.self_attn.bytes() + l.mlp.bytes())
+            .sum();
+        layers + self.embed_tokens.data.len()
+    }
+}

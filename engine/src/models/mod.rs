@@ -1,0 +1,92 @@
+//! Text stacks of the supported model families, one file each ([`gemma3`], [`gemma4`]), behind
+//! the [`TextModel`] trait. [`load_model`] picks the family from the file header.
+
+pub mod common;
+pub mod config;
+pub mod gemma3;
+pub mod gemma4;
+pub mod weights;
+
+use crate::format::{CellmFile, FormatError};
+use crate::kv_cache::{KvCache, KvError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    #[error("unsupported model family '{0}' (this build runs gemma3 and gemma4)")]
+    UnsupportedFamily(String),
+    #[error("tensor '{name}': expected shape {expected:?}, found {found:?}")]
+    Shape {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("token id {id} is outside the vocabulary ({vocab})")]
+    TokenOutOfRange { id: usize, vocab: usize },
+    #[error("media rows: {0}")]
+    Media(String),
+}
+
+/// Which logits a forward call returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position's ([vocab]).
+    Last,
+    /// Every position's ([tokens, vocab]).
+    All,
+}
+
+/// Soft tokens from an encoder that replace the embeddings of some input positions.
+#[derive(Clone, Copy, Debug)]
+pub struct MediaRows<'m> {
+    /// Index of each replaced token within the `tokens` of the forward call, increasing.
+    pub positions: &'m [usize],
+    /// `[positions.len(), hidden]` row-major, already projected to the text hidden size.
+    pub rows: &'m [f32],
+}
+
+/// A decoder-only text model run on the CPU kernels.
+pub trait TextModel: Send {
+    /// The resolved configuration.
+    fn config(&self) -> &config::TextConfig;
+
+    /// Runs `tokens` at positions `pos0..`, appending their K/V to `cache` (whose length must be
+    /// `pos0`), and returns the requested logits. Prompts longer than the cache's chunk size are
+    /// processed in chunks.
+    fn forward(
+        &mut self,
+        tokens: &[u32],
+        media: Option<MediaRows<'_>>,
+        pos0: usize,
+        cache: &mut KvCache,
+        want: Logits,
+    ) -> Result<&[f32], ModelError>;
+
+    /// Bytes of weights read to decode one token (every matrix once; one embedding row).
+    fn weight_bytes_per_token(&self) -> usize;
+}
+
+/// Builds the text model the header names.
+pub fn load_model<'a>(file: &'a CellmFile) -> Result<Box<dyn TextModel + 'a>, ModelError> {
+    let h = file.header();
+    match h.family.as_str() {
+        "gemma3" | "gemma3_text" => Ok(Box::new(gemma3::Model::new(file)?)),
+        "gemma4" | "gemma4_text" => Ok(Box::new(gemma4::Model::new(file)?)),
+        other => Err(ModelError::UnsupportedFamily(other.to_string())),
+    }
+}
+
+/// Largest number of new tokens one chunk of a forward call holds: bounded by the sliding window
+/// (the KV rings are sized window + chunk - 1) and by a fixed cap that keeps scratch small.
+pub fn chunk_size(cfg: &config::TextConfig) -> usize {
+    const CAP: usize = 512;
+    match cfg.max_window() {
+        0 => CAP,
+        w => w.min(CAP),
+    }
+}

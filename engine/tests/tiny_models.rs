@@ -1,0 +1,183 @@
+//! The Gemma 3 / Gemma 4 text stacks against transformers on the tiny random fixtures
+//! (testdata/tiny-gemma{3,4}: f32 weights, reference logits and greedy ids from transformers).
+//! The `.cellm` is written here straight from the safetensors in f32 (no converter involved),
+//! so these tests check the engine alone; app/tests/parity_*.rs go through the converter.
+
+use cellm_engine::kv_cache::KvPrecision;
+use cellm_engine::format::{CellmWriter, Header, Provenance, QuantizationInfo, TensorPlan, TokenizerInfo};
+use cellm_engine::sampler::SamplingParams;
+use cellm_engine::session::{GenerateParams, Prompt, Session, SessionOptions, StopReason};
+use cellm_engine::tensor::DType;
+use safetensors::{Dtype, SafeTensors};
+use std::path::{Path, PathBuf};
+
+fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(name)
+}
+
+fn f32s(st: &SafeTensors<'_>, name: &str) -> (Vec<f32>, Vec<usize>) {
+    let t = st.tensor(name).unwrap();
+    assert_eq!(t.dtype(), Dtype::F32, "{name}");
+    let v = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    (v, t.shape().to_vec())
+}
+
+fn ids(st: &SafeTensors<'_>, name: &str) -> Vec<u32> {
+    let t = st.tensor(name).unwrap();
+    t.data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
+        .collect()
+}
+
+/// Writes `dir`'s safetensors as an f32 `.cellm` into `out`.
+fn write_cellm(dir: &Path, family: &str, out: &Path) {
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    let plan = names
+        .iter()
+        .map(|n| TensorPlan {
+            name: n.clone(),
+            dtype: DType::F32,
+            shape: st.tensor(n).unwrap().shape().to_vec(),
+            group_size: 0,
+        })
+        .collect();
+    let header = Header {
+        family: family.into(),
+        config,
+        tokenizer: TokenizerInfo {
+            tokenizer_json: std::fs::read_to_string(dir.join("tokenizer.json")).unwrap(),
+            chat_template: None,
+            bos_token_id: Some(2),
+            eos_token_ids: vec![1],
+            pad_token_id: Some(0),
+            add_bos: true,
+            special_tokens: Default::default(),
+        },
+        quantization: QuantizationInfo {
+            profile: "f32".into(),
+            group_size: 0,
+            excluded_layers: vec![],
+        },
+        provenance: Provenance::default(),
+        fidelity: None,
+        tensors: vec![],
+    };
+    let mut w = CellmWriter::create(out, header, plan).unwrap();
+    for n in &names {
+        let (v, _) = f32s(&st, n);
+        w.write_tensor(n, bytemuck_bytes(&v)).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+fn bytemuck_bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding and any byte pattern is a valid u8.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 4) }
+}
+
+fn log_softmax(x: &[f32]) -> Vec<f64> {
+    let m = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let z = x.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln() + m;
+    x.iter().map(|&v| v as f64 - z).collect()
+}
+
+fn argmax(x: &[f32]) -> usize {
+    (0..x.len()).fold(0, |b, i| if x[i] > x[b] { i } else { b })
+}
+
+/// (mean KL(ref || ours), max |logit diff|, top-1 match rate).
+fn kl_stats(reference: &[f32], ours: &[f32], vocab: usize) -> (f64, f32, f64) {
+    let n = reference.len() / vocab;
+    let (mut kl, mut diff, mut hit) = (0.0, 0f32, 0usize);
+    for t in 0..n {
+        let (r, o) = (&reference[t * vocab..(t + 1) * vocab], &ours[t * vocab..(t + 1) * vocab]);
+        let (lr, lo) = (log_softmax(r), log_softmax(o));
+        kl += lr.iter().zip(&lo).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
+        diff = r.iter().zip(o).fold(diff, |d, (a, b)| d.max((a - b).abs()));
+        hit += (argmax(r) == argmax(o)) as usize;
+    }
+    (kl / n as f64, diff, hit as f64 / n as f64)
+}
+
+fn check_model(name: &str, family: &str) {
+    let dir = testdata(name);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("m.cellm");
+    write_cellm(&dir, family, &path);
+    let refb = std::fs::read(dir.join("reference.safetensors")).unwrap();
+    let r = SafeTensors::deserialize(&refb).unwrap();
+    let input = ids(&r, "input_ids");
+    let (want, shape) = f32s(&r, "logits");
+    let vocab = shape[1];
+
+    // f32 KV cache: the engine must reproduce transformers to float32 rounding.
+    let opts = |kv_precision| SessionOptions {
+        threads: Some(2),
+        kv_precision,
+        ..Default::default()
+    };
+    let mut s = Session::load(&path, opts(KvPrecision::F32)).unwrap();
+    let got = s.logits_for(&input, &[]).unwrap();
+    let (kl, diff, top1) = kl_stats(&want, &got, vocab);
+    println!("{name} (f32 KV): KL {kl:.3e}, max |diff| {diff:.3e}, top-1 {top1}");
+    assert!(kl < 1e-8, "{name}: KL {kl}");
+    assert_eq!(top1, 1.0, "{name}: top-1 match");
+
+    // The default f16 KV cache costs a little.
+    let mut s = Session::load(&path, opts(KvPrecision::F16)).unwrap();
+    let got = s.logits_for(&input, &[]).unwrap();
+    let (kl, diff, top1) = kl_stats(&want, &got, vocab);
+    println!("{name} (f16 KV): KL {kl:.3e}, max |diff| {diff:.3e}, top-1 {top1}");
+    assert!(kl < 1e-4, "{name}: KL {kl}");
+    assert_eq!(top1, 1.0, "{name}: top-1 match");
+
+    // Greedy decoding with the KV cache (prefill in window-sized chunks, then t = 1 steps).
+    let greedy = ids(&r, "greedy_ids");
+    // One extra token so that every greedy id has been fed back into the cache.
+    let params = GenerateParams {
+        sampling: SamplingParams { temperature: 0.0, ..Default::default() },
+        max_new_tokens: greedy.len() + 1,
+    };
+    s.set_stop_ids(vec![]);
+    let mut text = String::new();
+    let stats = s
+        .generate(&Prompt::Tokens(input.clone()), &params, &mut |p| text.push_str(p))
+        .unwrap();
+    assert_eq!(stats.stop, StopReason::MaxTokens);
+    assert_eq!(stats.generated_tokens, greedy.len() + 1);
+    assert_eq!(&s.context_tokens()[input.len()..], &greedy[..], "{name}: greedy ids");
+    assert!(!text.is_empty());
+
+    // Prefix reuse: continuing the cached conversation recomputes only the new token, and gives
+    // what a fresh session computes.
+    let mut longer = s.context_tokens().to_vec();
+    longer.push(greedy[0]);
+    let params = GenerateParams { max_new_tokens: 4, ..params };
+    let stats2 = s.generate(&Prompt::Tokens(longer.clone()), &params, &mut |_| {}).unwrap();
+    assert_eq!(stats2.prefill_tokens, 1, "{name}: prefix reuse");
+    let reused = s.context_tokens().to_vec();
+    s.reset();
+    let stats3 = s.generate(&Prompt::Tokens(longer.clone()), &params, &mut |_| {}).unwrap();
+    assert_eq!(stats3.prefill_tokens, longer.len());
+    assert_eq!(s.context_tokens(), &reused[..], "{name}: reuse changes the result");
+}
+
+#[test]
+fn tiny_gemma3_matches_transformers() {
+    check_model("tiny-gemma3", "gemma3");
+}
+
+#[test]
+fn tiny_gemma4_text_matches_transformers() {
+    check_model("tiny-gemma4", "gemma4");
+}

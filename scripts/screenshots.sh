@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Screenshots of the real desktop app under a virtual display (Xvfb), driven with xdotool.
+#
+#   scripts/screenshots.sh OUT_DIR [MODEL.cellm] [PROMPT]
+#
+# Saves, in both themes: main-<theme>.png (first-run screen, or a conversation when MODEL is
+# given: the model is loaded and PROMPT sent), wizard-<theme>.png, settings-<theme>.png.
+# Needs: xvfb, xdotool, imagemagick (import), and a release build (built here if missing).
+# The app runs with a throw-away data directory, so your own chats and settings are untouched.
+set -euo pipefail
+
+out=${1:?usage: scripts/screenshots.sh OUT_DIR [MODEL.cellm] [PROMPT]}
+model=${2:-}
+prompt=${3:-Write a haiku about the sea, then show it as a Markdown list.}
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=${CELLM_BIN:-$root/target/release/cellm}
+gen_wait=${GEN_WAIT:-40}
+
+for tool in Xvfb xdotool import; do
+    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y xvfb xdotool imagemagick)" >&2; exit 1; }
+done
+[ -x "$bin" ] || (cd "$root" && cargo build --release -p cellm-app)
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+if [ -n "$model" ]; then model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model"); fi
+
+# A free display number.
+disp=99
+while [ -e "/tmp/.X11-unix/X$disp" ] || [ -e "/tmp/.X$disp-lock" ]; do disp=$((disp + 1)); done
+export DISPLAY=:$disp
+Xvfb "$DISPLAY" -screen 0 1280x800x24 >/dev/null 2>&1 &
+xvfb_pid=$!
+app_pid=
+work=$(mktemp -d)
+cleanup() {
+    [ -n "$app_pid" ] && kill "$app_pid" 2>/dev/null || true
+    kill "$xvfb_pid" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+sleep 1
+
+# Settings are eframe's app.ron under the data dir; seed the theme and the model to load.
+seed_settings() { # theme
+    mkdir -p "$work/data/cellm"
+    local last=None
+    [ -n "$model" ] && last="Some(\\\"$model\\\")"
+    printf '{"cellm.settings":"(theme:%s,last_model:%s,max_new_tokens:%s)"}\n' \
+        "$1" "$last" "${MAX_NEW:-96}" > "$work/data/cellm/app.ron"
+}
+
+start_app() {
+    XDG_DATA_HOME="$work/data" XDG_RUNTIME_DIR="$work" "$bin" >"$work/app.log" 2>&1 &
+    app_pid=$!
+    win=$(timeout 60 xdotool search --sync --name '^cellm$' | head -1)
+    xdotool windowmove "$win" 0 0 windowsize "$win" 1280 800
+    xdotool mousemove 640 400
+    xdotool windowfocus --sync "$win" || true
+    sleep 2
+}
+
+stop_app() {
+    kill "$app_pid" 2>/dev/null || true
+    wait "$app_pid" 2>/dev/null || true
+    app_pid=
+}
+
+shot() { sleep 1.5; import -window root "$out/$1"; echo "saved $out/$1"; }
+
+for theme in Dark Light; do
+    t=$(echo "$theme" | tr '[:upper:]' '[:lower:]')
+    seed_settings "$theme"
+    start_app
+    if [ -n "$model" ]; then
+        sleep "${LOAD_WAIT:-8}"
+        xdotool key ctrl+n            # new chat; focuses the composer
+        sleep 0.5
+        xdotool type --delay 15 "$prompt"
+        xdotool key Return
+        sleep "$gen_wait"
+    fi
+    shot "main-$t.png"
+    xdotool key ctrl+shift+o          # conversion wizard (focus in the source field)
+    sleep 0.5
+    if [ -n "${WIZARD_SOURCE:-}" ]; then
+        xdotool type --delay 10 "$WIZARD_SOURCE"
+        xdotool key Return
+        sleep 3
+    fi
+    shot "wizard-$t.png"
+    xdotool key ctrl+shift+o          # close it again
+    xdotool key ctrl+comma            # settings
+    shot "settings-$t.png"
+    stop_app
+    rm -rf "$work/data/cellm/chats"
+done
+echo "app log: (last lines)"
+tail -n 5 "$work/app.log" 2>/dev/null || true
