@@ -4,7 +4,9 @@
 #   scripts/screenshots.sh OUT_DIR [MODEL.cellm] [PROMPT]
 #
 # Saves, in both themes: main-<theme>.png (first-run screen, or a conversation when MODEL is
-# given: the model is loaded and PROMPT sent), wizard-<theme>.png, settings-<theme>.png.
+# given: the model is loaded and PROMPT sent; then also generating-<theme>.png, taken while the
+# reply streams), wizard-<theme>.png (with WIZARD_SOURCE=folder-or-gguf it shows what the wizard
+# found there), settings-<theme>.png. Waits: LOAD_WAIT, STREAM_WAIT, GEN_WAIT, WIZARD_WAIT (s).
 # Needs: xvfb, xdotool, imagemagick (import), and a release build (built here if missing).
 # The app runs with a throw-away data directory, so your own chats and settings are untouched.
 set -euo pipefail
@@ -77,6 +79,8 @@ for theme in Dark Light; do
         sleep 0.5
         xdotool type --delay 15 "$prompt"
         xdotool key Return
+        sleep "${STREAM_WAIT:-2}"
+        shot "generating-$t.png"     # mid-stream: live tokens/s and memory
         sleep "$gen_wait"
     fi
     shot "main-$t.png"
@@ -85,7 +89,7 @@ for theme in Dark Light; do
     if [ -n "${WIZARD_SOURCE:-}" ]; then
         xdotool type --delay 10 "$WIZARD_SOURCE"
         xdotool key Return
-        sleep 3
+        sleep "${WIZARD_WAIT:-12}"
     fi
     shot "wizard-$t.png"
     xdotool key ctrl+shift+o          # close it again

@@ -374,3 +374,208 @@ fn gui_wizard_converts_the_tiny_gguf_and_loads_it() {
         |a| matches!(&a.model, ModelState::Loaded(m) if m.path == out),
     );
 }
+
+#[test]
+fn gui_regenerate_and_edit_and_resend() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(app(dir.path(), Scripted::new(vec!["A", "B"], 1)));
+    h.step();
+    load(&mut h);
+    let input = h.get_by_role(egui::accesskit::Role::MultilineTextInput);
+    input.focus();
+    input.type_text("first question");
+    h.step();
+    h.key_press(egui::Key::Enter);
+    h.step();
+    pump(&mut h, "the first reply", |a| !a.is_generating());
+    h.get_by_label("Regenerate").click();
+    h.step();
+    pump(&mut h, "the regenerated reply", |a| !a.is_generating());
+    let chat = h.state().active_chat().unwrap().clone();
+    assert_eq!(chat.messages.len(), 2, "regenerate replaces the reply");
+    assert_eq!(chat.messages[1].text, "AB");
+
+    // Edit the question: it comes back into the composer; sending replaces it and the reply.
+    h.get_by_label("Edit").click();
+    h.step();
+    h.step();
+    let input = h.get_by_role(egui::accesskit::Role::MultilineTextInput);
+    assert_eq!(input.value().as_deref(), Some("first question"));
+    input.focus();
+    h.step();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.get_by_role(egui::accesskit::Role::MultilineTextInput)
+        .type_text("second question");
+    h.step();
+    h.key_press(egui::Key::Enter);
+    h.step();
+    pump(&mut h, "the reply to the edit", |a| !a.is_generating());
+    let chat = h.state().active_chat().unwrap().clone();
+    assert_eq!(chat.messages.len(), 2);
+    assert_eq!(chat.messages[0].text, "second question");
+    assert_eq!(chat.messages[1].text, "AB");
+}
+
+#[test]
+fn gui_shift_enter_adds_a_line_instead_of_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(app(dir.path(), Scripted::new(vec!["ok"], 0)));
+    h.step();
+    load(&mut h);
+    let input = h.get_by_role(egui::accesskit::Role::MultilineTextInput);
+    input.focus();
+    input.type_text("line one");
+    h.step();
+    h.key_press_modifiers(egui::Modifiers::SHIFT, egui::Key::Enter);
+    h.step();
+    assert!(!h.state().is_generating());
+    assert!(
+        h.state()
+            .active_chat()
+            .is_none_or(|c| c.messages.is_empty())
+    );
+    let value = h
+        .get_by_role(egui::accesskit::Role::MultilineTextInput)
+        .value()
+        .unwrap_or_default();
+    assert_eq!(value, "line one\n");
+}
+
+#[test]
+fn gui_search_filters_chats_and_esc_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(app(dir.path(), Scripted::new(vec!["x "; 2000], 3)));
+    h.step();
+    let a = h.state_mut().new_chat();
+    h.state_mut().rename_chat(&a, "Tomato soup recipe");
+    let b = h.state_mut().new_chat();
+    h.state_mut().rename_chat(&b, "Rust lifetimes");
+    h.step();
+    let search = h
+        .query_all_by_role(egui::accesskit::Role::TextInput)
+        .find(|n| n.value().as_deref() == Some(""))
+        .expect("the search field")
+        .rect();
+    let field = h
+        .query_all_by_role(egui::accesskit::Role::TextInput)
+        .find(|n| n.rect() == search)
+        .unwrap();
+    field.focus();
+    field.type_text("tomato");
+    h.step();
+    h.step();
+    assert!(h.query_by_label("Tomato soup recipe").is_some());
+    assert!(h.query_by_label("Rust lifetimes").is_none());
+
+    // Esc stops a running reply.
+    load(&mut h);
+    let input = h.get_by_role(egui::accesskit::Role::MultilineTextInput);
+    input.focus();
+    input.type_text("go");
+    h.step();
+    h.key_press(egui::Key::Enter);
+    pump(&mut h, "streaming", |a| last_text(a).len() > 10);
+    h.key_press(egui::Key::Escape);
+    pump(&mut h, "Esc to stop it", |a| !a.is_generating());
+}
+
+#[test]
+fn gui_wizard_cancel_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(app(dir.path(), Scripted::new(vec![], 0)));
+    h.step();
+    h.key_press_modifiers(
+        egui::Modifiers::COMMAND | egui::Modifiers::SHIFT,
+        egui::Key::O,
+    );
+    h.step();
+    h.step();
+    // A synthetic model with the real 270M shapes: big enough to cancel mid-way.
+    h.query_all_by_role(egui::accesskit::Role::TextInput)
+        .find(|n| n.is_focused())
+        .expect("a focused source field")
+        .type_text("synthetic:gemma3-270m");
+    h.step();
+    h.get_by_label("Read").click();
+    pump_ui(&mut h, "the source facts", |h| {
+        h.query_by_label("Gemma 3").is_some()
+    });
+    let out = dir.path().join("big.cellm");
+    let out_rect = h
+        .query_all_by_role(egui::accesskit::Role::TextInput)
+        .find(|n| n.value().is_some_and(|v| v.ends_with(".cellm")))
+        .expect("the output field")
+        .rect();
+    let field = |h: &Harness<'_, App>| {
+        h.query_all_by_role(egui::accesskit::Role::TextInput)
+            .find(|n| n.rect() == out_rect)
+            .unwrap()
+            .focus()
+    };
+    field(&h);
+    h.step();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.query_all_by_role(egui::accesskit::Role::TextInput)
+        .find(|n| n.rect() == out_rect)
+        .unwrap()
+        .type_text(out.to_str().unwrap());
+    h.step();
+    h.step();
+    h.get_by_label("Convert").click();
+    h.step();
+    h.step();
+    h.step();
+    h.get_by_label("Cancel").click();
+    h.step();
+    h.step();
+    pump_ui(&mut h, "the cancellation", |h| {
+        h.query_by_label_contains("Conversion stopped").is_some()
+            || h.query_by_label("Load this model").is_some()
+    });
+    let shown: Vec<String> = h
+        .query_all_by_label_contains("Conversion stopped")
+        .map(|n| format!("{n:?}"))
+        .collect();
+    assert!(
+        h.query_by_label_contains("cancelled").is_some(),
+        "the wizard says it was cancelled: {shown:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains("big"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// eframe storage in memory, to check that settings survive a restart.
+#[derive(Default)]
+struct MemoryStorage(std::collections::HashMap<String, String>);
+
+impl eframe::Storage for MemoryStorage {
+    fn get_string(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+    fn set_string(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_owned(), value);
+    }
+    fn remove_string(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+    fn flush(&mut self) {}
+}
+
+#[test]
+fn gui_settings_persist_through_eframe_storage() {
+    use cellm_app::gui::settings::{STORAGE_KEY, ThemeChoice};
+    use eframe::App as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = app(dir.path(), Scripted::new(vec![], 0));
+    a.settings.theme = ThemeChoice::Light;
+    a.settings.sampling.top_k = 7;
+    a.settings.max_new_tokens = 99;
+    let mut storage = MemoryStorage::default();
+    a.save(&mut storage);
+    let restored: AppSettings = eframe::get_value(&storage, STORAGE_KEY).unwrap();
+    assert_eq!(restored, a.settings);
+}

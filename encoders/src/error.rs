@@ -18,4 +18,17 @@ pub enum EncoderError {
     Resample(String),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Format(#[from] cellm_engine::format::FormatError),
+    #[error("{path} is not a readable image: {why}")]
+    BadImage { path: String, why: String },
+    #[error("{path} is {width}x{height} pixels, larger than this build accepts ({limit})")]
+    ImageTooLarge {
+        path: String,
+        width: u64,
+        height: u64,
+        limit: String,
+    },
+    #[error("model config: {0}")]
+    Config(String),
 }

@@ -2,6 +2,9 @@
 //! preprocessing, projecting images and audio into soft tokens for the text stack.
 
 pub mod audio;
+pub mod clipped;
+pub mod embed;
 pub mod error;
+pub mod vision;
 
 pub use error::EncoderError;

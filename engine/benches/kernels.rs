@@ -1,11 +1,14 @@
-//! Kernel benchmark: `cargo bench -p cellm-engine --bench kernels [-- --threads N] [-- --quick]`.
+//! Kernel benchmark: `cargo bench -p cellm-engine --bench kernels [-- --threads N] [--quick]
+//! [--isa scalar|avx2|avx512vnni] [--dtype q4,q8,f16,bf16,f32]`.
 //!
 //! Prints, per dtype and weight shape [n x k]: the t = 1 matvec as GB/s of weight bytes read
 //! (decode is memory-bound: compare with the read-bandwidth probe on the first line), and the
 //! t = 128 matmul (prefill) as GFLOP/s (2*n*k*t per call). Weights are random bytes in the
 //! layout of each dtype (valid values, never NaN), built directly so setup stays fast.
 
-use cellm_engine::kernels::cpu::{matmul, measure_read_bandwidth};
+use cellm_engine::kernels::cpu::{
+    gelu_mul, matmul_at_level, measure_read_bandwidth, softcap, softmax,
+};
 use cellm_engine::tensor::{DType, TensorView};
 use half::f16;
 use std::time::Instant;
@@ -89,31 +92,54 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
     let quick = args.iter().any(|a| a == "--quick");
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let level = opt("--isa").unwrap_or_else(|| "best".into());
+    let dtypes: Vec<DType> = opt("--dtype")
+        .unwrap_or_else(|| "q4,q8,f16,bf16".into())
+        .split(',')
+        .filter_map(|d| d.parse().ok())
+        .collect();
     let min_s = if quick { 0.1 } else { 0.5 };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .expect("rayon pool");
     pool.install(|| {
-        println!("threads: {threads}");
+        println!("threads: {threads}, isa: {level}");
         println!("read bandwidth probe: {:.1} GB/s", measure_read_bandwidth());
         println!(
             "{:<6} {:>14} {:>10} {:>12} {:>14} {:>14}",
             "dtype", "shape n x k", "MB", "t=1 ms", "t=1 GB/s", "t=128 GFLOP/s"
         );
         let mut rng = Rng(42);
-        for dtype in [DType::Q4, DType::Q8, DType::F16, DType::BF16] {
+        // element-wise ops at their per-token sizes (single thread, in cache)
+        let mut logits: Vec<f32> = (0..262144).map(|_| rng.f32() * 40.0).collect();
+        let s = time(min_s, || softcap(&mut logits, 30.0));
+        println!("softcap 262144 logits: {:.1} us", s * 1e6);
+        let up: Vec<f32> = (0..12288).map(|_| rng.f32()).collect();
+        let mut gate: Vec<f32> = (0..12288).map(|_| rng.f32() * 3.0).collect();
+        let s = time(min_s, || gelu_mul(&mut gate, &up));
+        println!("gelu_mul 12288: {:.1} us", s * 1e6);
+        let mut scores: Vec<f32> = (0..4096).map(|_| rng.f32() * 10.0).collect();
+        let s = time(min_s, || softmax(&mut scores));
+        println!("softmax 4096: {:.2} us", s * 1e6);
+        for &dtype in &dtypes {
             for &(n, k) in &SHAPES {
                 let bytes = weight_bytes(dtype, n, k, &mut rng);
                 let shape = [n, k];
                 let w = TensorView::new(dtype, &shape, GS, &bytes).expect("valid layout");
                 let x1: Vec<f32> = (0..k).map(|_| rng.f32()).collect();
                 let mut o1 = vec![0f32; n];
-                let s1 = time(min_s, || matmul(&x1, 1, &w, &mut o1));
+                let s1 = time(min_s, || matmul_at_level(&level, &x1, 1, &w, &mut o1));
                 let t = 128;
                 let xt: Vec<f32> = (0..t * k).map(|_| rng.f32()).collect();
                 let mut ot = vec![0f32; t * n];
-                let st = time(min_s, || matmul(&xt, t, &w, &mut ot));
+                let st = time(min_s, || matmul_at_level(&level, &xt, t, &w, &mut ot));
                 println!(
                     "{:<6} {:>14} {:>10.1} {:>12.3} {:>14.1} {:>14.1}",
                     dtype.name(),

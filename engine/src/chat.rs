@@ -187,7 +187,7 @@ impl ChatTemplate {
         }
     }
 
-    /// An extra template variable, like `enable_thinking` or `eos_token`.
+    /// An extra template variable, like `enable_thinking`, `eos_token` or `tools`.
     pub fn set_variable(&mut self, name: &str, value: serde_json::Value) {
         self.variables.insert(name.to_string(), value);
     }
@@ -203,6 +203,10 @@ impl ChatTemplate {
             serde_json::Value::Array(messages.iter().map(ChatMessage::to_json).collect()),
         );
         ctx.insert("bos_token".into(), json!(self.bos_token));
+        // transformers passes these as None when unused (`tools is none` holds, not undefined).
+        for name in ["tools", "documents"] {
+            ctx.entry(name.into()).or_insert(serde_json::Value::Null);
+        }
         ctx.insert("add_generation_prompt".into(), json!(add_generation_prompt));
         let tmpl = self.env.get_template(TEMPLATE_NAME).map_err(template_err)?;
         tmpl.render(Value::from_serialize(&ctx))

@@ -306,7 +306,10 @@ mod tests {
         assert_eq!(k1[10 * 4].to_f32(), 10.0);
         assert!(matches!(
             kv.reserve(99, 2),
-            Err(KvError::ContextFull { tokens: 101, limit: 100 })
+            Err(KvError::ContextFull {
+                tokens: 101,
+                limit: 100
+            })
         ));
         assert!(kv.can_truncate(49));
         assert!(!kv.can_truncate(30));

@@ -171,6 +171,9 @@ pub struct Session {
     cancel: CancelToken,
     /// Tokens whose K/V the cache holds (`cache.len()` of them).
     cached: Vec<u32>,
+    /// Position of the first media soft token in `cached` (usize::MAX if none): placeholder ids
+    /// do not identify their media, so reuse stops there.
+    cached_media_from: usize,
     stop_ids: Vec<u32>,
     add_bos: bool,
     /// Reused copy of the last logits for the sampler (which edits them in place).
@@ -181,7 +184,9 @@ impl From<ModelError> for SessionError {
     fn from(e: ModelError) -> Self {
         match e {
             ModelError::Format(f) => SessionError::Format(f),
-            ModelError::UnsupportedFamily(f) => SessionError::Unsupported(format!("model family '{f}'")),
+            ModelError::UnsupportedFamily(f) => {
+                SessionError::Unsupported(format!("model family '{f}'"))
+            }
             ModelError::Config(c) => SessionError::Unsupported(c.to_string()),
             ModelError::Kv(crate::kv_cache::KvError::ContextFull { tokens, limit }) => {
                 SessionError::ContextFull { tokens, limit }
@@ -190,6 +195,9 @@ impl From<ModelError> for SessionError {
         }
     }
 }
+
+/// A prompt ready to feed: token ids, positions of media soft tokens, and their rows.
+type Prepared = (Vec<u32>, Vec<usize>, Vec<f32>);
 
 fn other(e: impl std::fmt::Display) -> SessionError {
     SessionError::Other(e.to_string())
@@ -206,7 +214,8 @@ impl Session {
         let header = file.header();
         let cfg = model.config();
 
-        let mut tokenizer = Tokenizer::from_json(&header.tokenizer.tokenizer_json).map_err(other)?;
+        let mut tokenizer =
+            Tokenizer::from_json(&header.tokenizer.tokenizer_json).map_err(other)?;
         if header.tokenizer.bos_token_id.is_some() {
             tokenizer.set_bos_id(header.tokenizer.bos_token_id);
         }
@@ -274,6 +283,7 @@ impl Session {
             info,
             cancel: CancelToken::new(),
             cached: Vec::new(),
+            cached_media_from: usize::MAX,
             stop_ids,
             add_bos,
             logits: Vec::new(),
@@ -322,19 +332,25 @@ impl Session {
     pub fn reset(&mut self) {
         self.cache.clear();
         self.cached.clear();
+        self.cached_media_from = usize::MAX;
     }
 
-    /// Token ids of a prompt, exactly as `generate` would feed them.
+    /// Token ids of a prompt, exactly as `generate` would feed them (media placeholders
+    /// expanded to one token per soft token).
     pub fn tokenize(&self, prompt: &Prompt) -> Result<Vec<u32>, SessionError> {
+        Ok(self.prepare(prompt)?.0)
+    }
+
+    /// Token ids plus the media soft tokens: (ids, positions of soft tokens, their rows).
+    fn prepare(&self, prompt: &Prompt) -> Result<Prepared, SessionError> {
         match prompt {
-            Prompt::Tokens(ids) => Ok(ids.clone()),
-            Prompt::Raw(text) => self.tokenizer.encode(text, self.add_bos).map_err(other),
+            Prompt::Tokens(ids) => Ok((ids.clone(), Vec::new(), Vec::new())),
+            Prompt::Raw(text) => Ok((
+                self.tokenizer.encode(text, self.add_bos).map_err(other)?,
+                Vec::new(),
+                Vec::new(),
+            )),
             Prompt::Chat(messages) => {
-                if messages.iter().any(|m| !m.media.is_empty()) {
-                    return Err(SessionError::Unsupported(
-                        "images and audio in chat prompts are not supported yet".into(),
-                    ));
-                }
                 let template = self.template.as_ref().ok_or_else(|| {
                     SessionError::Other(
                         self.template_error
@@ -342,20 +358,95 @@ impl Session {
                             .unwrap_or_else(|| "no chat template".into()),
                     )
                 })?;
+                let count = |m: &Message, k| m.media.iter().filter(|e| e.kind == k).count();
                 let msgs: Vec<ChatMessage> = messages
                     .iter()
                     .map(|m| ChatMessage {
                         role: m.role,
                         content: m.text.clone(),
-                        images: 0,
-                        audios: 0,
+                        images: count(m, MediaKind::Image),
+                        audios: count(m, MediaKind::Audio),
                     })
                     .collect();
                 let text = template.render(&msgs, true).map_err(other)?;
-                // The template writes <bos> itself.
-                self.tokenizer.encode(&text, false).map_err(other)
+                // Templates write <bos> themselves; add it only when one did not.
+                let mut ids = self.tokenizer.encode(&text, false).map_err(other)?;
+                if self.add_bos
+                    && let Some(bos) = self.tokenizer.bos_id()
+                    && ids.first() != Some(&bos)
+                {
+                    ids.insert(0, bos);
+                }
+                // The template renders images before audio within a message.
+                let media: Vec<&MediaEmbedding> = messages
+                    .iter()
+                    .flat_map(|m| {
+                        let images = m.media.iter().filter(|e| e.kind == MediaKind::Image);
+                        let audio = m.media.iter().filter(|e| e.kind == MediaKind::Audio);
+                        images.chain(audio)
+                    })
+                    .collect();
+                if media.is_empty() {
+                    return Ok((ids, Vec::new(), Vec::new()));
+                }
+                self.expand_media(&ids, &media)
             }
         }
+    }
+
+    /// Replaces each rendered media marker (the placeholder token, or the begin-of-image /
+    /// begin-of-audio token that Gemma 3 templates write) with `[begin] N x placeholder [end]`,
+    /// as the Hugging Face processors do, and returns the soft-token positions and rows.
+    fn expand_media(
+        &self,
+        ids: &[u32],
+        media: &[&MediaEmbedding],
+    ) -> Result<Prepared, SessionError> {
+        let h = self.info.hidden_size;
+        let special = &self.file.header().tokenizer.special_tokens;
+        let get = |k: &str| special.get(k).copied();
+        let mut out =
+            Vec::with_capacity(ids.len() + media.iter().map(|m| m.tokens + 2).sum::<usize>());
+        let (mut positions, mut rows) = (Vec::new(), Vec::new());
+        let mut i = 0;
+        for m in media {
+            let (name, begin, end) = match m.kind {
+                MediaKind::Image => ("image", get("boi"), get("eoi")),
+                MediaKind::Audio => ("audio", get("boa"), get("eoa")),
+            };
+            let placeholder = get(name).ok_or_else(|| {
+                SessionError::Unsupported(format!("this model has no {name} placeholder token"))
+            })?;
+            if m.embeddings.len() != m.tokens * h {
+                return Err(SessionError::Other(format!(
+                    "{name} embedding has {} floats for {} tokens of width {h}",
+                    m.embeddings.len(),
+                    m.tokens
+                )));
+            }
+            let at = (i..ids.len())
+                .find(|&j| ids[j] == placeholder || Some(ids[j]) == begin)
+                .ok_or_else(|| {
+                    SessionError::Other(format!("the chat template rendered no {name} marker"))
+                })?;
+            out.extend_from_slice(&ids[i..at]);
+            if let Some(b) = begin {
+                out.push(b);
+            }
+            positions.extend(out.len()..out.len() + m.tokens);
+            out.extend(std::iter::repeat_n(placeholder, m.tokens));
+            rows.extend_from_slice(&m.embeddings);
+            i = at + 1;
+            if let Some(e) = end {
+                out.push(e);
+                // Drop an end marker the template already wrote.
+                if ids.get(i) == Some(&e) {
+                    i += 1;
+                }
+            }
+        }
+        out.extend_from_slice(&ids[i..]);
+        Ok((out, positions, rows))
     }
 
     /// Generates a reply. `on_text` receives each decoded text piece as soon as it is final.
@@ -366,7 +457,7 @@ impl Session {
         params: &GenerateParams,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<GenerationStats, SessionError> {
-        let ids = self.tokenize(prompt)?;
+        let (ids, media_pos, media_rows) = self.prepare(prompt)?;
         if ids.is_empty() {
             return Err(SessionError::EmptyPrompt);
         }
@@ -393,7 +484,10 @@ impl Session {
             .take_while(|(a, b)| a == b)
             .count()
             .min(self.cache.len())
-            .min(ids.len() - 1);
+            .min(ids.len() - 1)
+            // Same placeholder ids may carry different media: recompute from the first one.
+            .min(media_pos.first().copied().unwrap_or(usize::MAX))
+            .min(self.cached_media_from);
         let reuse = self.cache.truncate(common);
         self.cached.truncate(reuse);
 
@@ -411,7 +505,12 @@ impl Session {
             logits,
             ..
         } = self;
-        let last = pool.install(|| model.forward(&ids[reuse..], None, reuse, cache, Logits::Last));
+        let shifted: Vec<usize> = media_pos.iter().map(|p| p - reuse).collect();
+        let media = (!shifted.is_empty()).then_some(MediaRows {
+            positions: &shifted,
+            rows: &media_rows,
+        });
+        let last = pool.install(|| model.forward(&ids[reuse..], media, reuse, cache, Logits::Last));
         let last = match last {
             Ok(l) => l,
             Err(e) => {
@@ -423,6 +522,7 @@ impl Session {
         logits.extend_from_slice(last);
         self.cached.clear();
         self.cached.extend_from_slice(&ids);
+        self.cached_media_from = media_pos.first().copied().unwrap_or(usize::MAX);
         let prefill_secs = t0.elapsed().as_secs_f64();
 
         let t1 = Instant::now();
@@ -504,8 +604,11 @@ impl Session {
             rows: &rows,
         });
         let (model, cache, pool) = (&mut self.model, &mut self.cache, &self.pool);
-        let out = pool
-            .install(|| model.forward(ids, media_rows, 0, cache, Logits::All).map(|l| l.to_vec()));
+        let out = pool.install(|| {
+            model
+                .forward(ids, media_rows, 0, cache, Logits::All)
+                .map(|l| l.to_vec())
+        });
         // The cache now holds `ids`, but they may contain placeholders whose rows are gone.
         self.cache.clear();
         Ok(out?)
@@ -528,7 +631,9 @@ impl Session {
                 if items.is_empty() {
                     continue;
                 }
-                return Err(SessionError::Unsupported(format!("this model has no {name} placeholder token")));
+                return Err(SessionError::Unsupported(format!(
+                    "this model has no {name} placeholder token"
+                )));
             };
             let at: Vec<usize> = (0..ids.len()).filter(|&i| ids[i] == placeholder).collect();
             let have: usize = items.iter().map(|m| m.tokens).sum();

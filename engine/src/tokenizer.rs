@@ -2,7 +2,7 @@
 //! SentencePiece vocabulary into an equivalent Hugging Face `tokenizer.json`.
 
 use serde_json::{Map, Value, json};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
@@ -20,13 +20,24 @@ fn tk_err(e: tokenizers::Error) -> TokenizerError {
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     bos_id: Option<u32>,
+    special: HashSet<u32>,
 }
 
 impl Tokenizer {
     pub fn from_json(json: &str) -> Result<Self, TokenizerError> {
         let inner: tokenizers::Tokenizer = json.parse().map_err(tk_err)?;
         let bos_id = inner.token_to_id("<bos>");
-        Ok(Self { inner, bos_id })
+        let special = inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
+        Ok(Self {
+            inner,
+            bos_id,
+            special,
+        })
     }
 
     /// The id `encode(.., add_bos = true)` prepends (`<bos>` when the vocabulary has it).
@@ -55,6 +66,16 @@ impl Tokenizer {
         self.inner.decode(ids, false).map_err(tk_err)
     }
 
+    /// Decodes, leaving out special tokens (`<bos>`, `<end_of_turn>`, ..).
+    pub fn decode_skip_special(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        self.inner.decode(ids, true).map_err(tk_err)
+    }
+
+    /// Whether `id` is a special (control) token, like `<start_of_turn>` or `<|image|>`.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special.contains(&id)
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
@@ -71,50 +92,66 @@ impl Tokenizer {
     pub fn stream(&self) -> StreamDecoder<'_> {
         StreamDecoder {
             tok: self,
-            pending: Vec::new(),
+            ids: Vec::new(),
+            prefix: 0,
+            read: 0,
         }
-    }
-
-    fn is_byte_token(&self, id: u32) -> bool {
-        self.inner
-            .id_to_token(id)
-            .is_some_and(|t| t.len() == 6 && t.starts_with("<0x") && t.ends_with('>'))
     }
 }
 
 /// Incremental decoder: push ids as they are generated, get text as soon as it is final.
 ///
-/// Text is held back only while the pending ids end in byte-fallback pieces that do not yet form
-/// a whole UTF-8 character. Gemma's decoder (▁ -> space, byte fallback, fuse) has no
-/// context-dependent step, so decoding the pending ids alone equals the tail of a full decode.
+/// Each step decodes the previous piece together with the new ids and emits the difference (the
+/// text-generation-inference scheme), so decoders that treat the start of a text specially (a
+/// `Strip` of the leading space) still join pieces correctly. Text is held back while it ends in
+/// byte-fallback pieces that do not yet form a whole UTF-8 character.
 pub struct StreamDecoder<'a> {
     tok: &'a Tokenizer,
-    pending: Vec<u32>,
+    ids: Vec<u32>,
+    /// Start of the context piece (already emitted) that is decoded along with the new ids.
+    prefix: usize,
+    /// End of what has been emitted.
+    read: usize,
 }
 
-/// A UTF-8 character is at most 4 bytes; more pending byte pieces than this are invalid anyway.
+/// A UTF-8 character is at most 4 bytes; more held-back ids than this are invalid text anyway.
 const MAX_PENDING: usize = 8;
 
 impl StreamDecoder<'_> {
     pub fn push(&mut self, id: u32) -> Option<String> {
-        self.pending.push(id);
-        let text = self.tok.decode(&self.pending).ok()?;
-        let incomplete = text.ends_with('\u{FFFD}') && self.tok.is_byte_token(id);
-        if incomplete && self.pending.len() < MAX_PENDING {
-            return None;
-        }
-        self.pending.clear();
-        (!text.is_empty()).then_some(text)
+        self.ids.push(id);
+        let may_wait = self.ids.len() - self.read < MAX_PENDING;
+        self.emit(may_wait)
     }
 
     /// Whatever is still held back (an unfinished byte sequence decodes to U+FFFD).
     pub fn finish(&mut self) -> Option<String> {
-        if self.pending.is_empty() {
+        if self.read == self.ids.len() {
             return None;
         }
-        let text = self.tok.decode(&self.pending).ok();
-        self.pending.clear();
-        text.filter(|t| !t.is_empty())
+        self.emit(false)
+    }
+
+    fn emit(&mut self, may_wait: bool) -> Option<String> {
+        let before = self.tok.decode(&self.ids[self.prefix..self.read]).ok()?;
+        let now = self.tok.decode(&self.ids[self.prefix..]).ok()?;
+        if may_wait && now.ends_with('\u{FFFD}') {
+            return None;
+        }
+        let new = match now.strip_prefix(before.as_str()) {
+            Some(rest) => rest.to_string(),
+            // A decoder that rewrote the context piece: fall back to the new ids alone.
+            None => self.tok.decode(&self.ids[self.read..]).ok()?,
+        };
+        // Keep the ids bounded: the next context is just the piece emitted now.
+        self.prefix = self.read;
+        self.read = self.ids.len();
+        if self.prefix > 4096 {
+            self.ids.drain(..self.prefix);
+            self.read -= self.prefix;
+            self.prefix = 0;
+        }
+        (!new.is_empty()).then_some(new)
     }
 }
 
@@ -155,15 +192,12 @@ fn respell(token: &str) -> String {
 /// The merges transformers' `generate_merges` derives for a Gemma GGUF (no merges stored): every
 /// split of a token into two vocabulary pieces, ordered by the token's position in the file, then
 /// by the longer left piece first. (`generate_merges` sorts by (-position, len(left), len(right))
-/// descending; within one token len(left) alone decides.)
-fn derive_merges<'a>(
-    tokens: &'a [String],
-    vocab: &HashMap<&'a str, u32>,
-) -> Vec<(&'a str, &'a str)> {
+/// descending; within one token len(left) alone decides.) transformers ignores Gemma's scores
+/// here because they do not follow the merge order; so does this.
+fn derive_merges<'a>(vocab: &HashMap<&'a str, u32>) -> Vec<(&'a str, &'a str)> {
     // Python dicts keep the last index for a repeated key; order by that index.
     let mut order: Vec<(u32, &str)> = vocab.iter().map(|(t, &i)| (i, *t)).collect();
     order.sort_unstable();
-    let _ = tokens;
     let mut merges = Vec::new();
     for (_, token) in order {
         let bounds: Vec<usize> = token.char_indices().map(|(i, _)| i).skip(1).collect();
@@ -229,7 +263,7 @@ pub fn spm_tokenizer_json(vocab: &SpmVocab) -> Result<String, TokenizerError> {
     for (i, t) in respelled.iter().enumerate() {
         ids.insert(t.as_str(), i as u32);
     }
-    let merges = derive_merges(&respelled, &ids);
+    let merges = derive_merges(&ids);
 
     // Added tokens: control ones (plus the named specials) are special, user-defined ones are
     // plain; both keep the file's original spelling and are matched before normalization.
@@ -369,6 +403,11 @@ mod tests {
         assert_eq!(tok.bos_id(), Some(2));
         assert_eq!(tok.token_id("<start_of_turn>"), Some(5));
         assert_eq!(tok.token(2).as_deref(), Some("<bos>"));
+        assert!(tok.is_special(2) && tok.is_special(5) && !tok.is_special(355));
+        let ids = tok
+            .encode("<start_of_turn>user\nhi<end_of_turn>", true)
+            .unwrap();
+        assert_eq!(tok.decode_skip_special(&ids).unwrap(), "user\nhi");
     }
 
     #[test]
@@ -397,6 +436,30 @@ mod tests {
         let mut s = tok.stream();
         assert_eq!(s.push(emoji[0]), None);
         assert_eq!(s.finish().as_deref(), Some("\u{FFFD}"));
+    }
+
+    #[test]
+    fn tokenizer_stream_joins_pieces_under_a_stripping_decoder() {
+        // A Llama-style decoder strips the leading space of a decoded text: decoding each
+        // piece alone would glue words together.
+        let p =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/tiny-gemma3/tokenizer.json");
+        let mut j: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        j["decoder"]["decoders"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+        let tok = Tokenizer::from_json(&j.to_string()).unwrap();
+        let ids = tok.encode("one two  three 🙂 four", false).unwrap();
+        let mut s = tok.stream();
+        let mut out = String::new();
+        for &id in &ids {
+            out.extend(s.push(id));
+        }
+        out.extend(s.finish());
+        assert_eq!(out, tok.decode(&ids).unwrap());
+        assert_eq!(out, "one two  three 🙂 four");
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! The `.cellm` is written here straight from the safetensors in f32 (no converter involved),
 //! so these tests check the engine alone; app/tests/parity_*.rs go through the converter.
 
+use cellm_engine::format::{
+    CellmWriter, Header, Provenance, QuantizationInfo, TensorPlan, TokenizerInfo,
+};
 use cellm_engine::kv_cache::KvPrecision;
-use cellm_engine::format::{CellmWriter, Header, Provenance, QuantizationInfo, TensorPlan, TokenizerInfo};
 use cellm_engine::sampler::SamplingParams;
 use cellm_engine::session::{GenerateParams, Prompt, Session, SessionOptions, StopReason};
 use cellm_engine::tensor::DType;
@@ -12,7 +14,9 @@ use safetensors::{Dtype, SafeTensors};
 use std::path::{Path, PathBuf};
 
 fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata")
+        .join(name)
 }
 
 fn f32s(st: &SafeTensors<'_>, name: &str) -> (Vec<f32>, Vec<usize>) {
@@ -36,6 +40,15 @@ fn ids(st: &SafeTensors<'_>, name: &str) -> Vec<u32> {
 
 /// Writes `dir`'s safetensors as an f32 `.cellm` into `out`.
 fn write_cellm(dir: &Path, family: &str, out: &Path) {
+    write_cellm_with(dir, family, out, Default::default())
+}
+
+fn write_cellm_with(
+    dir: &Path,
+    family: &str,
+    out: &Path,
+    special_tokens: std::collections::BTreeMap<String, u32>,
+) {
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let config: serde_json::Value =
@@ -61,7 +74,7 @@ fn write_cellm(dir: &Path, family: &str, out: &Path) {
             eos_token_ids: vec![1],
             pad_token_id: Some(0),
             add_bos: true,
-            special_tokens: Default::default(),
+            special_tokens,
         },
         quantization: QuantizationInfo {
             profile: "f32".into(),
@@ -100,9 +113,16 @@ fn kl_stats(reference: &[f32], ours: &[f32], vocab: usize) -> (f64, f32, f64) {
     let n = reference.len() / vocab;
     let (mut kl, mut diff, mut hit) = (0.0, 0f32, 0usize);
     for t in 0..n {
-        let (r, o) = (&reference[t * vocab..(t + 1) * vocab], &ours[t * vocab..(t + 1) * vocab]);
+        let (r, o) = (
+            &reference[t * vocab..(t + 1) * vocab],
+            &ours[t * vocab..(t + 1) * vocab],
+        );
         let (lr, lo) = (log_softmax(r), log_softmax(o));
-        kl += lr.iter().zip(&lo).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
+        kl += lr
+            .iter()
+            .zip(&lo)
+            .map(|(a, b)| a.exp() * (a - b))
+            .sum::<f64>();
         diff = r.iter().zip(o).fold(diff, |d, (a, b)| d.max((a - b).abs()));
         hit += (argmax(r) == argmax(o)) as usize;
     }
@@ -145,31 +165,51 @@ fn check_model(name: &str, family: &str) {
     let greedy = ids(&r, "greedy_ids");
     // One extra token so that every greedy id has been fed back into the cache.
     let params = GenerateParams {
-        sampling: SamplingParams { temperature: 0.0, ..Default::default() },
+        sampling: SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        },
         max_new_tokens: greedy.len() + 1,
     };
     s.set_stop_ids(vec![]);
     let mut text = String::new();
     let stats = s
-        .generate(&Prompt::Tokens(input.clone()), &params, &mut |p| text.push_str(p))
+        .generate(&Prompt::Tokens(input.clone()), &params, &mut |p| {
+            text.push_str(p)
+        })
         .unwrap();
     assert_eq!(stats.stop, StopReason::MaxTokens);
     assert_eq!(stats.generated_tokens, greedy.len() + 1);
-    assert_eq!(&s.context_tokens()[input.len()..], &greedy[..], "{name}: greedy ids");
+    assert_eq!(
+        &s.context_tokens()[input.len()..],
+        &greedy[..],
+        "{name}: greedy ids"
+    );
     assert!(!text.is_empty());
 
     // Prefix reuse: continuing the cached conversation recomputes only the new token, and gives
     // what a fresh session computes.
     let mut longer = s.context_tokens().to_vec();
     longer.push(greedy[0]);
-    let params = GenerateParams { max_new_tokens: 4, ..params };
-    let stats2 = s.generate(&Prompt::Tokens(longer.clone()), &params, &mut |_| {}).unwrap();
+    let params = GenerateParams {
+        max_new_tokens: 4,
+        ..params
+    };
+    let stats2 = s
+        .generate(&Prompt::Tokens(longer.clone()), &params, &mut |_| {})
+        .unwrap();
     assert_eq!(stats2.prefill_tokens, 1, "{name}: prefix reuse");
     let reused = s.context_tokens().to_vec();
     s.reset();
-    let stats3 = s.generate(&Prompt::Tokens(longer.clone()), &params, &mut |_| {}).unwrap();
+    let stats3 = s
+        .generate(&Prompt::Tokens(longer.clone()), &params, &mut |_| {})
+        .unwrap();
     assert_eq!(stats3.prefill_tokens, longer.len());
-    assert_eq!(s.context_tokens(), &reused[..], "{name}: reuse changes the result");
+    assert_eq!(
+        s.context_tokens(),
+        &reused[..],
+        "{name}: reuse changes the result"
+    );
 }
 
 #[test]
@@ -180,4 +220,157 @@ fn tiny_gemma3_matches_transformers() {
 #[test]
 fn tiny_gemma4_text_matches_transformers() {
     check_model("tiny-gemma4", "gemma4");
+}
+
+#[test]
+fn session_errors_and_cancellation() {
+    use cellm_engine::session::SessionError;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("m.cellm");
+    write_cellm(&testdata("tiny-gemma3"), "gemma3", &path);
+    let mut s = Session::load(
+        &path,
+        SessionOptions {
+            threads: Some(1),
+            max_context: Some(32),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(s.info().context_length, 32);
+    let params = GenerateParams {
+        max_new_tokens: 100,
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.generate(&Prompt::Tokens(vec![]), &params, &mut |_| {}),
+        Err(SessionError::EmptyPrompt)
+    ));
+    assert!(matches!(
+        s.generate(&Prompt::Tokens(vec![5; 40]), &params, &mut |_| {}),
+        Err(SessionError::ContextFull {
+            tokens: 40,
+            limit: 32
+        })
+    ));
+    assert!(matches!(
+        s.logits_for(&[5; 33], &[]),
+        Err(SessionError::ContextFull { .. })
+    ));
+    assert!(
+        s.generate(&Prompt::Tokens(vec![2, 9999]), &params, &mut |_| {})
+            .is_err()
+    );
+
+    // The context fills up: generation stops cleanly.
+    s.set_stop_ids(vec![]);
+    let stats = s
+        .generate(&Prompt::Tokens(vec![2, 10, 11]), &params, &mut |_| {})
+        .unwrap();
+    assert_eq!(stats.stop, StopReason::ContextFull);
+    assert_eq!(s.context_tokens().len(), 32);
+
+    // Cancelling from the callback stops after the current token.
+    let cancel = s.cancel_token();
+    let mut pieces = 0;
+    s.reset();
+    let stats = s
+        .generate(&Prompt::Tokens(vec![2, 10, 11]), &params, &mut |_| {
+            pieces += 1;
+            cancel.cancel();
+        })
+        .unwrap();
+    assert_eq!(stats.stop, StopReason::Cancelled);
+    assert!(stats.generated_tokens <= 2, "{}", stats.generated_tokens);
+}
+
+#[test]
+fn tiny_gemma4_multimodal_soft_tokens() {
+    use cellm_engine::session::{MediaEmbedding, MediaKind};
+    let dir = testdata("tiny-gemma4");
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("m.cellm");
+    let special = [("image".to_string(), 302u32), ("audio".to_string(), 303u32)]
+        .into_iter()
+        .collect();
+    write_cellm_with(&dir, "gemma4", &path, special);
+    let refb = std::fs::read(dir.join("reference.safetensors")).unwrap();
+    let r = SafeTensors::deserialize(&refb).unwrap();
+    let input = ids(&r, "mm_input_ids");
+    let (want, shape) = f32s(&r, "mm_logits");
+    let (image, ishape) = f32s(&r, "vision_embedded");
+    let (audio, ashape) = f32s(&r, "audio_embedded");
+    let media = [
+        MediaEmbedding {
+            kind: MediaKind::Image,
+            embeddings: image,
+            tokens: ishape[0],
+        },
+        MediaEmbedding {
+            kind: MediaKind::Audio,
+            embeddings: audio,
+            tokens: ashape[0],
+        },
+    ];
+    let mut s = Session::load(
+        &path,
+        SessionOptions {
+            threads: Some(2),
+            kv_precision: KvPrecision::F32,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let got = s.logits_for(&input, &media).unwrap();
+    let (kl, diff, top1) = kl_stats(&want, &got, shape[1]);
+    println!("tiny-gemma4 multimodal (f32 KV): KL {kl:.3e}, max |diff| {diff:.3e}, top-1 {top1}");
+    assert!(kl < 1e-6, "KL {kl}");
+    assert_eq!(top1, 1.0);
+    // A count mismatch is an error, not a panic.
+    assert!(s.logits_for(&input, &media[..1]).is_ok());
+    assert!(s.logits_for(&input[..50], &media).is_err());
+}
+
+#[test]
+fn chat_prompt_with_image_expands_placeholders() {
+    use cellm_engine::session::{MediaEmbedding, MediaKind, Message, Role};
+    let dir = testdata("tiny-gemma4");
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("m.cellm");
+    let special = [
+        ("image", 302u32),
+        ("boi", 300),
+        ("eoi", 301),
+        ("audio", 303),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    write_cellm_with(&dir, "gemma4", &path, special);
+    let mut s = Session::load(&path, SessionOptions::default()).unwrap();
+    let h = s.info().hidden_size;
+    let image = MediaEmbedding {
+        kind: MediaKind::Image,
+        embeddings: vec![0.01; 5 * h],
+        tokens: 5,
+    };
+    let prompt = Prompt::Chat(vec![Message {
+        role: Role::User,
+        text: "Look".into(),
+        media: vec![image],
+    }]);
+    let ids = s.tokenize(&prompt).unwrap();
+    let at = ids.iter().position(|&i| i == 300).expect("boi");
+    assert_eq!(&ids[at..at + 7], &[300, 302, 302, 302, 302, 302, 301]);
+    assert_eq!(ids.iter().filter(|&&i| i == 302).count(), 5);
+    let params = GenerateParams {
+        max_new_tokens: 3,
+        ..Default::default()
+    };
+    s.set_stop_ids(vec![]);
+    let stats = s.generate(&prompt, &params, &mut |_| {}).unwrap();
+    assert_eq!(stats.prompt_tokens, ids.len());
+    // The same prompt again: reuse never reaches into the image.
+    let stats = s.generate(&prompt, &params, &mut |_| {}).unwrap();
+    assert!(stats.prefill_tokens >= ids.len() - (at + 1));
 }

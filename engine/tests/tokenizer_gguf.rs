@@ -222,5 +222,8 @@ fn tokenizer_gemma3_270m_gguf_matches_transformers() {
     assert_eq!(tok.token_id("<end_of_turn>"), Some(106));
     // H3's cases (made with the model) and this module's own (Unicode, whitespace, special tokens).
     check_cases(&tok, &testdata().join("gemma3-270m/tokenizer_cases.json"));
-    check_cases(&tok, &testdata().join("tokenizer/gemma3-270m-gguf-cases.json"));
+    check_cases(
+        &tok,
+        &testdata().join("tokenizer/gemma3-270m-gguf-cases.json"),
+    );
 }

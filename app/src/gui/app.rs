@@ -78,6 +78,7 @@ pub struct App {
     pub notices: Vec<String>,
     pub(super) dialog: Option<(AppDialog, PendingDialog)>,
     pub(super) markdown: egui_commonmark::CommonMarkCache,
+    pub(super) waves: super::waveform::WaveCache,
     theme_applied: Option<ThemeChoice>,
     next_id: u64,
 }
@@ -103,6 +104,7 @@ impl App {
             notices: problems,
             dialog: None,
             markdown: egui_commonmark::CommonMarkCache::default(),
+            waves: super::waveform::WaveCache::default(),
             theme_applied: None,
             next_id: 0,
         };
@@ -124,6 +126,7 @@ impl App {
         self.worker.set_context(&ctx);
         if self.theme_applied.is_none() {
             egui_extras::install_image_loaders(&ctx);
+            theme::install_fonts(&ctx);
         }
         if self.theme_applied != Some(self.settings.theme) {
             theme::apply(&ctx, self.settings.theme);

@@ -6,6 +6,7 @@ use super::composer::attachment_preview;
 use super::model::{Author, ChatMessage};
 use super::text::{human_bytes, strip_thought};
 use super::theme;
+use super::waveform::WaveCache;
 
 /// Widest the conversation column gets, for readable line lengths.
 const COLUMN: f32 = 780.0;
@@ -182,7 +183,7 @@ impl App {
         for (i, m) in chat.messages.iter().enumerate() {
             let live = streaming && i == last;
             let a = match m.author {
-                Author::User => user_message(ui, m, i, !streaming),
+                Author::User => user_message(ui, m, i, !streaming, &mut self.waves),
                 Author::Assistant => self.assistant_message(ui, m, live, i == last && !streaming),
             };
             action = action.or(a);
@@ -278,6 +279,7 @@ fn user_message(
     m: &ChatMessage,
     index: usize,
     can_edit: bool,
+    waves: &mut WaveCache,
 ) -> Option<MessageAction> {
     let mut action = None;
     ui.with_layout(egui::Layout::top_down(egui::Align::Max), |ui| {
@@ -288,14 +290,15 @@ fn user_message(
             .inner_margin(egui::Margin::symmetric(14, 10))
             .show(ui, |ui| {
                 ui.set_max_width(max);
-                if !m.attachments.is_empty() {
-                    ui.horizontal_wrapped(|ui| {
-                        for a in &m.attachments {
-                            attachment_preview(ui, a, 96.0);
-                        }
-                    });
-                }
+                // Left-to-right inside the bubble, whatever the right-aligned column around it.
                 ui.with_layout(egui::Layout::top_down(egui::Align::Min), |ui| {
+                    if !m.attachments.is_empty() {
+                        ui.horizontal_wrapped(|ui| {
+                            for a in &m.attachments {
+                                attachment_preview(ui, a, 96.0, waves);
+                            }
+                        });
+                    }
                     ui.add(egui::Label::new(m.text.as_str()).wrap());
                 });
             });

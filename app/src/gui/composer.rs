@@ -5,6 +5,7 @@ use super::app::{App, AppDialog};
 use super::dialogs::{DialogKind, PendingDialog};
 use super::model::{Attachment, AttachmentKind};
 use super::theme;
+use super::waveform::WaveCache;
 
 pub const INPUT_ID: &str = "composer_input";
 
@@ -49,13 +50,14 @@ impl App {
 
     fn attachment_row(&mut self, ui: &mut egui::Ui) {
         let mut remove = None;
+        let waves = &mut self.waves;
         ui.horizontal_wrapped(|ui| {
             for (i, a) in self.composer.attachments.iter().enumerate() {
                 theme::card(ui)
                     .inner_margin(egui::Margin::same(6))
                     .show(ui, |ui| {
                         ui.horizontal(|ui| {
-                            attachment_preview(ui, a, 48.0);
+                            attachment_preview(ui, a, 48.0, waves);
                             if ui
                                 .small_button("Remove")
                                 .on_hover_text("Remove this attachment")
@@ -145,8 +147,8 @@ impl App {
     }
 }
 
-/// A thumbnail for an image, a chip for a WAV file.
-pub fn attachment_preview(ui: &mut egui::Ui, a: &Attachment, size: f32) {
+/// A thumbnail for an image; for a WAV file a chip with its name, waveform and duration.
+pub fn attachment_preview(ui: &mut egui::Ui, a: &Attachment, size: f32, waves: &mut WaveCache) {
     match a.kind {
         AttachmentKind::Image => {
             ui.add(
@@ -163,8 +165,19 @@ pub fn attachment_preview(ui: &mut egui::Ui, a: &Attachment, size: f32) {
                 .corner_radius(6)
                 .inner_margin(egui::Margin::symmetric(8, 6))
                 .show(ui, |ui| {
-                    ui.label(egui::RichText::new("WAV").small().strong());
-                    ui.label(a.file_name());
+                    ui.horizontal(|ui| {
+                        ui.label(egui::RichText::new("WAV").small().strong());
+                        ui.label(a.file_name());
+                        match waves.get(&a.path, ui.ctx()) {
+                            Some(Ok(preview)) => super::waveform::show(ui, preview, size * 2.0),
+                            Some(Err(e)) if e != "reading…" => {
+                                ui.colored_label(theme::error_color(ui), e.as_str());
+                            }
+                            _ => {
+                                ui.spinner();
+                            }
+                        }
+                    });
                 })
                 .response
                 .on_hover_text(a.path.display().to_string());

@@ -16,6 +16,7 @@ pub mod sidebar;
 pub mod store;
 pub mod text;
 pub mod theme;
+pub mod waveform;
 pub mod wizard;
 pub mod worker;
 
@@ -25,12 +26,18 @@ use anyhow::Context as _;
 pub fn run() -> anyhow::Result<()> {
     let data_dir = store::ChatStore::default_dir()
         .context("cannot find a data directory for this user (is $HOME set?)")?;
+    let mut viewport = egui::ViewportBuilder::default()
+        .with_title("cellm")
+        .with_app_id("cellm")
+        .with_inner_size([1180.0, 760.0])
+        .with_min_inner_size([720.0, 480.0]);
+    // The icon is compiled in; a broken one only costs the icon.
+    if let Ok(icon) = eframe::icon_data::from_png_bytes(include_bytes!("../../../assets/icon.png"))
+    {
+        viewport = viewport.with_icon(std::sync::Arc::new(icon));
+    }
     let options = eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default()
-            .with_title("cellm")
-            .with_app_id("cellm")
-            .with_inner_size([1180.0, 760.0])
-            .with_min_inner_size([720.0, 480.0]),
+        viewport,
         persist_window: true,
         ..Default::default()
     };

@@ -103,9 +103,11 @@ impl App {
                     } else {
                         chat.title.clone()
                     };
-                    let r = ui.add_sized(
-                        [ui.available_width(), 28.0],
-                        egui::Button::selectable(selected, title).truncate(),
+                    // Text on the left, the rest of the row filled (a grow atom after it).
+                    let r = ui.add(
+                        egui::Button::selectable(selected, (title, egui::Atom::grow()))
+                            .truncate()
+                            .min_size(egui::vec2(ui.available_width(), 28.0)),
                     );
                     if r.clicked() {
                         action = Some(RowAction::Select(chat.id.clone()));

@@ -6,6 +6,27 @@ use egui::{Color32, CornerRadius, FontId, Margin, RichText, Stroke, TextStyle};
 pub const ACCENT: Color32 = Color32::from_rgb(0x4c, 0x8d, 0xf6);
 const ACCENT_DARK_BG: Color32 = Color32::from_rgb(0x2a, 0x4a, 0x7a);
 
+/// Adds an icon font as a fallback so symbols such as the Markdown code blocks' copy icon (🗐)
+/// and ✔ have glyphs (egui's default fonts lack them). The font ships in `assets/fonts/` (MIT).
+pub fn install_fonts(ctx: &egui::Context) {
+    const NAME: &str = "emoji-icon-font";
+    let mut fonts = egui::FontDefinitions::default();
+    fonts.font_data.insert(
+        NAME.to_owned(),
+        std::sync::Arc::new(egui::FontData::from_static(include_bytes!(
+            "../../../assets/fonts/emoji-icon-font.ttf"
+        ))),
+    );
+    for family in [egui::FontFamily::Proportional, egui::FontFamily::Monospace] {
+        fonts
+            .families
+            .entry(family)
+            .or_default()
+            .push(NAME.to_owned());
+    }
+    ctx.set_fonts(fonts);
+}
+
 pub fn apply(ctx: &egui::Context, theme: ThemeChoice) {
     let mut visuals = match theme {
         ThemeChoice::Dark => egui::Visuals::dark(),

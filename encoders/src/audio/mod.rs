@@ -3,9 +3,11 @@
 
 pub mod features;
 pub mod resample;
+pub mod tower;
 pub mod wav;
 
 pub use features::{LogMelExtractor, LogMelFeatures};
+pub use tower::{AudioTower, encode_audio_file};
 pub use wav::{Waveform, read_wav};
 
 /// Sample rate of the Gemma 4 audio tower's input.

@@ -14,7 +14,12 @@ pub struct Linear<'a> {
 }
 
 impl<'a> Linear<'a> {
-    pub fn new(w: &Weights<'a>, name: &str, out_dim: usize, in_dim: usize) -> Result<Self, ModelError> {
+    pub fn new(
+        w: &Weights<'a>,
+        name: &str,
+        out_dim: usize,
+        in_dim: usize,
+    ) -> Result<Self, ModelError> {
         Ok(Self {
             w: w.get(&format!("{name}.weight"), &[out_dim, in_dim])?,
             in_dim,
@@ -24,7 +29,12 @@ impl<'a> Linear<'a> {
 
     /// `x`: [t, in], `out`: [t, out].
     pub fn forward(&self, x: &[f32], t: usize, out: &mut [f32]) {
-        cpu::matmul(&x[..t * self.in_dim], t, &self.w, &mut out[..t * self.out_dim]);
+        cpu::matmul(
+            &x[..t * self.in_dim],
+            t,
+            &self.w,
+            &mut out[..t * self.out_dim],
+        );
     }
 
     pub fn bytes(&self) -> usize {
@@ -41,7 +51,13 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    pub fn new(w: &Weights<'_>, name: &str, dim: usize, eps: f32, plus_one: bool) -> Result<Self, ModelError> {
+    pub fn new(
+        w: &Weights<'_>,
+        name: &str,
+        dim: usize,
+        eps: f32,
+        plus_one: bool,
+    ) -> Result<Self, ModelError> {
         Ok(Self {
             weight: Some(w.vector(&format!("{name}.weight"), dim)?),
             dim,
@@ -98,7 +114,12 @@ impl<'a> Mlp<'a> {
 }
 
 /// Writes embedding row `id` of `table` ([vocab, dim]) times `scale` into `out`.
-pub fn embed_row(table: &TensorView<'_>, id: u32, scale: f32, out: &mut [f32]) -> Result<(), ModelError> {
+pub fn embed_row(
+    table: &TensorView<'_>,
+    id: u32,
+    scale: f32,
+    out: &mut [f32],
+) -> Result<(), ModelError> {
     let vocab = table.rows();
     let id = id as usize;
     if id >= vocab {

@@ -199,7 +199,11 @@ pub struct TextConfig {
 impl TextConfig {
     /// Largest sliding window over the sliding layers (0 if none).
     pub fn max_window(&self) -> usize {
-        self.layers.iter().filter_map(|l| l.window).max().unwrap_or(0)
+        self.layers
+            .iter()
+            .filter_map(|l| l.window)
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -267,7 +271,11 @@ fn resolve_rope(p: &RopeParameters, head_dim: usize) -> Result<RopeSpec, ConfigE
     }
 }
 
-fn layer_types(raw: &RawTextConfig, default_pattern: usize, force_last_full: bool) -> Result<Vec<LayerType>, ConfigError> {
+fn layer_types(
+    raw: &RawTextConfig,
+    default_pattern: usize,
+    force_last_full: bool,
+) -> Result<Vec<LayerType>, ConfigError> {
     let n = raw.num_hidden_layers;
     let mut types = match &raw.layer_types {
         Some(v) => {
@@ -277,12 +285,20 @@ fn layer_types(raw: &RawTextConfig, default_pattern: usize, force_last_full: boo
                     v.len()
                 )));
             }
-            v.iter().map(|s| LayerType::parse(s)).collect::<Result<Vec<_>, _>>()?
+            v.iter()
+                .map(|s| LayerType::parse(s))
+                .collect::<Result<Vec<_>, _>>()?
         }
         None => {
             let p = raw.sliding_window_pattern.unwrap_or(default_pattern).max(1);
             (0..n)
-                .map(|i| if (i + 1) % p == 0 { LayerType::Full } else { LayerType::Sliding })
+                .map(|i| {
+                    if (i + 1) % p == 0 {
+                        LayerType::Full
+                    } else {
+                        LayerType::Sliding
+                    }
+                })
                 .collect()
         }
     };
@@ -296,8 +312,13 @@ fn check_common(raw: &RawTextConfig) -> Result<(), ConfigError> {
     if raw.num_attention_heads == 0 || raw.num_key_value_heads == 0 || raw.num_hidden_layers == 0 {
         return Err(invalid("zero heads or layers"));
     }
-    if raw.num_attention_heads % raw.num_key_value_heads != 0 {
-        return Err(invalid("num_attention_heads is not a multiple of num_key_value_heads"));
+    if !raw
+        .num_attention_heads
+        .is_multiple_of(raw.num_key_value_heads)
+    {
+        return Err(invalid(
+            "num_attention_heads is not a multiple of num_key_value_heads",
+        ));
     }
     if let Some(act) = &raw.hidden_activation
         && act != "gelu_pytorch_tanh"

@@ -27,7 +27,12 @@ pub struct Attention<'a> {
 
 impl<'a> Attention<'a> {
     fn new(cfg: &TextConfig, spec: &LayerSpec, w: &Weights<'a>) -> Result<Self, ModelError> {
-        let (h, d, nh, nkv) = (cfg.hidden_size, spec.head_dim, cfg.num_heads, spec.num_kv_heads);
+        let (h, d, nh, nkv) = (
+            cfg.hidden_size,
+            spec.head_dim,
+            cfg.num_heads,
+            spec.num_kv_heads,
+        );
         Ok(Self {
             q_proj: Linear::new(w, "q_proj", nh * d, h)?,
             k_proj: Linear::new(w, "k_proj", nkv * d, h)?,
@@ -69,8 +74,20 @@ impl<'a> Attention<'a> {
         self.k_norm.forward(k);
         for i in 0..t {
             let pos = pos0 + i;
-            cpu::rope(&mut q[i * qd..(i + 1) * qd], p.n_heads, p.head_dim, pos, &self.inv_freq);
-            cpu::rope(&mut k[i * kvd..(i + 1) * kvd], p.n_kv_heads, p.head_dim, pos, &self.inv_freq);
+            cpu::rope(
+                &mut q[i * qd..(i + 1) * qd],
+                p.n_heads,
+                p.head_dim,
+                pos,
+                &self.inv_freq,
+            );
+            cpu::rope(
+                &mut k[i * kvd..(i + 1) * kvd],
+                p.n_kv_heads,
+                p.head_dim,
+                pos,
+                &self.inv_freq,
+            );
         }
         cache.write(layer, pos0, t, k, v);
         let need = cpu::attention::scratch_len(p, pos0, t);
@@ -103,7 +120,13 @@ impl<'a> DecoderLayer<'a> {
             post_attention_layernorm: RmsNorm::new(w, "post_attention_layernorm", h, eps, true)?,
             pre_feedforward_layernorm: RmsNorm::new(w, "pre_feedforward_layernorm", h, eps, true)?,
             mlp: Mlp::new(&w.pp("mlp"), h, spec.intermediate_size)?,
-            post_feedforward_layernorm: RmsNorm::new(w, "post_feedforward_layernorm", h, eps, true)?,
+            post_feedforward_layernorm: RmsNorm::new(
+                w,
+                "post_feedforward_layernorm",
+                h,
+                eps,
+                true,
+            )?,
         })
     }
 
@@ -113,13 +136,15 @@ impl<'a> DecoderLayer<'a> {
         let mut a = std::mem::take(&mut s.a);
         h[..n].copy_from_slice(&s.x[..n]);
         self.input_layernorm.forward(&mut h[..n]);
-        self.self_attn.forward(layer, &h[..n], t, pos0, cache, s, &mut a[..n]);
+        self.self_attn
+            .forward(layer, &h[..n], t, pos0, cache, s, &mut a[..n]);
         self.post_attention_layernorm.forward(&mut a[..n]);
         cpu::add(&mut s.x[..n], &a[..n]);
 
         h[..n].copy_from_slice(&s.x[..n]);
         self.pre_feedforward_layernorm.forward(&mut h[..n]);
-        self.mlp.forward(&h[..n], t, &mut s.gate, &mut s.up, &mut a[..n]);
+        self.mlp
+            .forward(&h[..n], t, &mut s.gate, &mut s.up, &mut a[..n]);
         self.post_feedforward_layernorm.forward(&mut a[..n]);
         cpu::add(&mut s.x[..n], &a[..n]);
         s.h = h;
@@ -155,7 +180,13 @@ pub struct Model<'a> {
 impl<'a> Model<'a> {
     pub fn new(file: &'a CellmFile) -> Result<Self, ModelError> {
         let cfg = config::gemma3(&file.header().config)?;
-        let w = Weights::new(file, "model");
+        // Multimodal Gemma 3 (>= 4B) nests the text stack under `model.language_model`.
+        let prefix = if file.contains("model.language_model.embed_tokens.weight") {
+            "model.language_model"
+        } else {
+            "model"
+        };
+        let w = Weights::new(file, prefix);
         let (h, v) = (cfg.hidden_size, cfg.vocab_size);
         let embed_tokens = w.get("embed_tokens.weight", &[v, h])?;
         if file.contains("lm_head.weight") {
@@ -190,8 +221,18 @@ impl<'a> Model<'a> {
             .map(|l| c.num_heads * l.head_dim)
             .max()
             .unwrap_or(0);
-        let kvd = c.layers.iter().map(|l| l.num_kv_heads * l.head_dim).max().unwrap_or(0);
-        let inter = c.layers.iter().map(|l| l.intermediate_size).max().unwrap_or(0);
+        let kvd = c
+            .layers
+            .iter()
+            .map(|l| l.num_kv_heads * l.head_dim)
+            .max()
+            .unwrap_or(0);
+        let inter = c
+            .layers
+            .iter()
+            .map(|l| l.intermediate_size)
+            .max()
+            .unwrap_or(0);
         let s = &mut self.scratch;
         for (buf, n) in [
             (&mut s.x, c.hidden_size),

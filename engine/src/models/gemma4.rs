@@ -36,7 +36,12 @@ pub struct Attention<'a> {
 
 impl<'a> Attention<'a> {
     fn new(cfg: &TextConfig, spec: &LayerSpec, w: &Weights<'a>) -> Result<Self, ModelError> {
-        let (h, d, nh, nkv) = (cfg.hidden_size, spec.head_dim, cfg.num_heads, spec.num_kv_heads);
+        let (h, d, nh, nkv) = (
+            cfg.hidden_size,
+            spec.head_dim,
+            cfg.num_heads,
+            spec.num_kv_heads,
+        );
         let kv = match spec.kv {
             KvRole::Own => Some(KvProj {
                 k_proj: Linear::new(w, "k_proj", nkv * d, h)?,
@@ -80,7 +85,13 @@ impl<'a> Attention<'a> {
         self.q_proj.forward(x, t, q);
         self.q_norm.forward(q);
         for i in 0..t {
-            cpu::rope(&mut q[i * qd..(i + 1) * qd], p.n_heads, p.head_dim, pos0 + i, &self.inv_freq);
+            cpu::rope(
+                &mut q[i * qd..(i + 1) * qd],
+                p.n_heads,
+                p.head_dim,
+                pos0 + i,
+                &self.inv_freq,
+            );
         }
         if let Some(kv) = &self.kv {
             let (k, v) = (&mut s.k[..t * kvd], &mut s.v[..t * kvd]);
@@ -89,7 +100,13 @@ impl<'a> Attention<'a> {
             kv.k_norm.forward(k);
             kv.v_norm.forward(v);
             for i in 0..t {
-                cpu::rope(&mut k[i * kvd..(i + 1) * kvd], p.n_kv_heads, p.head_dim, pos0 + i, &self.inv_freq);
+                cpu::rope(
+                    &mut k[i * kvd..(i + 1) * kvd],
+                    p.n_kv_heads,
+                    p.head_dim,
+                    pos0 + i,
+                    &self.inv_freq,
+                );
             }
             cache.write(layer, pos0, t, k, v);
         }
@@ -144,27 +161,43 @@ impl<'a> DecoderLayer<'a> {
             post_attention_layernorm: RmsNorm::new(w, "post_attention_layernorm", h, eps, false)?,
             pre_feedforward_layernorm: RmsNorm::new(w, "pre_feedforward_layernorm", h, eps, false)?,
             mlp: Mlp::new(&w.pp("mlp"), h, spec.intermediate_size)?,
-            post_feedforward_layernorm: RmsNorm::new(w, "post_feedforward_layernorm", h, eps, false)?,
+            post_feedforward_layernorm: RmsNorm::new(
+                w,
+                "post_feedforward_layernorm",
+                h,
+                eps,
+                false,
+            )?,
             per_layer,
             layer_scalar,
         })
     }
 
     /// Runs rows `0..t` of `s.x` at positions `pos0..`; `ple_row0` is the PLE row of x's row 0.
-    fn forward(&self, layer: usize, t: usize, pos0: usize, ple_row0: usize, cache: &mut KvCache, s: &mut Scratch) {
+    fn forward(
+        &self,
+        layer: usize,
+        t: usize,
+        pos0: usize,
+        ple_row0: usize,
+        cache: &mut KvCache,
+        s: &mut Scratch,
+    ) {
         let hd = self.input_layernorm.dim;
         let n = t * hd;
         let mut h = std::mem::take(&mut s.h);
         let mut a = std::mem::take(&mut s.a);
         h[..n].copy_from_slice(&s.x[..n]);
         self.input_layernorm.forward(&mut h[..n]);
-        self.self_attn.forward(layer, &h[..n], t, pos0, cache, s, &mut a[..n]);
+        self.self_attn
+            .forward(layer, &h[..n], t, pos0, cache, s, &mut a[..n]);
         self.post_attention_layernorm.forward(&mut a[..n]);
         cpu::add(&mut s.x[..n], &a[..n]);
 
         h[..n].copy_from_slice(&s.x[..n]);
         self.pre_feedforward_layernorm.forward(&mut h[..n]);
-        self.mlp.forward(&h[..n], t, &mut s.gate, &mut s.up, &mut a[..n]);
+        self.mlp
+            .forward(&h[..n], t, &mut s.gate, &mut s.up, &mut a[..n]);
         self.post_feedforward_layernorm.forward(&mut a[..n]);
         cpu::add(&mut s.x[..n], &a[..n]);
 
@@ -267,7 +300,13 @@ impl<'a> Model<'a> {
             Some(PerLayerEmbed {
                 embed_tokens_per_layer: table,
                 per_layer_model_projection: Linear::new(&w, "per_layer_model_projection", lp, h)?,
-                per_layer_projection_norm: RmsNorm::new(&w, "per_layer_projection_norm", np, cfg.eps, false)?,
+                per_layer_projection_norm: RmsNorm::new(
+                    &w,
+                    "per_layer_projection_norm",
+                    np,
+                    cfg.eps,
+                    false,
+                )?,
             })
         } else {
             None
@@ -300,9 +339,24 @@ impl<'a> Model<'a> {
 
     fn ensure(&mut self, t: usize) {
         let c = &self.cfg;
-        let qd = c.layers.iter().map(|l| c.num_heads * l.head_dim).max().unwrap_or(0);
-        let kvd = c.layers.iter().map(|l| l.num_kv_heads * l.head_dim).max().unwrap_or(0);
-        let inter = c.layers.iter().map(|l| l.intermediate_size).max().unwrap_or(0);
+        let qd = c
+            .layers
+            .iter()
+            .map(|l| c.num_heads * l.head_dim)
+            .max()
+            .unwrap_or(0);
+        let kvd = c
+            .layers
+            .iter()
+            .map(|l| l.num_kv_heads * l.head_dim)
+            .max()
+            .unwrap_or(0);
+        let inter = c
+            .layers
+            .iter()
+            .map(|l| l.intermediate_size)
+            .max()
+            .unwrap_or(0);
         let lp = c.num_layers * c.per_layer_input;
         let s = &mut self.scratch;
         s.ple_stride = lp;
@@ -344,7 +398,8 @@ impl<'a> Model<'a> {
         let s = &mut self.scratch;
         // Context part: (x0 · W_pmpᵀ) · H^-1/2, RMSNorm over each P-wide slice.
         let ctx = &mut s.ple[..t * lp];
-        ple.per_layer_model_projection.forward(&s.x[..t * h], t, ctx);
+        ple.per_layer_model_projection
+            .forward(&s.x[..t * h], t, ctx);
         cpu::scale(ctx, (h as f64).powf(-0.5) as f32);
         ple.per_layer_projection_norm.forward(ctx);
         // Token part: E_ple[id] · √P (placeholder positions use the pad id), then the mix.

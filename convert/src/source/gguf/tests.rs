@@ -461,38 +461,59 @@ fn gguf_real_gemma3_270m() {
 
     let src = open_source(&path);
     assert_eq!(src.tensors().len(), 236);
-    let shape = |n: &str| {
+    let shape_of = |n: &str| {
         src.tensors()
             .iter()
             .find(|t| t.name == n)
             .map(|t| t.shape.clone())
     };
-    assert_eq!(shape("model.embed_tokens.weight"), Some(vec![262144, 640]));
     assert_eq!(
-        shape("model.layers.0.self_attn.q_proj.weight"),
+        shape_of("model.embed_tokens.weight"),
+        Some(vec![262144, 640])
+    );
+    assert_eq!(
+        shape_of("model.layers.0.self_attn.q_proj.weight"),
         Some(vec![1024, 640])
     );
     assert_eq!(
-        shape("model.layers.0.self_attn.k_proj.weight"),
+        shape_of("model.layers.0.self_attn.k_proj.weight"),
         Some(vec![256, 640])
     );
     assert_eq!(
-        shape("model.layers.17.self_attn.o_proj.weight"),
+        shape_of("model.layers.17.self_attn.o_proj.weight"),
         Some(vec![640, 1024])
     );
     assert_eq!(
-        shape("model.layers.17.mlp.down_proj.weight"),
+        shape_of("model.layers.17.mlp.down_proj.weight"),
         Some(vec![640, 2048])
     );
     assert_eq!(
-        shape("model.layers.17.mlp.gate_proj.weight"),
+        shape_of("model.layers.17.mlp.gate_proj.weight"),
         Some(vec![2048, 640])
     );
     assert_eq!(
-        shape("model.layers.3.self_attn.q_norm.weight"),
+        shape_of("model.layers.3.self_attn.q_norm.weight"),
         Some(vec![256])
     );
-    assert_eq!(shape("model.norm.weight"), Some(vec![640]));
+    assert_eq!(shape_of("model.norm.weight"), Some(vec![640]));
+
+    // tensors as transformers' GGUF loader gives them to Gemma3ForCausalLM: bit-identical
+    for (name, e) in exp["transformers_tensors"].as_object().expect("hf tensors") {
+        let shape: Vec<usize> = e["shape"]
+            .as_array()
+            .expect("shape")
+            .iter()
+            .filter_map(|v| v.as_u64())
+            .map(|v| v as usize)
+            .collect();
+        assert_eq!(shape_of(name), Some(shape), "{name}");
+        let v = src.read_f32(name).expect("read");
+        assert_eq!(v[..16].to_vec(), f32s(&e["first"]), "{name}");
+        let sum: f64 = v.iter().map(|&x| f64::from(x)).sum();
+        let ea = e["abs_sum"].as_f64().unwrap_or(f64::NAN);
+        let es = e["sum"].as_f64().unwrap_or(f64::NAN);
+        assert!((sum - es).abs() <= 1e-9 * ea, "{name} sum {sum} vs {es}");
+    }
 
     let t = src.tokenizer();
     assert_eq!((t.bos_token_id, t.pad_token_id), (Some(2), Some(0)));

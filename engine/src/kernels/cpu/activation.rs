@@ -10,6 +10,15 @@ pub fn gelu_tanh(x: f32) -> f32 {
 /// `gate[i] = gelu_tanh(gate[i]) * up[i]`: the gated MLP's activation.
 pub fn gelu_mul(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "gelu_mul: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if super::isa::detected() >= super::isa::Isa::Avx2 {
+        // SAFETY: AVX2 and FMA detected.
+        return unsafe { super::simd_math::x86::gelu_mul(gate, up) };
+    }
+    gelu_mul_scalar(gate, up)
+}
+
+fn gelu_mul_scalar(gate: &mut [f32], up: &[f32]) {
     for (g, u) in gate.iter_mut().zip(up) {
         *g = gelu_tanh(*g) * u;
     }
@@ -17,6 +26,15 @@ pub fn gelu_mul(gate: &mut [f32], up: &[f32]) {
 
 /// `x = cap * tanh(x / cap)` in place.
 pub fn softcap(x: &mut [f32], cap: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if super::isa::detected() >= super::isa::Isa::Avx2 {
+        // SAFETY: AVX2 and FMA detected.
+        return unsafe { super::simd_math::x86::softcap(x, cap) };
+    }
+    softcap_scalar(x, cap)
+}
+
+fn softcap_scalar(x: &mut [f32], cap: f32) {
     let inv = 1.0 / cap;
     for v in x.iter_mut() {
         *v = cap * (*v * inv).tanh();

@@ -95,7 +95,7 @@ fn attend<T: KvElem>(
 ) {
     let (nh, d) = (a.n_heads, a.head_dim);
     assert!(
-        a.n_kv_heads > 0 && nh % a.n_kv_heads == 0,
+        a.n_kv_heads > 0 && nh.is_multiple_of(a.n_kv_heads),
         "attention: GQA heads"
     );
     assert!(

@@ -37,6 +37,18 @@ pub fn matmul_rows(x: &[f32], t: usize, w: &TensorView<'_>, n0: usize, n1: usize
     matmul_rows_isa(isa::detected(), x, t, w, n0, n1, out)
 }
 
+/// [`matmul`] at a chosen SIMD level ("scalar", "avx2", "avx512vnni"; anything else or a level
+/// this CPU lacks means the detected one). For benchmarks comparing the code paths.
+#[doc(hidden)]
+pub fn matmul_at_level(level: &str, x: &[f32], t: usize, w: &TensorView<'_>, out: &mut [f32]) {
+    let want = match level {
+        "scalar" => Isa::Scalar,
+        "avx2" => Isa::Avx2,
+        _ => Isa::Avx512Vnni,
+    };
+    matmul_rows_isa(want.min(isa::detected()), x, t, w, 0, w.rows(), out)
+}
+
 pub(crate) fn matmul_rows_isa(
     isa: Isa,
     x: &[f32],

@@ -7,12 +7,13 @@ mod isa;
 mod matmul;
 mod norm;
 mod rope;
+mod simd_math;
 mod softmax;
 mod vector;
 
 pub use activation::{gelu_mul, gelu_tanh, softcap};
 pub use bandwidth::measure_read_bandwidth;
-pub use matmul::{matmul, matmul_rows};
+pub use matmul::{matmul, matmul_at_level, matmul_rows};
 pub use norm::rmsnorm;
 pub use rope::{rope, rope_inv_freq};
 pub use softmax::softmax;

@@ -5,7 +5,7 @@
 /// `w` is None. Accumulates in f32 like transformers' float32 island.
 pub fn rmsnorm(x: &mut [f32], dim: usize, w: Option<&[f32]>, eps: f32, plus_one: bool) {
     assert!(
-        dim > 0 && x.len() % dim == 0,
+        dim > 0 && x.len().is_multiple_of(dim),
         "rmsnorm: len {} not a multiple of {dim}",
         x.len()
     );

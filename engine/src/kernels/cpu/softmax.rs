@@ -8,15 +8,26 @@ pub fn softmax(x: &mut [f32]) {
         x.iter_mut().for_each(|v| *v = 0.0);
         return;
     }
-    let mut sum = 0f32;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
+    let sum = exp_sub_sum(x, max);
     let inv = 1.0 / sum;
     for v in x.iter_mut() {
         *v *= inv;
     }
+}
+
+/// `x[i] = exp(x[i] - m)`, returning the sum.
+fn exp_sub_sum(x: &mut [f32], m: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if super::isa::detected() >= super::isa::Isa::Avx2 {
+        // SAFETY: AVX2 and FMA detected.
+        return unsafe { super::simd_math::x86::exp_sub_sum(x, m) };
+    }
+    let mut sum = 0f32;
+    for v in x.iter_mut() {
+        *v = (*v - m).exp();
+        sum += *v;
+    }
+    sum
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! Block `b` of token `ti`: the 32 values `qs[ti*k + 32b ..][..32]` with `x ≈ q * scale[ti*nb + b]`,
 //! `scale = max|x| / 127` (q in -127..=127, never -128, so the AVX2 sign trick is exact).
 //!
-//! For the AVX-512 VNNI level two more things: `dpbusd` multiplies unsigned by signed bytes, so
+//! For the AVX-512 VNNI level (and the AVX2 q4 kernel, for `corr` only) two more things: `dpbusd` multiplies unsigned by signed bytes, so
 //! the kernels use q4 nibbles as stored (value + 8) and q8 values flipped to value + 128, and
 //! `corr[ti*nb + b] = -offset * sum(q of the block)` (as f32, exact) removes that offset once
 //! per block. And for q4, each pair of blocks (b, b+1) is stored as
@@ -52,7 +52,9 @@ impl QActs {
         self.scale.resize(t * nb, 0.0);
         let vnni = isa == Isa::Avx512Vnni;
         self.interleaved = vnni && dtype == DType::Q4;
-        if vnni {
+        // the AVX2 q4 kernel also multiplies the unsigned nibbles directly (maddubs)
+        let need_corr = vnni || (isa == Isa::Avx2 && dtype == DType::Q4);
+        if need_corr {
             self.corr.resize(t * nb, 0.0);
         }
         let offset = if dtype == DType::Q4 { 8.0 } else { 128.0 };
@@ -67,7 +69,7 @@ impl QActs {
                     let i = ti * nb + b + h;
                     let (s, sum) = quantize_block(&xr[(b + h) * 32..][..32], qh);
                     self.scale[i] = s;
-                    if vnni {
+                    if need_corr {
                         self.corr[i] = -offset * sum as f32;
                     }
                 }

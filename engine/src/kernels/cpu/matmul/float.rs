@@ -43,7 +43,7 @@ pub(crate) fn rows(
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx2 {
         // SAFETY: `isa` never exceeds isa::detected(), so the target features are present.
-        unsafe { super::x86::float_rows(w, x, t, k, r0, r1, dst) };
+        unsafe { super::x86::float_rows(isa, w, x, t, k, r0, r1, dst) };
         return;
     }
     let _ = isa;

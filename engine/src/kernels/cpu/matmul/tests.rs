@@ -158,6 +158,27 @@ fn matmul_all_dtypes_all_isas() {
 }
 
 #[test]
+fn matmul_float_odd_k() {
+    for &t in &[1, 2, 5] {
+        for &(n, k) in &[(11, 1), (11, 37), (9, 100), (6, 15)] {
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                check(
+                    &Case {
+                        dtype,
+                        gs: 0,
+                        n,
+                        k,
+                        t,
+                    },
+                    0,
+                    n,
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn matmul_rows_slice_and_many_threads() {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(4)

@@ -3,6 +3,7 @@
 //! Every kernel computes one weight row against a tile of `T` (1..=4) tokens, so the weight
 //! bytes are loaded and decoded once per tile. Two accumulators per token (even/odd steps)
 //! hide the FMA latency in the t = 1 decode case.
+#![allow(clippy::needless_range_loop)] // register arrays indexed by token/row read best as loops
 
 use super::float::FloatWeights;
 use super::quant::QuantWeights;
@@ -90,6 +91,9 @@ fn hsum256(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
 }
 
+/// Rows per tile of the AVX2 kernel in decode (t = 1): each activation load serves 4 rows.
+const AVX2_DECODE_ROWS: usize = 4;
+
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_avx2<const Q4: bool>(
     w: &QuantWeights<'_>,
@@ -99,73 +103,152 @@ unsafe fn rows_avx2<const Q4: bool>(
     r1: usize,
     dst: OutPtr,
 ) {
-    for r in r0..r1 {
-        let (wr, ws) = w.row(r);
-        // SAFETY: row slices have the exact layout lengths for a.k = w.k; ti + T <= t.
-        token_tiles!(t, dst, r, |ti, T| unsafe {
-            dot_avx2::<Q4, T>(wr, ws, w.gs, a, ti)
-        });
+    let mut r = r0;
+    // SAFETY (all calls): row slices have the exact layout lengths for a.k = w.k; ti + T <= t.
+    unsafe {
+        if t == 1 {
+            const R: usize = AVX2_DECODE_ROWS;
+            while r + R <= r1 {
+                let rows: [_; R] = std::array::from_fn(|i| w.row(r + i));
+                let v = dot_avx2::<Q4, R, 1>(&rows, w.gs, a, 0);
+                for (i, v) in v.iter().enumerate() {
+                    dst.set(0, r + i, v[0]);
+                }
+                r += R;
+            }
+        }
+        for r in r..r1 {
+            let rows = [w.row(r)];
+            token_tiles!(t, dst, r, |ti, T| dot_avx2::<Q4, 1, T>(&rows, w.gs, a, ti)
+                [0]);
+        }
     }
 }
 
-/// One row against tokens `ti..ti+T`, AVX2: signed weights, llama.cpp's sign trick
-/// (`maddubs(|w|, sign(a, w))`), one f32 scale product per block.
+/// `R` rows against tokens `ti..ti+T`, AVX2 `maddubs`: q4 nibbles as stored (value + 8, the
+/// offset removed per block through `acts.corr`), q8 with llama.cpp's sign trick
+/// (`maddubs(|w|, sign(a, w))`). Scales 8 blocks at a time: `d = weight scale * activation
+/// scale` in one vector per (row, token), each block broadcasting its lane with one permute.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn dot_avx2<const Q4: bool, const T: usize>(
-    wr: &[u8],
-    ws: &[f16],
+unsafe fn dot_avx2<const Q4: bool, const R: usize, const T: usize>(
+    rows: &[(&[u8], &[f16]); R],
     gs: usize,
     a: &QActs,
     ti: usize,
-) -> [f32; T] {
+) -> [[f32; T]; R] {
     let (nb, k) = (a.nb, a.k);
-    debug_assert!(wr.len() == if Q4 { k / 2 } else { k } && ws.len() == k / gs);
+    debug_assert!(
+        rows.iter()
+            .all(|(wr, ws)| wr.len() == if Q4 { k / 2 } else { k } && ws.len() == k / gs)
+    );
     debug_assert!((ti + T) * k <= a.qs.len());
     let bpg = gs / 32;
     let ones = _mm256_set1_epi16(1);
     let m4 = _mm_set1_epi8(0x0f);
-    let eight = _mm256_set1_epi8(8);
-    let (wp, qp, sp) = (wr.as_ptr(), a.qs.as_ptr(), a.scale.as_ptr());
-    let mut acc0 = [_mm256_setzero_ps(); T];
-    let mut acc1 = [_mm256_setzero_ps(); T];
-    macro_rules! step {
-        ($b:expr, $acc:ident) => {{
-            let b = $b;
-            // SAFETY: b < nb, so every pointer below stays inside its slice (see debug_asserts).
-            unsafe {
-                let wsv = f16_to_f32(*ws.get_unchecked(b / bpg));
-                let wv = if Q4 {
-                    let v = _mm_loadu_si128(wp.add(b * 16) as *const __m128i);
-                    let lo = _mm_and_si128(v, m4);
-                    let hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
-                    _mm256_sub_epi8(_mm256_set_m128i(hi, lo), eight)
+    let one = _mm256_set1_epi32(1);
+    let (qp, sp) = (a.qs.as_ptr(), a.scale.as_ptr());
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let mut c = 0;
+    // SAFETY (whole loop): blocks c..c+nbc are inside each row and each token's activations.
+    unsafe {
+        while c < nb {
+            let nbc = (nb - c).min(8);
+            let full = nbc == 8;
+            let mut asc = [_mm256_setzero_ps(); T];
+            for j in 0..T {
+                let p = sp.add((ti + j) * nb + c);
+                asc[j] = if full {
+                    _mm256_loadu_ps(p)
                 } else {
-                    _mm256_loadu_si256(wp.add(b * 32) as *const __m256i)
+                    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                    _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(nbc as i32), lanes))
                 };
-                let aw = _mm256_sign_epi8(wv, wv);
+            }
+            let mut d = [[_mm256_setzero_ps(); T]; R];
+            let mut corr = [_mm256_setzero_ps(); T];
+            if Q4 {
                 for j in 0..T {
-                    let av = _mm256_loadu_si256(qp.add((ti + j) * k + b * 32) as *const __m256i);
-                    let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(av, wv));
-                    let s = _mm256_madd_epi16(p, ones);
-                    let d = _mm256_set1_ps(wsv * *sp.add((ti + j) * nb + b));
-                    $acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, $acc[j]);
+                    let p = a.corr.as_ptr().add((ti + j) * nb + c);
+                    corr[j] = if full {
+                        _mm256_loadu_ps(p)
+                    } else {
+                        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                        _mm256_maskload_ps(
+                            p,
+                            _mm256_cmpgt_epi32(_mm256_set1_epi32(nbc as i32), lanes),
+                        )
+                    };
                 }
             }
-        }};
+            for (i, (_, ws)) in rows.iter().enumerate() {
+                let wp = ws.as_ptr();
+                let wsc = match (full, bpg) {
+                    (true, 1) => _mm256_cvtph_ps(_mm_loadu_si128(wp.add(c) as *const __m128i)),
+                    (true, 2) => {
+                        let v = _mm256_castps128_ps256(_mm_cvtph_ps(_mm_loadl_epi64(
+                            wp.add(c / 2) as *const __m128i,
+                        )));
+                        _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3))
+                    }
+                    _ => {
+                        let mut buf = [0f32; 8];
+                        for (l, v) in buf.iter_mut().enumerate().take(nbc) {
+                            *v = f16_to_f32(*ws.get_unchecked((c + l) / bpg));
+                        }
+                        _mm256_loadu_ps(buf.as_ptr())
+                    }
+                };
+                for j in 0..T {
+                    d[i][j] = _mm256_mul_ps(wsc, asc[j]);
+                    if Q4 {
+                        // nibbles are value + 8: remove 8 * sum(a) per block (see `acts`)
+                        acc[i][j] = _mm256_fmadd_ps(d[i][j], corr[j], acc[i][j]);
+                    }
+                }
+            }
+            let mut idx = _mm256_setzero_si256();
+            for l in 0..nbc {
+                let b = c + l;
+                let mut av = [_mm256_setzero_si256(); T];
+                for j in 0..T {
+                    av[j] = _mm256_loadu_si256(qp.add((ti + j) * k + b * 32) as *const __m256i);
+                }
+                for (i, (wr, _)) in rows.iter().enumerate() {
+                    let wp = wr.as_ptr();
+                    // q4: unsigned nibbles straight into maddubs (15 * 127 * 2 cannot saturate);
+                    // q8: |w| times sign-adjusted activations
+                    let (wu, wv) = if Q4 {
+                        let v = _mm_loadu_si128(wp.add(b * 16) as *const __m128i);
+                        let lo = _mm_and_si128(v, m4);
+                        let hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
+                        (_mm256_set_m128i(hi, lo), _mm256_setzero_si256())
+                    } else {
+                        let v = _mm256_loadu_si256(wp.add(b * 32) as *const __m256i);
+                        (_mm256_sign_epi8(v, v), v)
+                    };
+                    for j in 0..T {
+                        let aj = if Q4 {
+                            av[j]
+                        } else {
+                            _mm256_sign_epi8(av[j], wv)
+                        };
+                        let p = _mm256_maddubs_epi16(wu, aj);
+                        let s = _mm256_madd_epi16(p, ones);
+                        let dl = _mm256_permutevar8x32_ps(d[i][j], idx);
+                        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dl, acc[i][j]);
+                    }
+                }
+                idx = _mm256_add_epi32(idx, one);
+            }
+            c += nbc;
+        }
     }
-    let mut b = 0;
-    while b + 2 <= nb {
-        step!(b, acc0);
-        step!(b + 1, acc1);
-        b += 2;
-    }
-    if b < nb {
-        step!(b, acc0);
-    }
-    let mut res = [0f32; T];
-    for j in 0..T {
-        res[j] = hsum256(_mm256_add_ps(acc0[j], acc1[j]));
+    let mut res = [[0f32; T]; R];
+    for i in 0..R {
+        for j in 0..T {
+            res[i][j] = hsum256(acc[i][j]);
+        }
     }
     res
 }
@@ -403,7 +486,9 @@ unsafe fn dot_vnni<const Q4: bool, const R: usize, const T: usize>(
 
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn float_rows(
+    isa: Isa,
     w: &FloatWeights<'_>,
     x: &[f32],
     t: usize,
@@ -415,10 +500,13 @@ pub(crate) unsafe fn float_rows(
     // SAFETY: features checked by the caller; x.len() == t * k and each weight slice holds
     // rows * k elements (checked by matmul_rows_isa / TensorView::new).
     unsafe {
-        match w {
-            FloatWeights::F32(v) => rows_f32(v, x, t, k, r0, r1, dst),
-            FloatWeights::F16(v) => rows_f16(v, x, t, k, r0, r1, dst),
-            FloatWeights::BF16(v) => rows_bf16(v, x, t, k, r0, r1, dst),
+        match (isa >= Isa::Avx512Vnni, w) {
+            (true, FloatWeights::F32(v)) => rows512_f32(v, x, t, k, r0, r1, dst),
+            (true, FloatWeights::F16(v)) => rows512_f16(v, x, t, k, r0, r1, dst),
+            (true, FloatWeights::BF16(v)) => rows512_bf16(v, x, t, k, r0, r1, dst),
+            (false, FloatWeights::F32(v)) => rows_f32(v, x, t, k, r0, r1, dst),
+            (false, FloatWeights::F16(v)) => rows_f16(v, x, t, k, r0, r1, dst),
+            (false, FloatWeights::BF16(v)) => rows_bf16(v, x, t, k, r0, r1, dst),
         }
     }
 }
@@ -512,3 +600,146 @@ impl ToF32 for f32 {
 float_kernel!(rows_f32, dot_f32, f32, load_f32);
 float_kernel!(rows_f16, dot_f16, f16, load_f16);
 float_kernel!(rows_bf16, dot_bf16, bf16, load_bf16);
+
+// AVX-512 float kernels: R rows x T tokens per tile (decode 4 x 1, prefill 2 x 4), 16 weights
+// per step, so each x load serves R rows and each converted weight vector T tokens.
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+#[inline]
+unsafe fn load16_f32(p: *const f32) -> __m512 {
+    unsafe { _mm512_loadu_ps(p) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+#[inline]
+unsafe fn load16_f16(p: *const f16) -> __m512 {
+    unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+#[inline]
+unsafe fn load16_bf16(p: *const bf16) -> __m512 {
+    unsafe {
+        let v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
+        _mm512_castsi512_ps(_mm512_slli_epi32(v, 16))
+    }
+}
+
+macro_rules! float512_kernel {
+    ($rows:ident, $tiles:ident, $dot:ident, $ty:ty, $load:ident) => {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+        unsafe fn $rows(
+            w: &[$ty],
+            x: &[f32],
+            t: usize,
+            k: usize,
+            r0: usize,
+            r1: usize,
+            dst: OutPtr,
+        ) {
+            let row = |r: usize| &w[r * k..(r + 1) * k];
+            let mut r = r0;
+            // SAFETY (all calls): rows have k elements, x has t * k, tiles stay below t.
+            unsafe {
+                if t == 1 {
+                    while r + 4 <= r1 {
+                        let rows: [&[$ty]; 4] = std::array::from_fn(|i| row(r + i));
+                        let v = $dot::<4, 1>(&rows, x, k, 0);
+                        for (i, v) in v.iter().enumerate() {
+                            dst.set(0, r + i, v[0]);
+                        }
+                        r += 4;
+                    }
+                } else {
+                    while r + 2 <= r1 {
+                        $tiles::<2>(&[row(r), row(r + 1)], x, t, k, r, dst);
+                        r += 2;
+                    }
+                }
+                while r < r1 {
+                    $tiles::<1>(&[row(r)], x, t, k, r, dst);
+                    r += 1;
+                }
+            }
+        }
+
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+        #[inline]
+        unsafe fn $tiles<const R: usize>(
+            rows: &[&[$ty]; R],
+            x: &[f32],
+            t: usize,
+            k: usize,
+            r: usize,
+            dst: OutPtr,
+        ) {
+            macro_rules! tile {
+                ($ti:expr, $T:literal) => {{
+                    // SAFETY: $ti + $T <= t.
+                    let v = unsafe { $dot::<R, $T>(rows, x, k, $ti) };
+                    for (i, v) in v.iter().enumerate() {
+                        for (j, v) in v.iter().enumerate() {
+                            dst.set($ti + j, r + i, *v);
+                        }
+                    }
+                }};
+            }
+            let mut ti = 0;
+            while ti + 4 <= t {
+                tile!(ti, 4);
+                ti += 4;
+            }
+            match t - ti {
+                3 => tile!(ti, 3),
+                2 => tile!(ti, 2),
+                1 => tile!(ti, 1),
+                _ => {}
+            }
+        }
+
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+        #[inline]
+        unsafe fn $dot<const R: usize, const T: usize>(
+            rows: &[&[$ty]; R],
+            x: &[f32],
+            k: usize,
+            ti: usize,
+        ) -> [[f32; T]; R] {
+            debug_assert!(rows.iter().all(|r| r.len() == k) && (ti + T) * k <= x.len());
+            let xp = x.as_ptr();
+            let mut acc = [[_mm512_setzero_ps(); T]; R];
+            let mut i = 0;
+            // SAFETY: i + 16 <= k keeps every load inside the rows and the token rows of x.
+            unsafe {
+                while i + 16 <= k {
+                    let mut xv = [_mm512_setzero_ps(); T];
+                    for j in 0..T {
+                        xv[j] = _mm512_loadu_ps(xp.add((ti + j) * k + i));
+                    }
+                    for (r, row) in rows.iter().enumerate() {
+                        let wv = $load(row.as_ptr().add(i));
+                        for j in 0..T {
+                            acc[r][j] = _mm512_fmadd_ps(wv, xv[j], acc[r][j]);
+                        }
+                    }
+                    i += 16;
+                }
+            }
+            let mut res = [[0f32; T]; R];
+            for (r, row) in rows.iter().enumerate() {
+                for j in 0..T {
+                    res[r][j] = _mm512_reduce_add_ps(acc[r][j]);
+                    let xr = &x[(ti + j) * k..(ti + j + 1) * k];
+                    for l in i..k {
+                        res[r][j] += row[l].to_f32() * xr[l];
+                    }
+                }
+            }
+            res
+        }
+    };
+}
+
+float512_kernel!(rows512_f32, tiles512_f32, dot512_f32, f32, load16_f32);
+float512_kernel!(rows512_f16, tiles512_f16, dot512_f16, f16, load16_f16);
+float512_kernel!(rows512_bf16, tiles512_bf16, dot512_bf16, bf16, load16_bf16);

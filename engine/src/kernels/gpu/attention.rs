@@ -1,0 +1,234 @@
+//! Decode attention of one query over a KV cache kept on the device (the CPU `attention` for
+//! t = 1), and the op that appends K/V rows to that cache.
+//!
+//! The cache is a [`GpuBuffer`] of `slots * n_kv_heads * head_dim` f16 or f32 values with the
+//! CPU cache's ring layout (position `p` in slot `p % slots`), so sliding-window layers keep
+//! `window + chunk - 1` slots and full layers grow to the context.
+
+use super::{Encoder, GpuBuffer, GpuError, buffer::ElemType, shape_err};
+use crate::kernels::cpu::attention::AttnParams;
+
+const SHADER: &str = include_str!("attention.wgsl");
+const STORE: &str = include_str!("kv_store.wgsl");
+
+/// Scratch floats [`attention`] needs for a query at position `pos`.
+pub fn scratch_len(a: &AttnParams, pos: usize) -> usize {
+    let span = a.window.map_or(pos + 1, |w| w.min(pos + 1));
+    a.n_heads * span
+}
+
+/// Records `t` rows of `kv_dim` f32 from `src` into `cache` at positions `pos0..pos0 + t`
+/// (slot `p % slots`). `t` must not exceed `slots` (each slot is written once).
+pub fn store_kv(
+    enc: &mut Encoder<'_>,
+    src: &GpuBuffer,
+    t: usize,
+    kv_dim: usize,
+    pos0: usize,
+    cache: &GpuBuffer,
+    slots: usize,
+) -> Result<(), GpuError> {
+    let f16 = cache.elem == ElemType::F16;
+    if src.elem != ElemType::F32
+        || src.len < t * kv_dim
+        || cache.len < slots * kv_dim
+        || t > slots
+        || (f16 && kv_dim % 2 != 0)
+    {
+        return Err(shape_err(
+            "store_kv",
+            format!(
+                "src[{}] t {t} kv_dim {kv_dim} cache[{}] slots {slots}",
+                src.len, cache.len
+            ),
+        ));
+    }
+    let pipeline = enc.ctx().pipeline("kv_store", STORE, "store_kv", &[]);
+    let words = if f16 { kv_dim / 2 } else { kv_dim } * t;
+    let params = [
+        kv_dim as u32,
+        pos0 as u32,
+        t as u32,
+        slots as u32,
+        f16 as u32,
+    ];
+    enc.dispatch(
+        pipeline,
+        &params,
+        &[&src.buf, &cache.buf],
+        words.div_ceil(256) as u32,
+    );
+    Ok(())
+}
+
+/// Records attention of the query `q` ([n_heads, head_dim], normed and rotated) at position
+/// `pos` over keys `first..=pos` of the caches `k`/`v` (same element type, `slots` rows of
+/// `n_kv_heads * head_dim`); writes `out` [n_heads * head_dim]. `scratch` holds at least
+/// [`scratch_len`] f32.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    enc: &mut Encoder<'_>,
+    q: &GpuBuffer,
+    pos: usize,
+    k: &GpuBuffer,
+    v: &GpuBuffer,
+    slots: usize,
+    a: &AttnParams,
+    scratch: &GpuBuffer,
+    out: &GpuBuffer,
+) -> Result<(), GpuError> {
+    let (nh, nkv, d) = (a.n_heads, a.n_kv_heads, a.head_dim);
+    let lo = a.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+    let n = pos + 1 - lo;
+    let span = n;
+    let ok = nkv > 0
+        && nh % nkv == 0
+        && d <= 512
+        && q.elem == ElemType::F32
+        && out.elem == ElemType::F32
+        && scratch.elem == ElemType::F32
+        && k.elem == v.elem
+        && q.len >= nh * d
+        && out.len >= nh * d
+        && k.len >= slots * nkv * d
+        && v.len >= slots * nkv * d
+        && scratch.len >= nh * span
+        && n <= slots
+        && (k.elem == ElemType::F32 || d % 2 == 0);
+    if !ok {
+        return Err(shape_err(
+            "attention",
+            format!(
+                "heads {nh}/{nkv}x{d}, pos {pos}, slots {slots}, q[{}] k[{}] v[{}] scratch[{}] out[{}]",
+                q.len, k.len, v.len, scratch.len, out.len
+            ),
+        ));
+    }
+    let pipeline = enc.ctx().pipeline("attention", SHADER, "attend", &[]);
+    let params = [
+        nh as u32,
+        nkv as u32,
+        d as u32,
+        slots as u32,
+        lo as u32,
+        n as u32,
+        span as u32,
+        (k.elem == ElemType::F16) as u32,
+        a.scale.to_bits(),
+        a.softcap.unwrap_or(0.0).to_bits(),
+    ];
+    enc.dispatch(
+        pipeline,
+        &params,
+        &[&q.buf, &k.buf, &v.buf, &scratch.buf, &out.buf],
+        nh as u32,
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{ctx, max_abs_diff, random};
+    use super::*;
+    use crate::kernels::cpu;
+    use crate::kv_cache::{KvRows, KvSlots};
+    use half::f16;
+
+    /// Fills GPU caches through `store_kv` (one chunk per call, so no slot is written twice in
+    /// one dispatch) and compares one query against the CPU attention.
+    fn check(a: AttnParams, pos: usize, slots: usize, elem: ElemType) {
+        let Some(ctx) = ctx() else { return };
+        let kv_dim = a.n_kv_heads * a.head_dim;
+        let total = pos + 1;
+        // values exactly representable in f16 so both caches hold the same numbers
+        let rnd = |n, s| -> Vec<f32> {
+            random(n, s)
+                .iter()
+                .map(|&v| f16::from_f32(v).to_f32())
+                .collect()
+        };
+        let (k, v) = (rnd(total * kv_dim, 1), rnd(total * kv_dim, 2));
+        let q = random(a.n_heads * a.head_dim, 3);
+
+        let kc = GpuBuffer::zeros(ctx, slots * kv_dim, elem);
+        let vc = GpuBuffer::zeros(ctx, slots * kv_dim, elem);
+        let qb = GpuBuffer::from_f32(ctx, &q);
+        let scratch = GpuBuffer::zeros(ctx, scratch_len(&a, pos), ElemType::F32);
+        let out = GpuBuffer::zeros(ctx, a.n_heads * a.head_dim, ElemType::F32);
+        let mut p0 = 0;
+        while p0 < total {
+            let t = slots.min(total - p0);
+            let (ks, vs) = (
+                GpuBuffer::from_f32(ctx, &k[p0 * kv_dim..(p0 + t) * kv_dim]),
+                GpuBuffer::from_f32(ctx, &v[p0 * kv_dim..(p0 + t) * kv_dim]),
+            );
+            let mut enc = Encoder::new(ctx);
+            store_kv(&mut enc, &ks, t, kv_dim, p0, &kc, slots).unwrap();
+            store_kv(&mut enc, &vs, t, kv_dim, p0, &vc, slots).unwrap();
+            enc.submit().unwrap();
+            p0 += t;
+        }
+        let mut enc = Encoder::new(ctx);
+        attention(&mut enc, &qb, pos, &kc, &vc, slots, &a, &scratch, &out).unwrap();
+        enc.submit().unwrap();
+        let got = ctx.read_f32(&out).unwrap();
+
+        // CPU: the same ring filled on the host
+        let mut kr = vec![0f32; slots * kv_dim];
+        let mut vr = vec![0f32; slots * kv_dim];
+        for p in 0..total {
+            let s = p % slots;
+            kr[s * kv_dim..(s + 1) * kv_dim].copy_from_slice(&k[p * kv_dim..(p + 1) * kv_dim]);
+            vr[s * kv_dim..(s + 1) * kv_dim].copy_from_slice(&v[p * kv_dim..(p + 1) * kv_dim]);
+        }
+        let mut want = vec![0f32; a.n_heads * a.head_dim];
+        let mut scr = vec![0f32; cpu::attention::scratch_len(&a, pos, 1)];
+        let kv = KvSlots {
+            rows: KvRows::F32 { k: &kr, v: &vr },
+            slots,
+        };
+        cpu::attention::attention(&q, 1, pos, kv, &a, &mut want, &mut scr);
+        let err = max_abs_diff(&got, &want);
+        assert!(err < 1e-5, "{a:?} pos {pos} slots {slots} {elem:?}: {err}");
+    }
+
+    #[test]
+    fn gpu_attention_matches_cpu() {
+        let base = AttnParams {
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 64,
+            window: None,
+            scale: 0.125,
+            softcap: None,
+        };
+        for elem in [ElemType::F16, ElemType::F32] {
+            check(base, 0, 1, elem);
+            check(base, 300, 301, elem);
+            // sliding ring of 24 slots, window 16, several wraps
+            check(
+                AttnParams {
+                    window: Some(16),
+                    ..base
+                },
+                77,
+                24,
+                elem,
+            );
+            // MQA, softcap, head_dim 256
+            check(
+                AttnParams {
+                    n_heads: 3,
+                    n_kv_heads: 1,
+                    head_dim: 256,
+                    softcap: Some(50.0),
+                    scale: 1.0 / 16.0,
+                    window: None,
+                },
+                40,
+                41,
+                elem,
+            );
+        }
+    }
+}

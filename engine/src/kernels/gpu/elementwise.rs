@@ -1,0 +1,111 @@
+//! Element-wise ops of the text stack: the gated-GELU activation, logit soft-capping and the
+//! residual add (the CPU `gelu_mul`, `softcap`, `add`). One thread per element.
+
+use super::{Encoder, GpuBuffer, GpuError, buffer::ElemType, shape_err};
+
+const SHADER: &str = include_str!("elementwise.wgsl");
+
+fn check(op: &'static str, n: usize, bufs: &[&GpuBuffer]) -> Result<(), GpuError> {
+    for b in bufs {
+        if b.elem != ElemType::F32 || b.len < n {
+            return Err(shape_err(op, format!("buffer of {} for {n} values", b.len)));
+        }
+    }
+    Ok(())
+}
+
+/// `gate[i] = gelu_tanh(gate[i]) * up[i]` for `i < n`.
+pub fn gelu_mul(
+    enc: &mut Encoder<'_>,
+    gate: &GpuBuffer,
+    up: &GpuBuffer,
+    n: usize,
+) -> Result<(), GpuError> {
+    check("gelu_mul", n, &[gate, up])?;
+    let pipeline = enc.ctx().pipeline("elementwise", SHADER, "gelu_mul", &[]);
+    enc.dispatch(
+        pipeline,
+        &[n as u32, 0],
+        &[&gate.buf, &up.buf],
+        n.div_ceil(256) as u32,
+    );
+    Ok(())
+}
+
+/// `dst[i] += src[i]` for `i < n`.
+pub fn add(
+    enc: &mut Encoder<'_>,
+    dst: &GpuBuffer,
+    src: &GpuBuffer,
+    n: usize,
+) -> Result<(), GpuError> {
+    check("add", n, &[dst, src])?;
+    let pipeline = enc.ctx().pipeline("elementwise", SHADER, "add", &[]);
+    enc.dispatch(
+        pipeline,
+        &[n as u32, 0],
+        &[&dst.buf, &src.buf],
+        n.div_ceil(256) as u32,
+    );
+    Ok(())
+}
+
+/// `x[i] = cap * tanh(x[i] / cap)` for `i < n`.
+pub fn softcap(enc: &mut Encoder<'_>, x: &GpuBuffer, n: usize, cap: f32) -> Result<(), GpuError> {
+    check("softcap", n, &[x])?;
+    if cap.is_nan() || cap <= 0.0 {
+        return Err(shape_err("softcap", format!("cap {cap}")));
+    }
+    let pipeline = enc.ctx().pipeline("elementwise", SHADER, "softcap", &[]);
+    enc.dispatch(
+        pipeline,
+        &[n as u32, cap.to_bits()],
+        &[&x.buf],
+        n.div_ceil(256) as u32,
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{ctx, max_abs_diff, random};
+    use super::*;
+    use crate::kernels::cpu;
+
+    #[test]
+    fn gpu_elementwise_match_cpu() {
+        let Some(ctx) = ctx() else { return };
+        let n = 3000;
+        let g: Vec<f32> = random(n, 1).iter().map(|v| v * 12.0).collect();
+        let u = random(n, 2);
+        let mut x: Vec<f32> = random(n, 3).iter().map(|v| v * 100.0).collect();
+        x[0] = 1e30;
+        x[1] = -1e30;
+        let (gb, ub, xb) = (
+            GpuBuffer::from_f32(ctx, &g),
+            GpuBuffer::from_f32(ctx, &u),
+            GpuBuffer::from_f32(ctx, &x),
+        );
+        let sum = GpuBuffer::from_f32(ctx, &u);
+        let mut enc = Encoder::new(ctx);
+        gelu_mul(&mut enc, &gb, &ub, n).unwrap();
+        softcap(&mut enc, &xb, n, 30.0).unwrap();
+        add(&mut enc, &sum, &ub, n).unwrap();
+        enc.submit().unwrap();
+
+        let mut want = g.clone();
+        cpu::gelu_mul(&mut want, &u);
+        let got = ctx.read_f32(&gb).unwrap();
+        let tol = want.iter().fold(0f32, |m, v| m.max(v.abs())) * 2e-6;
+        assert!(max_abs_diff(&got, &want) <= tol, "gelu_mul");
+
+        let mut want = x.clone();
+        cpu::softcap(&mut want, 30.0);
+        let got = ctx.read_f32(&xb).unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-4, "softcap");
+
+        let got = ctx.read_f32(&sum).unwrap();
+        let want: Vec<f32> = u.iter().map(|v| v + v).collect();
+        assert_eq!(got, want, "add");
+    }
+}

@@ -1,0 +1,49 @@
+// Element-wise ops: gate = gelu_tanh(gate) * up, x = cap * tanh(x / cap), dst += src.
+// tanh's argument is clamped to +-15 (tanh = +-1 in f32 there) because some drivers build tanh
+// from exp and return NaN for large inputs.
+
+struct Params {
+    n: u32,
+    cap: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+
+fn safe_tanh(v: f32) -> f32 {
+    return tanh(clamp(v, -15.0, 15.0));
+}
+
+fn index(lid: u32, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return (wid.x + wid.y * nwg.x) * 256u + lid;
+}
+
+@compute @workgroup_size(256)
+fn gelu_mul(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(lid, wid, nwg);
+    if (i < p.n) {
+        let x = a[i];
+        let g = 0.5 * x * (1.0 + safe_tanh(0.7978846 * (x + 0.044715 * x * x * x)));
+        a[i] = g * b[i];
+    }
+}
+
+@compute @workgroup_size(256)
+fn add(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+       @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(lid, wid, nwg);
+    if (i < p.n) {
+        a[i] += b[i];
+    }
+}
+
+@compute @workgroup_size(256)
+fn softcap(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(lid, wid, nwg);
+    if (i < p.n) {
+        a[i] = p.cap * safe_tanh(a[i] / p.cap);
+    }
+}

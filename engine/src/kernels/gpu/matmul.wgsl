@@ -1,0 +1,314 @@
+// y[t, out_row0 + n] = sum_k x[t, k] * W[n, k] for one buffer (row range) of a weight.
+//
+// Work split: a workgroup of WG threads is WG / LANES row groups of LANES lanes; a row group
+// owns NR consecutive rows and its lanes stride over the rows' 16-byte "units" (one q4 block
+// of 32 values, 16 q8 values, 8 f16 or 4 f32 values), so a row group reads NR rows with
+// coalesced 16-byte loads and each activation load serves NR rows. Tokens go TT at a time
+// (decode: TT = 1), so each weight unit is loaded once per token tile. Partial sums meet in
+// workgroup memory (no subgroup ops, so it also runs on lavapipe). Out-of-range rows/tokens
+// are clamped to valid ones and their results dropped at the store, keeping loads branch-free.
+
+struct Params {
+    k: u32,          // columns
+    n: u32,          // rows in this buffer
+    t: u32,          // tokens
+    out_stride: u32, // total rows of the weight (row stride of y)
+    out_row0: u32,   // first row of this buffer
+    units: u32,      // 16-byte units per row
+    gs: u32,         // quantization group size
+    scale_word: u32, // u32 index of the first f16 scale
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+// the same buffer as `w`, seen as words for the f16 scales (q4/q8 only)
+@group(0) @binding(4) var<storage, read> ws: array<u32>;
+
+override WG: u32 = 256u;
+override LANES: u32 = 32u;
+override NR: u32 = 2u; // rows per row group, <= 4
+override TT: u32 = 1u; // tokens per tile, <= 4
+
+var<workgroup> red: array<f32, 4096>; // TT * NR * WG <= 16 * 256
+
+fn scale_at(s: u32) -> f32 {
+    return unpack2x16float(ws[p.scale_word + s / 2u])[s % 2u];
+}
+
+fn first_row(lid: u32, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return ((wid.x + wid.y * nwg.x) * (WG / LANES) + lid / LANES) * NR;
+}
+
+// Sums the LANES partial sums of every (token, row) and stores them.
+fn reduce_store(acc: array<f32, 16>, lid: u32, row0: u32, t0: u32) {
+    let lane = lid % LANES;
+    for (var j = 0u; j < TT * NR; j++) {
+        red[j * WG + lid] = acc[j];
+    }
+    workgroupBarrier();
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) {
+            for (var j = 0u; j < TT * NR; j++) {
+                red[j * WG + lid] += red[j * WG + lid + s];
+            }
+        }
+        workgroupBarrier();
+    }
+    if (lane == 0u) {
+        for (var i = 0u; i < TT; i++) {
+            for (var r = 0u; r < NR; r++) {
+                if (t0 + i < p.t && row0 + r < p.n) {
+                    y[(t0 + i) * p.out_stride + p.out_row0 + row0 + r] = red[(i * NR + r) * WG + lid];
+                }
+            }
+        }
+    }
+    workgroupBarrier();
+}
+
+fn nib(v: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(v, v >> 8u, v >> 16u, v >> 24u)) & vec4<u32>(15u)) - 8.0;
+}
+
+fn sbytes(v: u32) -> vec4<f32> {
+    let u = vec4<u32>(v << 24u, v << 16u, v << 8u, v);
+    return vec4<f32>(bitcast<vec4<i32>>(u) >> vec4<u32>(24u));
+}
+
+@compute @workgroup_size(WG)
+fn matmul_q4(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row0 = first_row(lid, wid, nwg);
+    let kv = p.k / 4u;
+    let gpr = p.k / p.gs;
+    for (var t0 = 0u; t0 < p.t; t0 += TT) {
+        var acc: array<f32, 16>;
+        for (var u = lid % LANES; u < p.units; u += LANES) {
+            var q: array<vec4<u32>, 4>;
+            var s: array<f32, 4>;
+            for (var r = 0u; r < NR; r++) {
+                let row = min(row0 + r, p.n - 1u);
+                q[r] = w[row * p.units + u];
+                s[r] = scale_at(row * gpr + (u * 32u) / p.gs);
+            }
+            for (var i = 0u; i < TT; i++) {
+                let xb = min(t0 + i, p.t - 1u) * kv + u * 8u;
+                let x0 = x[xb];
+                let x1 = x[xb + 1u];
+                let x2 = x[xb + 2u];
+                let x3 = x[xb + 3u];
+                let x4 = x[xb + 4u];
+                let x5 = x[xb + 5u];
+                let x6 = x[xb + 6u];
+                let x7 = x[xb + 7u];
+                for (var r = 0u; r < NR; r++) {
+                    let b = q[r];
+                    var d = dot(nib(b.x), x0) + dot(nib(b.x >> 4u), x4);
+                    d += dot(nib(b.y), x1) + dot(nib(b.y >> 4u), x5);
+                    d += dot(nib(b.z), x2) + dot(nib(b.z >> 4u), x6);
+                    d += dot(nib(b.w), x3) + dot(nib(b.w >> 4u), x7);
+                    acc[i * NR + r] += d * s[r];
+                }
+            }
+        }
+        reduce_store(acc, lid, row0, t0);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn matmul_q8(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row0 = first_row(lid, wid, nwg);
+    let kv = p.k / 4u;
+    let gpr = p.k / p.gs;
+    for (var t0 = 0u; t0 < p.t; t0 += TT) {
+        var acc: array<f32, 16>;
+        for (var u = lid % LANES; u < p.units; u += LANES) {
+            var q: array<vec4<u32>, 4>;
+            var s: array<f32, 4>;
+            for (var r = 0u; r < NR; r++) {
+                let row = min(row0 + r, p.n - 1u);
+                q[r] = w[row * p.units + u];
+                s[r] = scale_at(row * gpr + (u * 16u) / p.gs);
+            }
+            for (var i = 0u; i < TT; i++) {
+                let xb = min(t0 + i, p.t - 1u) * kv + u * 4u;
+                let x0 = x[xb];
+                let x1 = x[xb + 1u];
+                let x2 = x[xb + 2u];
+                let x3 = x[xb + 3u];
+                for (var r = 0u; r < NR; r++) {
+                    let b = q[r];
+                    let d = dot(sbytes(b.x), x0) + dot(sbytes(b.y), x1) + dot(sbytes(b.z), x2)
+                        + dot(sbytes(b.w), x3);
+                    acc[i * NR + r] += d * s[r];
+                }
+            }
+        }
+        reduce_store(acc, lid, row0, t0);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn matmul_f16(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row0 = first_row(lid, wid, nwg);
+    let kv = p.k / 4u;
+    for (var t0 = 0u; t0 < p.t; t0 += TT) {
+        var acc: array<f32, 16>;
+        for (var u = lid % LANES; u < p.units; u += LANES) {
+            var q: array<vec4<u32>, 4>;
+            for (var r = 0u; r < NR; r++) {
+                q[r] = w[min(row0 + r, p.n - 1u) * p.units + u];
+            }
+            for (var i = 0u; i < TT; i++) {
+                let xb = min(t0 + i, p.t - 1u) * kv + u * 2u;
+                let x0 = x[xb];
+                let x1 = x[xb + 1u];
+                for (var r = 0u; r < NR; r++) {
+                    let b = q[r];
+                    let a0 = vec4<f32>(unpack2x16float(b.x), unpack2x16float(b.y));
+                    let a1 = vec4<f32>(unpack2x16float(b.z), unpack2x16float(b.w));
+                    acc[i * NR + r] += dot(a0, x0) + dot(a1, x1);
+                }
+            }
+        }
+        reduce_store(acc, lid, row0, t0);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn matmul_f32(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row0 = first_row(lid, wid, nwg);
+    let kv = p.k / 4u;
+    for (var t0 = 0u; t0 < p.t; t0 += TT) {
+        var acc: array<f32, 16>;
+        for (var u = lid % LANES; u < p.units; u += LANES) {
+            var q: array<vec4<f32>, 4>;
+            for (var r = 0u; r < NR; r++) {
+                q[r] = bitcast<vec4<f32>>(w[min(row0 + r, p.n - 1u) * p.units + u]);
+            }
+            for (var i = 0u; i < TT; i++) {
+                let xv = x[min(t0 + i, p.t - 1u) * kv + u];
+                for (var r = 0u; r < NR; r++) {
+                    acc[i * NR + r] += dot(q[r], xv);
+                }
+            }
+        }
+        reduce_store(acc, lid, row0, t0);
+    }
+}
+
+// ---- decode (t = 1): scalar accumulators and explicit rows (NR = 1 or 2), so nothing is
+// indexed dynamically and every value stays in registers.
+
+fn q4_dot(b: vec4<u32>, xb: u32) -> f32 {
+    var d = dot(nib(b.x), x[xb]) + dot(nib(b.x >> 4u), x[xb + 4u]);
+    d += dot(nib(b.y), x[xb + 1u]) + dot(nib(b.y >> 4u), x[xb + 5u]);
+    d += dot(nib(b.z), x[xb + 2u]) + dot(nib(b.z >> 4u), x[xb + 6u]);
+    d += dot(nib(b.w), x[xb + 3u]) + dot(nib(b.w >> 4u), x[xb + 7u]);
+    return d;
+}
+
+fn q8_dot(b: vec4<u32>, xb: u32) -> f32 {
+    return dot(sbytes(b.x), x[xb]) + dot(sbytes(b.y), x[xb + 1u]) + dot(sbytes(b.z), x[xb + 2u])
+        + dot(sbytes(b.w), x[xb + 3u]);
+}
+
+fn f16_dot(b: vec4<u32>, xb: u32) -> f32 {
+    return dot(vec4<f32>(unpack2x16float(b.x), unpack2x16float(b.y)), x[xb])
+        + dot(vec4<f32>(unpack2x16float(b.z), unpack2x16float(b.w)), x[xb + 1u]);
+}
+
+fn store2(a: f32, b: f32, lid: u32, row0: u32) {
+    var acc: array<f32, 16>;
+    acc[0] = a;
+    acc[1] = b;
+    reduce_store(acc, lid, row0, 0u);
+}
+
+@compute @workgroup_size(WG)
+fn matvec_q4(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row0 = first_row(lid, wid, nwg);
+    let ra = min(row0, p.n - 1u);
+    let rb = min(row0 + 1u, p.n - 1u);
+    let gpr = p.k / p.gs;
+    var a = 0.0;
+    var b = 0.0;
+    for (var u = lid % LANES; u < p.units; u += LANES) {
+        let g = (u * 32u) / p.gs;
+        let qa = w[ra * p.units + u];
+        let sa = scale_at(ra * gpr + g);
+        if (NR == 2u) {
+            let qb = w[rb * p.units + u];
+            let sb = scale_at(rb * gpr + g);
+            b += q4_dot(qb, u * 8u) * sb;
+        }
+        a += q4_dot(qa, u * 8u) * sa;
+    }
+    store2(a, b, lid, row0);
+}
+
+@compute @workgroup_size(WG)
+fn matvec_q8(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row0 = first_row(lid, wid, nwg);
+    let ra = min(row0, p.n - 1u);
+    let rb = min(row0 + 1u, p.n - 1u);
+    let gpr = p.k / p.gs;
+    var a = 0.0;
+    var b = 0.0;
+    for (var u = lid % LANES; u < p.units; u += LANES) {
+        let g = (u * 16u) / p.gs;
+        let qa = w[ra * p.units + u];
+        let sa = scale_at(ra * gpr + g);
+        if (NR == 2u) {
+            let qb = w[rb * p.units + u];
+            let sb = scale_at(rb * gpr + g);
+            b += q8_dot(qb, u * 4u) * sb;
+        }
+        a += q8_dot(qa, u * 4u) * sa;
+    }
+    store2(a, b, lid, row0);
+}
+
+@compute @workgroup_size(WG)
+fn matvec_f16(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row0 = first_row(lid, wid, nwg);
+    let ra = min(row0, p.n - 1u);
+    let rb = min(row0 + 1u, p.n - 1u);
+    var a = 0.0;
+    var b = 0.0;
+    for (var u = lid % LANES; u < p.units; u += LANES) {
+        let qa = w[ra * p.units + u];
+        if (NR == 2u) {
+            b += f16_dot(w[rb * p.units + u], u * 2u);
+        }
+        a += f16_dot(qa, u * 2u);
+    }
+    store2(a, b, lid, row0);
+}
+
+@compute @workgroup_size(WG)
+fn matvec_f32(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row0 = first_row(lid, wid, nwg);
+    let ra = min(row0, p.n - 1u);
+    let rb = min(row0 + 1u, p.n - 1u);
+    var a = 0.0;
+    var b = 0.0;
+    for (var u = lid % LANES; u < p.units; u += LANES) {
+        let xv = x[u];
+        let qa = bitcast<vec4<f32>>(w[ra * p.units + u]);
+        if (NR == 2u) {
+            b += dot(bitcast<vec4<f32>>(w[rb * p.units + u]), xv);
+        }
+        a += dot(qa, xv);
+    }
+    store2(a, b, lid, row0);
+}
