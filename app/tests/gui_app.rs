@@ -41,6 +41,7 @@ impl Backend for Scripted {
                 parameters: 268_000_000,
                 context_length: 32768,
                 has_vision: false,
+                completion_mode: false,
                 has_audio: false,
                 fidelity: Some("KL 0.0040 · top-1 98.0%".into()),
             },
@@ -306,7 +307,7 @@ fn gui_drop_image_and_wav_then_send_says_unsupported() {
     assert_eq!(chat.messages[0].text, "Describe this image.");
     assert_eq!(chat.messages[0].attachments.len(), 2);
     let err = chat.messages[1].error.clone().unwrap();
-    assert!(err.contains("does not support images yet"), "{err}");
+    assert!(err.contains("does not support images"), "{err}");
     h.step();
     assert!(
         h.query_all_by_label_contains("does not support images")

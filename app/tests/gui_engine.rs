@@ -87,3 +87,67 @@ fn gui_streams_a_reply_from_the_tiny_fixture_model() {
         "slowest frame {slowest:?}"
     );
 }
+
+#[test]
+fn gui_sends_an_image_and_a_recording_to_the_tiny_gemma4_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny4.cellm");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/tiny-gemma4");
+    let source = cellm_convert::open_source(&fixture).unwrap();
+    cellm_convert::convert(
+        source.as_ref(),
+        &model,
+        &ConvertOptions::new(Profile::F32),
+        &mut |_| {},
+    )
+    .unwrap();
+    let mut settings = AppSettings::default();
+    settings.sampling.temperature = 0.0;
+    settings.max_new_tokens = 8;
+    let app = App::new(AppConfig {
+        data_dir: dir.path().join("data"),
+        settings,
+        backend: Box::new(EngineBackend::default()),
+        autoload: false,
+    });
+    let mut h = Harness::builder()
+        .with_size([1100.0, 720.0])
+        .allow_missing_glyphs()
+        .build_ui_state(|ui, app: &mut App| app.draw(ui), app);
+    h.step();
+    h.state_mut().load_model(model.clone());
+    pump(&mut h, "the model to load", |a| {
+        !matches!(a.model, ModelState::Loading(_))
+    });
+    match &h.state().model {
+        ModelState::Loaded(m) => assert!(m.has_vision && m.has_audio, "{m:?}"),
+        other => panic!("the fixture did not load: {other:?}"),
+    }
+    for f in ["tiny_image.png", "tiny_audio.wav"] {
+        h.input_mut()
+            .dropped_files
+            .push(std::sync::Arc::new(Dropped(fixture.join(f))));
+    }
+    h.step();
+    h.step();
+    h.get_by_label("Send").click();
+    h.step();
+    h.step();
+    pump(&mut h, "the reply", |a| !a.is_generating());
+    let chat = h.state().active_chat().unwrap().clone();
+    assert_eq!(chat.messages[0].attachments.len(), 2);
+    assert_eq!(chat.messages[1].error, None);
+    assert!(chat.messages[1].stats.as_ref().unwrap().generated_tokens > 0);
+}
+
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}

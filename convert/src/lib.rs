@@ -6,6 +6,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod fidelity;
 pub mod provenance;
 pub mod quant;
 pub mod source;

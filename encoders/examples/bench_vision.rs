@@ -37,6 +37,19 @@ fn random(n: usize, seed: u64, a: f32) -> Vec<f32> {
         .collect()
 }
 
+/// User + system CPU seconds of this process so far (Linux /proc; 0 elsewhere). On a shared
+/// machine CPU time / threads is a better guide than wall time.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the ")" of the command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let threads: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2);
@@ -186,11 +199,13 @@ fn main() {
         let tp = t.elapsed().as_secs_f64();
         for run in 0..2 {
             let t = Instant::now();
+            let c0 = cpu_seconds();
             let out = tower.encode(&pre).expect("encode");
             let te = t.elapsed().as_secs_f64();
+            let cpu = cpu_seconds() - c0;
             println!(
-                "run {run}: {threads} threads, {dtype}, budget {budget}: {}x{} -> {} patches, {} soft tokens x {}: preprocess {:.3} s, tower {:.2} s",
-                pre.width, pre.height, pre.num_patches, out.len() / th, th, tp, te
+                "run {run}: {threads} threads, {dtype}, budget {budget}: {}x{} -> {} patches, {} soft tokens x {}: preprocess {:.3} s, tower {:.2} s wall, {:.2} s CPU",
+                pre.width, pre.height, pre.num_patches, out.len() / th, th, tp, te, cpu
             );
         }
     });

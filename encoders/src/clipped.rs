@@ -20,7 +20,12 @@ pub fn matmul_blocked(x: &[f32], t: usize, w: &TensorView<'_>, out: &mut [f32]) 
     }
     for t0 in (0..t).step_by(TOKEN_BLOCK) {
         let b = TOKEN_BLOCK.min(t - t0);
-        matmul(&x[t0 * k..(t0 + b) * k], b, w, &mut out[t0 * n..(t0 + b) * n]);
+        matmul(
+            &x[t0 * k..(t0 + b) * k],
+            b,
+            w,
+            &mut out[t0 * n..(t0 + b) * n],
+        );
     }
 }
 

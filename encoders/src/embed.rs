@@ -2,8 +2,8 @@
 //! followed by `embedding_projection` into the text hidden size.
 
 use crate::EncoderError;
-use cellm_engine::format::CellmFile;
 use crate::clipped::matmul_blocked;
+use cellm_engine::format::CellmFile;
 use cellm_engine::kernels::cpu::rmsnorm;
 
 /// Projects `n` soft tokens of `in_dim` values (row-major `x`) into the text hidden size:

@@ -125,6 +125,14 @@ fn vision_rejects_corrupt_and_truncated_files() {
     let e = preprocess_file(&p, 70).unwrap_err();
     assert!(e.to_string().contains("not_an_image.png"), "{e}");
 
+    let p = dir.path().join("notes.txt");
+    std::fs::write(&p, b"hello, this is text").unwrap();
+    let e = preprocess_file(&p, 70).unwrap_err();
+    assert!(e.to_string().contains("unknown image format"), "{e}");
+
+    let e = preprocess_file(&media("small_100x60.png"), 100).unwrap_err();
+    assert!(e.to_string().contains("max_soft_tokens"), "{e}");
+
     let e = preprocess_file(&dir.path().join("missing.png"), 70).unwrap_err();
     assert!(matches!(e, EncoderError::Io { .. }), "{e}");
 }
@@ -158,13 +166,13 @@ fn vision_small_and_other_formats() {
 
     let src = image::open(media("small_100x60.png")).unwrap();
     let want = preprocess_file(&media("small_100x60.png"), 70).unwrap();
-    for ext in ["gif", "bmp"] {
+    for ext in ["gif", "bmp", "webp"] {
         let p = dir.path().join(format!("small.{ext}"));
         src.save(&p).unwrap();
         let pre = preprocess_file(&p, 70).unwrap();
         assert_eq!(pre.num_patches, want.num_patches, "{ext}");
-        if ext == "bmp" {
-            // lossless: identical to the PNG
+        if ext != "gif" {
+            // lossless (BMP, lossless WebP): identical to the PNG
             assert_eq!(pre.pixel_values, want.pixel_values);
         }
     }

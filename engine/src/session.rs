@@ -32,8 +32,27 @@ pub struct SessionOptions {
     pub threads: Option<usize>,
     /// Cap on the context length (None: the model's own limit).
     pub max_context: Option<usize>,
-    /// Storage of the KV cache (f16 by default; f32 for exact reference comparisons).
+    /// Storage of the KV cache (f16 by default; f32 for exact reference comparisons; q8 / q4
+    /// for long contexts in little memory).
     pub kv_precision: crate::kv_cache::KvPrecision,
+    /// Rotation of K/V rows before a q8 / q4 cache quantizes them (ignored for f16 / f32).
+    pub kv_rotation: crate::kv_cache::KvRotation,
+    /// Where the text model runs (CPU by default).
+    pub backend: Backend,
+}
+
+/// Where the text model runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// The CPU kernels.
+    #[default]
+    Cpu,
+    /// The wgpu kernels; falls back to the CPU (with a message on stderr) when no adapter
+    /// exists, the device fails, or the model family has no GPU path yet.
+    Gpu,
+    /// The GPU when a hardware adapter (discrete or integrated, not a software rasterizer such
+    /// as lavapipe) exists, else the CPU. Not yet a measured probe of which is faster.
+    Auto,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -153,6 +172,10 @@ pub struct ModelInfo {
     pub hidden_size: usize,
     pub has_vision: bool,
     pub has_audio: bool,
+    /// Whether the checkpoint carries its own chat template. Base (pretrained) checkpoints such
+    /// as the Gemma 3 270M GGUF do not; chat markup confuses them, so apps prompt them as text
+    /// completion instead.
+    pub has_chat_template: bool,
     pub fidelity: Option<serde_json::Value>,
 }
 
@@ -178,6 +201,57 @@ pub struct Session {
     add_bos: bool,
     /// Reused copy of the last logits for the sampler (which edits them in place).
     logits: Vec<f32>,
+    /// Which backend runs the model ("cpu", or "gpu: <adapter>").
+    backend: String,
+}
+
+/// The text model on the requested backend, falling back to the CPU (with a message on stderr)
+/// when the GPU is unavailable; returns it with the backend's description.
+fn load_on_backend<'a>(
+    file: &'a CellmFile,
+    options: &SessionOptions,
+) -> Result<(Box<dyn TextModel + 'a>, String), SessionError> {
+    if options.backend != Backend::Cpu {
+        match try_gpu(file, options) {
+            Ok(Some(found)) => return Ok(found),
+            Ok(None) => {}
+            Err(why) => eprintln!("GPU backend unavailable ({why}); using the CPU"),
+        }
+    }
+    Ok((models::load_model(file)?, "cpu".to_string()))
+}
+
+/// `Ok(None)`: `auto` found no hardware adapter (the CPU is the choice, not a failure).
+#[cfg(feature = "gpu")]
+fn try_gpu<'a>(
+    file: &'a CellmFile,
+    options: &SessionOptions,
+) -> Result<Option<(Box<dyn TextModel + 'a>, String)>, String> {
+    use crate::kernels::gpu::GpuContext;
+    let ctx = GpuContext::new().map_err(|e| e.to_string())?;
+    if options.backend == Backend::Auto && !models::gpu::is_hardware(&ctx) {
+        return Ok(None);
+    }
+    let desc = format!("gpu: {}", ctx.adapter());
+    if !matches!(
+        options.kv_precision,
+        crate::kv_cache::KvPrecision::F16 | crate::kv_cache::KvPrecision::F32
+    ) {
+        eprintln!(
+            "the GPU KV cache holds f16 rows ({} is CPU-only)",
+            options.kv_precision.name()
+        );
+    }
+    let model = models::gpu::load(file, ctx, options.kv_precision).map_err(|e| e.to_string())?;
+    Ok(Some((model, desc)))
+}
+
+#[cfg(not(feature = "gpu"))]
+fn try_gpu<'a>(
+    _file: &'a CellmFile,
+    _options: &SessionOptions,
+) -> Result<Option<(Box<dyn TextModel + 'a>, String)>, String> {
+    Err("this build has no GPU support (feature `gpu`)".into())
 }
 
 impl From<ModelError> for SessionError {
@@ -210,7 +284,7 @@ impl Session {
         // `CellmFile` lives on the heap inside the `Arc`, is never mutated, and the `Arc` is
         // stored in the same `Session` after `model`, so it outlives every borrow.
         let file_ref: &'static CellmFile = unsafe { &*Arc::as_ptr(&file) };
-        let model = models::load_model(file_ref)?;
+        let (model, backend) = load_on_backend(file_ref, &options)?;
         let header = file.header();
         let cfg = model.config();
 
@@ -247,7 +321,13 @@ impl Session {
             .max_context
             .map_or(cfg.max_position, |m| m.min(cfg.max_position))
             .max(1);
-        let cache = KvCache::new(cfg, limit, models::chunk_size(cfg), options.kv_precision);
+        let cache = KvCache::with_rotation(
+            cfg,
+            limit,
+            models::chunk_size(cfg),
+            options.kv_precision,
+            options.kv_rotation,
+        );
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.threads.unwrap_or(0))
             .build()
@@ -267,6 +347,7 @@ impl Session {
             context_length: limit,
             vocab_size: cfg.vocab_size,
             hidden_size: cfg.hidden_size,
+            has_chat_template: header.tokenizer.chat_template.is_some(),
             has_vision: header.tensors.iter().any(|t| t.component() == "vision"),
             has_audio: header.tensors.iter().any(|t| t.component() == "audio"),
             fidelity: header.fidelity.clone(),
@@ -287,7 +368,13 @@ impl Session {
             stop_ids,
             add_bos,
             logits: Vec::new(),
+            backend,
         })
+    }
+
+    /// Which backend runs the model: "cpu", or "gpu: <adapter> (<api>, <device type>)".
+    pub fn backend(&self) -> &str {
+        &self.backend
     }
 
     pub fn info(&self) -> &ModelInfo {

@@ -25,6 +25,8 @@ pub struct Args {
     pub csv: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub kv: super::compare::KvArgs,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -56,6 +58,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         &args.model,
         SessionOptions {
             threads: args.threads,
+            kv_precision: args.kv.kv,
+            kv_rotation: args.kv.rotation(),
             ..SessionOptions::default()
         },
     )

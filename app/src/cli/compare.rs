@@ -1,8 +1,57 @@
 use super::BackendArg;
 use anyhow::{Context, bail};
+use cellm_engine::kv_cache::{KvPrecision, KvRotation};
 use cellm_engine::session::{Session, SessionOptions};
 use safetensors::{Dtype, SafeTensors};
 use std::path::PathBuf;
+
+/// Batch mode (`--prompts`): per-prompt and aggregate reports, free-running decoding, Markdown.
+#[path = "fidelity_batch.rs"]
+pub mod batch;
+
+/// KV-cache storage flags shared by run / compare / bench.
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct KvArgs {
+    /// KV-cache storage: f16 (default), f32, q8 (int8) or q4 (int4), one scale per head and
+    /// position.
+    #[arg(long = "kv", default_value = "f16", value_parser = parse_kv)]
+    pub kv: KvPrecision,
+    /// Rotate K/V rows by a fixed randomized Hadamard transform before quantizing (q8/q4 only).
+    #[arg(long = "kv-rotate")]
+    pub kv_rotate: bool,
+}
+
+fn parse_kv(s: &str) -> Result<KvPrecision, String> {
+    s.parse()
+}
+
+impl KvArgs {
+    pub fn rotation(&self) -> KvRotation {
+        if self.kv_rotate {
+            KvRotation::Hadamard
+        } else {
+            KvRotation::None
+        }
+    }
+
+    /// Session options with these KV settings.
+    pub fn options(&self, threads: Option<usize>) -> SessionOptions {
+        SessionOptions {
+            threads,
+            kv_precision: self.kv,
+            kv_rotation: self.rotation(),
+            ..SessionOptions::default()
+        }
+    }
+
+    /// "q8", or "q8+rot" when rotating a quantized cache.
+    pub fn label(&self) -> String {
+        match (self.kv, self.kv_rotate) {
+            (KvPrecision::Q8 | KvPrecision::Q4, true) => format!("{}+rot", self.kv),
+            (k, _) => k.to_string(),
+        }
+    }
+}
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -13,8 +62,21 @@ pub struct Args {
     /// compact form, KL(ref || ours) is computed over the reference's top-K tokens plus one
     /// bucket holding the remaining (tail) probability mass of each side; this is a lower bound
     /// of the full KL, tight when K covers most of the mass. Correlation then uses the K logits.
+    #[arg(long, required_unless_present = "prompts", conflicts_with = "prompts")]
+    pub reference: Option<PathBuf>,
+    /// A prompt set: JSONL, one `{"id": .., "reference": "file relative to the JSONL", "text":
+    /// ..}` per line; reports per prompt and in aggregate, with health thresholds.
     #[arg(long)]
-    pub reference: PathBuf,
+    pub prompts: Option<PathBuf>,
+    /// Write a Markdown summary of the batch report to this file.
+    #[arg(long, requires = "prompts")]
+    pub markdown: Option<PathBuf>,
+    /// Also greedily decode up to N tokens from each reference's prompt part (`prompt_len`) and
+    /// compare them with its greedy continuation (`greedy_ids`).
+    #[arg(long = "free-run", value_name = "N")]
+    pub free_run: Option<usize>,
+    #[command(flatten)]
+    pub kv: KvArgs,
     #[arg(long = "image")]
     pub images: Vec<PathBuf>,
     #[arg(long = "audio")]
@@ -29,29 +91,34 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
-    if !args.images.is_empty() || !args.audio.is_empty() {
-        bail!(
-            "--image and --audio are not yet supported by `cellm compare` (text references only for now)"
-        );
-    }
+    super::media::check_readable(&args.images, &args.audio)?;
     if args.backend == BackendArg::Gpu {
         eprintln!("GPU backend not available yet, using CPU");
     }
-    let bytes = std::fs::read(&args.reference)
-        .with_context(|| format!("reading {}", args.reference.display()))?;
+    if let Some(set) = &args.prompts {
+        return batch::main(&args, set);
+    }
+    let Some(ref_path) = &args.reference else {
+        bail!("give --reference FILE or --prompts SET.jsonl");
+    };
+    let bytes =
+        std::fs::read(ref_path).with_context(|| format!("reading {}", ref_path.display()))?;
     let reference = Reference::parse(&bytes)
-        .with_context(|| format!("reading reference {}", args.reference.display()))?;
-    let mut session = Session::load(
-        &args.model,
-        SessionOptions {
-            threads: args.threads,
-            ..SessionOptions::default()
-        },
-    )
-    .with_context(|| format!("loading {}", args.model.display()))?;
+        .with_context(|| format!("reading reference {}", ref_path.display()))?;
+    let mut session = Session::load(&args.model, args.kv.options(args.threads))
+        .with_context(|| format!("loading {}", args.model.display()))?;
     let vocab = session.info().vocab_size;
-    let ours = session.logits_for(&reference.ids, &[])?;
-    let report = compare(&reference, &ours, vocab)?;
+    let media = super::media::media_embeddings_for_ids(
+        &session,
+        &args.images,
+        &args.audio,
+        &reference.ids,
+    )?;
+    let ours = session.logits_for(&reference.ids, &media)?;
+    let mut report = compare(&reference, &ours, vocab)?;
+    if let Some(n) = args.free_run {
+        report.free_run = batch::free_run(&mut session, &reference, n)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -66,6 +133,16 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             None => println!("first divergence   none"),
         }
         println!("mean entropy (ref) {:.4}", report.entropy_mean);
+        println!("mean entropy (ours) {:.4}", report.entropy_ours_mean);
+        if let Some(f) = &report.free_run {
+            println!(
+                "free-running       {} tokens, first divergence {}, greedy match {:.1}%",
+                f.tokens,
+                f.first_divergence
+                    .map_or("none".to_string(), |p| format!("step {p}")),
+                f.match_rate * 100.0
+            );
+        }
     }
     Ok(())
 }
@@ -74,6 +151,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
 pub struct Reference {
     pub ids: Vec<u32>,
     pub kind: RefLogits,
+    /// How many of `ids` are the prompt (the rest is the reference's greedy continuation).
+    pub prompt_len: Option<usize>,
+    /// The reference model's own greedy continuation of the prompt.
+    pub greedy_ids: Option<Vec<u32>>,
 }
 
 pub enum RefLogits {
@@ -175,7 +256,28 @@ impl Reference {
         } else {
             bail!("the reference has neither `logits` nor `topk_ids`/`topk_logits`/`logsumexp`");
         };
-        Ok(Self { ids, kind })
+        let prompt_len = if names.iter().any(|s| s == "prompt_len") {
+            let (v, _) = ints(&st, "prompt_len")?;
+            match v.as_slice() {
+                [p] if *p as usize >= 1 && *p as usize <= n => Some(*p as usize),
+                _ => bail!("prompt_len must be one value in 1..={n}, found {v:?}"),
+            }
+        } else {
+            None
+        };
+        let greedy_ids = if names.iter().any(|s| s == "greedy_ids") {
+            Some(ints(&st, "greedy_ids")?.0)
+        } else {
+            None
+        };
+        // Without `prompt_len`, a greedy continuation continues the whole input.
+        let prompt_len = prompt_len.or(greedy_ids.as_ref().map(|_| n));
+        Ok(Self {
+            ids,
+            kind,
+            prompt_len,
+            greedy_ids,
+        })
     }
 }
 
@@ -188,7 +290,13 @@ pub struct Report {
     pub correlation: f64,
     pub top1_match: f64,
     pub first_divergence: Option<usize>,
+    /// Mean entropy (nats) of the reference distribution.
     pub entropy_mean: f64,
+    /// Mean entropy (nats) of our full distribution (near 0: collapse).
+    pub entropy_ours_mean: f64,
+    /// Greedy decoding from the prompt part against the reference's continuation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub free_run: Option<batch::FreeRun>,
 }
 
 fn log_sum_exp(x: &[f32]) -> f64 {
@@ -231,11 +339,19 @@ pub fn compare(r: &Reference, ours: &[f32], vocab: usize) -> anyhow::Result<Repo
         );
     }
     let (mut kl_sum, mut kl_max, mut corr_sum, mut ent_sum) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    let mut ent_ours_sum = 0.0f64;
     let mut matches = 0usize;
     let mut first_divergence = None;
     for t in 0..n {
         let q = &ours[t * vocab..(t + 1) * vocab];
         let lq = log_sum_exp(q);
+        ent_ours_sum -= q
+            .iter()
+            .map(|&b| {
+                let l = b as f64 - lq;
+                l.exp() * l
+            })
+            .sum::<f64>();
         let (kl, corr, ent, ref_top) = match &r.kind {
             RefLogits::Full { logits, vocab: rv } => {
                 if *rv != vocab {
@@ -316,5 +432,7 @@ pub fn compare(r: &Reference, ours: &[f32], vocab: usize) -> anyhow::Result<Repo
         top1_match: matches as f64 / nf,
         first_divergence,
         entropy_mean: ent_sum / nf,
+        entropy_ours_mean: ent_ours_sum / nf,
+        free_run: None,
     })
 }

@@ -22,6 +22,11 @@ pub struct Args {
     /// Calibration text (for awq-int4 and fidelity measurement).
     #[arg(long)]
     pub calib: Option<PathBuf>,
+    /// After converting, measure KL / top-1 / correlation against an f32 conversion of the same
+    /// input on the calibration text (--calib, default assets/calibration.txt) and store them in
+    /// the file's header (shown by `cellm inspect`).
+    #[arg(long = "measure-fidelity")]
+    pub measure_fidelity: bool,
 }
 
 /// True when `a` and `b` name the same existing file or folder.
@@ -48,9 +53,9 @@ fn human_bytes(n: u64) -> String {
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
-    if args.calib.is_some() {
+    if args.calib.is_some() && !args.measure_fidelity {
         anyhow::bail!(
-            "--calib is not yet implemented (calibration-based profiles and fidelity measurement are planned)"
+            "--calib is only used by --measure-fidelity for now (calibration-based profiles are planned)"
         );
     }
     let profile: Profile = args.profile.parse()?;
@@ -124,5 +129,43 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     for (dtype, (n, bytes)) in &summary.by_dtype {
         println!("  {dtype:>4}: {n:>5} tensors, {}", human_bytes(*bytes));
     }
+    if args.measure_fidelity {
+        measure_fidelity(&args, source.as_ref(), profile)?;
+    }
+    Ok(())
+}
+
+/// `--measure-fidelity`: compares the new file with an f32 conversion of the same input and
+/// stores the result in its header.
+fn measure_fidelity(
+    args: &Args,
+    source: &dyn cellm_convert::source::Source,
+    profile: Profile,
+) -> anyhow::Result<()> {
+    use cellm_convert::fidelity::{FidelityOptions, measure, store};
+    if profile == Profile::F32 {
+        eprintln!("note: an f32 file is its own reference; fidelity not measured");
+        return Ok(());
+    }
+    let mut opts = FidelityOptions::default();
+    if let Some(c) = &args.calib {
+        opts.calibration_text = std::fs::read_to_string(c)
+            .with_context(|| format!("reading calibration text {}", c.display()))?;
+        opts.calibration_name = c.display().to_string();
+    }
+    eprintln!(
+        "measuring fidelity against an f32 conversion on {} ...",
+        opts.calibration_name
+    );
+    let f = measure(source, &args.output, &opts).context("measuring fidelity")?;
+    store(&args.output, &f).context("storing fidelity in the header")?;
+    println!(
+        "fidelity: KL mean {:.3e} (max {:.3e}), top-1 {:.1}%, correlation {:.5} over {} positions",
+        f.kl_mean,
+        f.kl_max,
+        f.top1_match * 100.0,
+        f.correlation,
+        f.positions
+    );
     Ok(())
 }

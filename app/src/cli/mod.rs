@@ -5,6 +5,7 @@ pub mod bench;
 pub mod compare;
 pub mod convert;
 pub mod inspect;
+pub mod media;
 pub mod run;
 
 use clap::{Parser, Subcommand};

@@ -39,18 +39,23 @@ pub struct Args {
     pub backend: BackendArg,
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub kv: super::compare::KvArgs,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
-    if !args.images.is_empty() || !args.audio.is_empty() {
-        bail!(
-            "--image and --audio are not yet supported by `cellm run` (text prompts only for now)"
-        );
+    let has_media = !args.images.is_empty() || !args.audio.is_empty();
+    if has_media && args.raw {
+        bail!("--raw cannot be combined with --image/--audio: media needs the chat template");
     }
+    super::media::check_readable(&args.images, &args.audio)?;
     if args.backend == BackendArg::Gpu {
         eprintln!("GPU backend not available yet, using CPU");
     }
-    let text = read_prompt(args.prompt.as_deref())?;
+    let text = match (args.prompt.as_deref(), default_media_prompt(&args)) {
+        (None, Some(default)) => default.to_string(),
+        (arg, _) => read_prompt(arg)?,
+    };
     if text.trim().is_empty() {
         bail!("the prompt is empty");
     }
@@ -58,17 +63,20 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         &args.model,
         SessionOptions {
             threads: args.threads,
+            kv_precision: args.kv.kv,
+            kv_rotation: args.kv.rotation(),
             ..SessionOptions::default()
         },
     )
     .with_context(|| format!("loading {}", args.model.display()))?;
+    let media = super::media::media_embeddings(&session, &args.images, &args.audio)?;
     let prompt = if args.raw {
         Prompt::Raw(text)
     } else {
         Prompt::Chat(vec![Message {
             role: Role::User,
             text,
-            media: Vec::new(),
+            media,
         }])
     };
     let params = GenerateParams {
@@ -97,7 +105,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             return Err(e).context("writing to stdout");
         }
     }
-    writeln!(out).ok();
+    writeln!(out).and_then(|_| out.flush()).ok();
     let stop = match stats.stop {
         StopReason::EndOfTurn => "end of turn",
         StopReason::MaxTokens => "max tokens",
@@ -113,6 +121,16 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         stats.decode_tok_s(),
     );
     Ok(())
+}
+
+/// The prompt used when media is given without `-p`.
+fn default_media_prompt(args: &Args) -> Option<&'static str> {
+    match (args.images.is_empty(), args.audio.is_empty()) {
+        (false, true) => Some("Describe this image."),
+        (true, false) => Some("Transcribe this audio."),
+        (false, false) => Some("Describe this image and transcribe this audio."),
+        (true, true) => None,
+    }
 }
 
 /// The `-p` argument, or standard input for `-p -`.

@@ -50,6 +50,8 @@ pub enum AppDialog {
     LoadModel,
     Attach,
     Export(String),
+    /// Save a copy of an attached file (e.g. a recording) elsewhere.
+    SaveCopy(PathBuf),
 }
 
 /// How the app is started: where chats live and which backend the worker drives.
@@ -79,6 +81,10 @@ pub struct App {
     pub(super) dialog: Option<(AppDialog, PendingDialog)>,
     pub(super) markdown: egui_commonmark::CommonMarkCache,
     pub(super) waves: super::waveform::WaveCache,
+    pub(super) recorder: Option<super::recorder::Recorder>,
+    /// Input devices, listed when the user asks (Settings > Refresh).
+    pub(super) mic_devices: Vec<String>,
+    data_dir: PathBuf,
     theme_applied: Option<ThemeChoice>,
     next_id: u64,
 }
@@ -105,6 +111,9 @@ impl App {
             dialog: None,
             markdown: egui_commonmark::CommonMarkCache::default(),
             waves: super::waveform::WaveCache::default(),
+            recorder: None,
+            mic_devices: Vec::new(),
+            data_dir: config.data_dir.clone(),
             theme_applied: None,
             next_id: 0,
         };
@@ -148,6 +157,10 @@ impl App {
         self.settings_window(&ctx);
         self.drop_overlay(&ctx);
 
+        if self.recorder.is_some() {
+            // Elapsed time and the level meter move while recording.
+            ctx.request_repaint_after(std::time::Duration::from_millis(80));
+        }
         if self.generation.is_some() {
             // Keep the live tokens/s and memory read-out moving between tokens.
             ctx.request_repaint_after(std::time::Duration::from_millis(250));
@@ -310,6 +323,45 @@ impl App {
             self.composer.attachments = m.attachments.clone();
             self.composer.editing = Some(index);
             self.composer.focus_next = true;
+        }
+    }
+
+    /// Starts recording from the chosen microphone; problems become a notice.
+    pub fn start_recording(&mut self) {
+        if self.recorder.is_some() {
+            return;
+        }
+        match super::recorder::Recorder::start(self.settings.microphone.as_deref()) {
+            Ok(r) => self.recorder = Some(r),
+            Err(e) => self.notices.push(e),
+        }
+    }
+
+    /// Stops recording and attaches the WAV (kept under the data dir's `recordings/`).
+    pub fn finish_recording(&mut self, keep: bool) {
+        let Some(rec) = self.recorder.take() else {
+            return;
+        };
+        if !keep {
+            return;
+        }
+        match rec.finish(&self.data_dir.join("recordings")) {
+            Ok(path) => self.attach(vec![path]),
+            Err(e) => self.notices.push(e),
+        }
+    }
+
+    /// Asks where to save a copy of an attached file.
+    pub(super) fn save_attachment_copy(&mut self, src: PathBuf, ctx: &egui::Context) {
+        if self.dialog.is_none() {
+            let name = src
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "recording.wav".to_owned());
+            self.dialog = Some((
+                AppDialog::SaveCopy(src),
+                PendingDialog::open(super::dialogs::DialogKind::Save(name), ctx.clone()),
+            ));
         }
     }
 
@@ -548,6 +600,15 @@ impl App {
                     self.export_chat(&id, &p);
                 }
             }
+            AppDialog::SaveCopy(src) => {
+                if let Some(p) = paths.into_iter().next()
+                    && p != src
+                    && let Err(e) = std::fs::copy(&src, &p)
+                {
+                    self.notices
+                        .push(format!("Could not save {}: {e}", p.display()));
+                }
+            }
         }
     }
 
@@ -618,7 +679,43 @@ impl App {
                     ui.selectable_value(&mut self.settings.theme, ThemeChoice::Dark, "Dark");
                     ui.selectable_value(&mut self.settings.theme, ThemeChoice::Light, "Light");
                 });
-                ui.add_space(4.0);
+                ui.add_space(8.0);
+                theme::section_label(ui, "Microphone");
+                ui.horizontal(|ui| {
+                    let current = self
+                        .settings
+                        .microphone
+                        .clone()
+                        .unwrap_or_else(|| "System default".to_owned());
+                    egui::ComboBox::from_id_salt("microphone")
+                        .selected_text(current)
+                        .width(260.0)
+                        .show_ui(ui, |ui| {
+                            ui.selectable_value(
+                                &mut self.settings.microphone,
+                                None,
+                                "System default",
+                            );
+                            for d in &self.mic_devices {
+                                ui.selectable_value(
+                                    &mut self.settings.microphone,
+                                    Some(d.clone()),
+                                    d.as_str(),
+                                );
+                            }
+                        });
+                    if ui
+                        .button("Refresh")
+                        .on_hover_text("List the microphones again")
+                        .clicked()
+                    {
+                        self.mic_devices = super::recorder::input_devices();
+                        if self.mic_devices.is_empty() {
+                            self.notices.push("No microphone was found.".to_owned());
+                        }
+                    }
+                });
+                ui.add_space(8.0);
                 ui.weak(format!("Chats are saved in {}", self.store.dir().display()));
             });
         self.settings_open = open;

@@ -2,10 +2,13 @@
 //! scripted backend; `EngineBackend` is the real one over `cellm_engine::session::Session`.
 
 use super::model::{AttachmentKind, Author, ChatMessage};
+use cellm_encoders::MediaEncoders;
 use cellm_engine::sampler::SamplingParams;
 use cellm_engine::session::{
-    CancelToken, GenerateParams, Message, Prompt, Role, Session, SessionOptions, StopReason,
+    CancelToken, GenerateParams, MediaEmbedding, Message, Prompt, Role, Session, SessionOptions,
+    StopReason,
 };
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// What the side panel shows about the loaded model.
@@ -19,6 +22,9 @@ pub struct ModelSummary {
     pub context_length: usize,
     pub has_vision: bool,
     pub has_audio: bool,
+    /// The model has no chat template of its own (a base model): prompts are sent as plain text
+    /// for it to continue, since chat markup makes such models ramble.
+    pub completion_mode: bool,
     /// One line such as "KL 0.004 · top-1 98.1%" when the header records fidelity.
     pub fidelity: Option<String>,
 }
@@ -71,15 +77,18 @@ pub trait Backend: Send {
     fn supports_media(&self, kind: AttachmentKind) -> bool;
 }
 
-/// The real engine.
+/// The real engine, with the model's own vision/audio towers for attachments.
 #[derive(Default)]
 pub struct EngineBackend {
     session: Option<Session>,
+    /// Soft tokens of attachments already encoded (history is re-sent every turn), by path.
+    media_cache: HashMap<PathBuf, Vec<MediaEmbedding>>,
 }
 
 impl Backend for EngineBackend {
     fn load(&mut self, path: &Path) -> Result<(ModelSummary, CancelToken), String> {
         self.session = None; // free the old model before mapping the new one
+        self.media_cache.clear();
         if !path.is_file() {
             return Err(format!("{} is not a file", path.display()));
         }
@@ -95,6 +104,7 @@ impl Backend for EngineBackend {
             context_length: info.context_length,
             has_vision: info.has_vision,
             has_audio: info.has_audio,
+            completion_mode: !info.has_chat_template,
             fidelity: info.fidelity.as_ref().map(describe_fidelity),
         };
         let cancel = session.cancel_token();
@@ -111,7 +121,13 @@ impl Backend for EngineBackend {
             .session
             .as_mut()
             .ok_or_else(|| "no model is loaded".to_owned())?;
-        let prompt = Prompt::Chat(to_engine_messages(request));
+        encode_attachments(session, request, &mut self.media_cache)?;
+        let has_media = request.messages.iter().any(|m| !m.attachments.is_empty());
+        let prompt = if !session.info().has_chat_template && !has_media {
+            Prompt::Raw(completion_text(request))
+        } else {
+            Prompt::Chat(to_engine_messages(request, &self.media_cache))
+        };
         let params = GenerateParams {
             sampling: request.sampling.clone(),
             max_new_tokens: request.max_new_tokens,
@@ -129,15 +145,66 @@ impl Backend for EngineBackend {
 
     fn unload(&mut self) {
         self.session = None;
+        self.media_cache.clear();
     }
 
-    fn supports_media(&self, _kind: AttachmentKind) -> bool {
-        // The encoders are not wired into the session yet.
-        false
+    fn supports_media(&self, kind: AttachmentKind) -> bool {
+        self.session.as_ref().is_some_and(|s| match kind {
+            AttachmentKind::Image => s.info().has_vision,
+            AttachmentKind::Audio => s.info().has_audio,
+        })
     }
 }
 
-fn to_engine_messages(request: &GenerateRequest) -> Vec<Message> {
+/// Runs the model's towers over every attachment not encoded yet.
+fn encode_attachments(
+    session: &Session,
+    request: &GenerateRequest,
+    cache: &mut HashMap<PathBuf, Vec<MediaEmbedding>>,
+) -> Result<(), String> {
+    let todo: Vec<&super::model::Attachment> = request
+        .messages
+        .iter()
+        .flat_map(|m| &m.attachments)
+        .filter(|a| !cache.contains_key(&a.path))
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let encoders = MediaEncoders::load(session.file())
+        .map_err(|e| format!("cannot load the model's media towers: {e}"))?;
+    for a in todo {
+        let embeddings = match a.kind {
+            AttachmentKind::Image => encoders.encode_image(&a.path).map(|e| vec![e]),
+            AttachmentKind::Audio => encoders.encode_audio(&a.path),
+        }
+        .map_err(|e| format!("{}: {e}", a.file_name()))?;
+        cache.insert(a.path.clone(), embeddings);
+    }
+    Ok(())
+}
+
+/// The conversation as one text for a base model to continue: each reply continues the text
+/// before it, and a new user message starts on a new line.
+fn completion_text(request: &GenerateRequest) -> String {
+    let mut text = String::new();
+    if !request.system_prompt.trim().is_empty() {
+        text.push_str(request.system_prompt.trim());
+        text.push_str("\n\n");
+    }
+    for m in &request.messages {
+        if m.author == Author::User && !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&m.text);
+    }
+    text
+}
+
+fn to_engine_messages(
+    request: &GenerateRequest,
+    media: &HashMap<PathBuf, Vec<MediaEmbedding>>,
+) -> Vec<Message> {
     let mut out = Vec::with_capacity(request.messages.len() + 1);
     if !request.system_prompt.trim().is_empty() {
         out.push(Message {
@@ -147,13 +214,22 @@ fn to_engine_messages(request: &GenerateRequest) -> Vec<Message> {
         });
     }
     for m in &request.messages {
+        // Images before audio, the order the Gemma 4 template places them in.
+        let mut attached: Vec<&super::model::Attachment> = m.attachments.iter().collect();
+        attached.sort_by_key(|a| a.kind == AttachmentKind::Audio);
+        let media = attached
+            .iter()
+            .filter_map(|a| media.get(&a.path))
+            .flatten()
+            .cloned()
+            .collect();
         out.push(Message {
             role: match m.author {
                 Author::User => Role::User,
                 Author::Assistant => Role::Assistant,
             },
             text: m.text.clone(),
-            media: Vec::new(),
+            media,
         });
     }
     out

@@ -3,7 +3,7 @@
 
 use super::app::{App, ModelState};
 use super::composer::attachment_preview;
-use super::model::{Author, ChatMessage};
+use super::model::{AttachmentKind, Author, ChatMessage};
 use super::text::{human_bytes, strip_thought};
 use super::theme;
 use super::waveform::WaveCache;
@@ -15,6 +15,7 @@ enum MessageAction {
     Copy(String),
     Regenerate,
     Edit(usize),
+    SaveCopy(std::path::PathBuf),
 }
 
 impl App {
@@ -193,6 +194,7 @@ impl App {
             Some(MessageAction::Copy(t)) => ui.ctx().copy_text(t),
             Some(MessageAction::Regenerate) => self.regenerate(),
             Some(MessageAction::Edit(i)) => self.edit_message(i),
+            Some(MessageAction::SaveCopy(p)) => self.save_attachment_copy(p, ui.ctx()),
             None => {}
         }
     }
@@ -309,6 +311,19 @@ fn user_message(
                 }
                 if ui.small_button("Copy").clicked() {
                     action = Some(MessageAction::Copy(m.text.clone()));
+                }
+                for a in m
+                    .attachments
+                    .iter()
+                    .filter(|a| a.kind == AttachmentKind::Audio)
+                {
+                    if ui
+                        .small_button(format!("Save {}…", a.file_name()))
+                        .on_hover_text("Save a copy of this recording")
+                        .clicked()
+                    {
+                        action = Some(MessageAction::SaveCopy(a.path.clone()));
+                    }
                 }
             });
         });

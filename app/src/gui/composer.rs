@@ -40,12 +40,52 @@ impl App {
                         }
                     });
                 }
+                if self.recorder.is_some() {
+                    self.recording_bar(ui);
+                    ui.add_space(6.0);
+                }
                 if !self.composer.attachments.is_empty() {
                     self.attachment_row(ui);
                     ui.add_space(6.0);
                 }
                 self.input_row(ui);
             });
+    }
+
+    fn recording_bar(&mut self, ui: &mut egui::Ui) {
+        let Some(rec) = &self.recorder else {
+            return;
+        };
+        let (elapsed, level, device, error) =
+            (rec.elapsed(), rec.level(), rec.device.clone(), rec.error());
+        let mut action = None;
+        ui.horizontal(|ui| {
+            // A red dot, painted (the bundled fonts have no filled-circle glyph).
+            let (dot, _) = ui.allocate_exact_size(egui::vec2(12.0, 12.0), egui::Sense::hover());
+            ui.painter()
+                .circle_filled(dot.center(), 5.0, theme::error_color(ui));
+            let s = elapsed.as_secs_f32();
+            ui.label(format!("Recording {}:{:04.1}", (s / 60.0) as u32, s % 60.0));
+            ui.add(
+                egui::ProgressBar::new(level)
+                    .desired_width(140.0)
+                    .desired_height(8.0)
+                    .fill(theme::ACCENT),
+            );
+            ui.weak(device);
+            if let Some(e) = error {
+                ui.colored_label(theme::error_color(ui), e);
+            }
+            if ui.button("Stop and attach").clicked() {
+                action = Some(true);
+            }
+            if ui.button("Discard").clicked() {
+                action = Some(false);
+            }
+        });
+        if let Some(keep) = action {
+            self.finish_recording(keep);
+        }
     }
 
     fn attachment_row(&mut self, ui: &mut egui::Ui) {
@@ -99,6 +139,17 @@ impl App {
                         ui.ctx().clone(),
                     ),
                 ));
+            }
+            let recording = self.recorder.is_some();
+            if ui
+                .add_enabled(
+                    !recording,
+                    egui::Button::new("Mic").min_size(egui::vec2(44.0, 34.0)),
+                )
+                .on_hover_text("Record from the microphone (choose it in Settings)")
+                .clicked()
+            {
+                self.start_recording();
             }
             let button_w = 84.0;
             let w = ui.available_width() - button_w - ui.spacing().item_spacing.x;

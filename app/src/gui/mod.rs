@@ -11,6 +11,7 @@ pub mod composer;
 pub mod convert_job;
 pub mod dialogs;
 pub mod model;
+pub mod recorder;
 pub mod settings;
 pub mod sidebar;
 pub mod store;

@@ -20,6 +20,8 @@ pub struct AppSettings {
     pub max_new_tokens: usize,
     /// The model loaded last time; loaded again at start.
     pub last_model: Option<PathBuf>,
+    /// Input device for recordings (None: the system default).
+    pub microphone: Option<String>,
 }
 
 impl Default for AppSettings {
@@ -32,6 +34,7 @@ impl Default for AppSettings {
             },
             max_new_tokens: 1024,
             last_model: None,
+            microphone: None,
         }
     }
 }
@@ -79,6 +82,7 @@ pub fn sampling_controls(ui: &mut egui::Ui, settings: &mut AppSettings) -> bool 
         *settings = AppSettings {
             theme: keep.theme,
             last_model: keep.last_model,
+            microphone: keep.microphone,
             ..AppSettings::default()
         };
     }

@@ -249,6 +249,9 @@ impl App {
                                     media.push("audio");
                                 }
                                 row("Input", media.join(", "));
+                                if m.completion_mode {
+                                    row("Prompting", "text completion (base model)".into());
+                                }
                             });
                     }
                 }

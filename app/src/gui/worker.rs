@@ -137,16 +137,21 @@ fn worker_loop(
             Command::Generate(request) => {
                 let chat_id = request.chat_id.clone();
                 if let Some(kind) = unsupported_media(backend.as_ref(), &request) {
-                    let what = match kind {
-                        AttachmentKind::Image => "images",
-                        AttachmentKind::Audio => "audio",
+                    let message = match kind {
+                        AttachmentKind::Image => {
+                            "The loaded model does not support images (it has no vision tower). \
+                             Load a Gemma 4 model such as E2B, or remove the image and send the \
+                             text alone."
+                        }
+                        AttachmentKind::Audio => {
+                            "The loaded model does not support audio (it has no audio tower). \
+                             Load a Gemma 4 model such as E2B, or remove the recording and send \
+                             the text alone."
+                        }
                     };
                     emit(Event::Failed {
                         chat_id,
-                        message: format!(
-                            "This model/build does not support {what} yet. Remove the attachment \
-                             and send the text alone."
-                        ),
+                        message: message.to_owned(),
                     });
                     continue;
                 }

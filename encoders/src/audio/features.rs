@@ -44,7 +44,8 @@ impl LogMelExtractor {
         // Periodic Hann: np.hanning(321)[:-1], cast to f32.
         let window = (0..FRAME_LEN)
             .map(|n| {
-                (0.5 - 0.5 * (2.0 * std::f64::consts::PI * n as f64 / FRAME_LEN as f64).cos()) as f32
+                (0.5 - 0.5 * (2.0 * std::f64::consts::PI * n as f64 / FRAME_LEN as f64).cos())
+                    as f32
             })
             .collect();
         let fft = RealFftPlanner::<f64>::new().plan_fft_forward(FFT_LEN);
@@ -64,7 +65,7 @@ impl LogMelExtractor {
         let total = HOP + padded_len;
         let mut wave = vec![0f32; total];
         wave[HOP..HOP + real].copy_from_slice(&samples[..real]);
-        let frames = if total >= FRAME_LEN + 1 {
+        let frames = if total > FRAME_LEN {
             (total - (FRAME_LEN + 1)) / HOP + 1
         } else {
             0

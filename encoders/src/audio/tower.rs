@@ -85,7 +85,7 @@ impl<'a> AudioTower<'a> {
                 cfg.hidden
             )));
         }
-        // The flatten after two stride-2 convolutions gives (mels/4)·channels[1] values.
+        // Features always come from LogMelExtractor (128 mel bins); Subsample checks the flatten.
         let mels = super::features::N_MELS;
         Ok(Some(Self {
             file,

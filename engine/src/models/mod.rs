@@ -5,6 +5,8 @@ pub mod common;
 pub mod config;
 pub mod gemma3;
 pub mod gemma4;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod weights;
 
 use crate::format::{CellmFile, FormatError};
@@ -30,6 +32,8 @@ pub enum ModelError {
     TokenOutOfRange { id: usize, vocab: usize },
     #[error("media rows: {0}")]
     Media(String),
+    #[error("GPU backend: {0}")]
+    Gpu(String),
 }
 
 /// Which logits a forward call returns.

@@ -1,38 +1,144 @@
 //! Causal attention of `t` new queries over the KV cache (see `kv_cache.rs` for the slot
-//! layout): per head, scores by `dot_f16` (or `dot` for an f32 cache), optional soft-cap, float32
+//! layout): per head, scores by `dot_f16` (or `dot` for an f32 cache; int8 / int4 caches are
+//! dequantized inside the dot products, one scale per head row), optional soft-cap, float32
 //! softmax, then `axpy_f16` / `axpy` over the values. Sliding-window and grouped-query (GQA)
 //! attention; heads run in parallel.
 
 use super::{axpy, axpy_f16, dot, dot_f16, softcap, softmax};
-use crate::kv_cache::{KvRows, KvSlots};
+use crate::kv_cache::{Hadamard, KvRows, KvSlots};
 use half::f16;
 use rayon::prelude::*;
 
-/// Element type of cached rows.
-trait KvElem: Sync {
-    fn dot(q: &[f32], k: &[Self]) -> f32
-    where
-        Self: Sized;
-    fn axpy(y: &mut [f32], a: f32, v: &[Self])
-    where
-        Self: Sized;
-}
-
-impl KvElem for f16 {
-    fn dot(q: &[f32], k: &[f16]) -> f32 {
-        dot_f16(q, k)
-    }
-    fn axpy(y: &mut [f32], a: f32, v: &[f16]) {
-        axpy_f16(y, a, v)
+/// Cached K/V rows the kernel reads: the dot product of a query head with the key of
+/// (`slot`, `kvh`), and `y += w * value(slot, kvh)`. Quantized rows dequantize on the fly.
+trait Rows: Sync {
+    fn dot(&self, q: &[f32], slot: usize, kvh: usize) -> f32;
+    fn axpy(&self, y: &mut [f32], w: f32, slot: usize, kvh: usize);
+    /// The rotation the stored rows went through (quantized caches only).
+    fn rotation(&self) -> Option<&Hadamard> {
+        None
     }
 }
 
-impl KvElem for f32 {
-    fn dot(q: &[f32], k: &[f32]) -> f32 {
-        dot(q, k)
+struct Float<'a, T> {
+    k: &'a [T],
+    v: &'a [T],
+    kv_dim: usize,
+    d: usize,
+}
+
+impl<T> Float<'_, T> {
+    fn at(&self, slot: usize, kvh: usize) -> std::ops::Range<usize> {
+        let o = slot * self.kv_dim + kvh * self.d;
+        o..o + self.d
     }
-    fn axpy(y: &mut [f32], a: f32, v: &[f32]) {
-        axpy(y, a, v)
+}
+
+impl Rows for Float<'_, f16> {
+    fn dot(&self, q: &[f32], slot: usize, kvh: usize) -> f32 {
+        dot_f16(q, &self.k[self.at(slot, kvh)])
+    }
+    fn axpy(&self, y: &mut [f32], w: f32, slot: usize, kvh: usize) {
+        axpy_f16(y, w, &self.v[self.at(slot, kvh)])
+    }
+}
+
+impl Rows for Float<'_, f32> {
+    fn dot(&self, q: &[f32], slot: usize, kvh: usize) -> f32 {
+        dot(q, &self.k[self.at(slot, kvh)])
+    }
+    fn axpy(&self, y: &mut [f32], w: f32, slot: usize, kvh: usize) {
+        axpy(y, w, &self.v[self.at(slot, kvh)])
+    }
+}
+
+/// int8 or packed int4 rows with one scale per (slot, kv head).
+struct Quant<'a, T> {
+    k: &'a [T],
+    v: &'a [T],
+    ks: &'a [f32],
+    vs: &'a [f32],
+    kv_heads: usize,
+    d: usize,
+    rot: Option<&'a Hadamard>,
+}
+
+/// Σ q·x over int8 `x`; eight partial sums so the loop vectorizes.
+fn dot_i8(q: &[f32], x: &[i8]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (qc, xc) = (q.chunks_exact(8), x.chunks_exact(8));
+    let (qr, xr) = (qc.remainder(), xc.remainder());
+    for (a, b) in qc.zip(xc) {
+        for j in 0..8 {
+            acc[j] += a[j] * b[j] as f32;
+        }
+    }
+    let tail: f32 = qr.iter().zip(xr).map(|(a, &b)| a * b as f32).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Σ q·x over packed int4 `x` (low nibble first, stored + 8).
+fn dot_i4(q: &[f32], x: &[u8]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (qc, xc) = (q.chunks_exact(8), x.chunks_exact(4));
+    let qr = qc.remainder();
+    for (a, b) in qc.zip(xc) {
+        for j in 0..4 {
+            acc[2 * j] += a[2 * j] * ((b[j] & 15) as i32 - 8) as f32;
+            acc[2 * j + 1] += a[2 * j + 1] * ((b[j] >> 4) as i32 - 8) as f32;
+        }
+    }
+    let base = q.len() - qr.len();
+    let mut tail = 0f32;
+    for (i, a) in qr.iter().enumerate() {
+        let e = base + i;
+        let n = if e.is_multiple_of(2) {
+            x[e / 2] & 15
+        } else {
+            x[e / 2] >> 4
+        };
+        tail += a * (n as i32 - 8) as f32;
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+impl Rows for Quant<'_, i8> {
+    fn dot(&self, q: &[f32], slot: usize, kvh: usize) -> f32 {
+        let r = slot * self.kv_heads + kvh;
+        self.ks[r] * dot_i8(q, &self.k[r * self.d..(r + 1) * self.d])
+    }
+    fn axpy(&self, y: &mut [f32], w: f32, slot: usize, kvh: usize) {
+        let r = slot * self.kv_heads + kvh;
+        let a = w * self.vs[r];
+        for (o, &x) in y.iter_mut().zip(&self.v[r * self.d..(r + 1) * self.d]) {
+            *o += a * x as f32;
+        }
+    }
+    fn rotation(&self) -> Option<&Hadamard> {
+        self.rot
+    }
+}
+
+impl Rows for Quant<'_, u8> {
+    fn dot(&self, q: &[f32], slot: usize, kvh: usize) -> f32 {
+        let r = slot * self.kv_heads + kvh;
+        let b = self.d.div_ceil(2);
+        self.ks[r] * dot_i4(q, &self.k[r * b..(r + 1) * b])
+    }
+    fn axpy(&self, y: &mut [f32], w: f32, slot: usize, kvh: usize) {
+        let r = slot * self.kv_heads + kvh;
+        let b = self.d.div_ceil(2);
+        let a = w * self.vs[r];
+        let row = &self.v[r * b..(r + 1) * b];
+        for (pair, &x) in y.chunks_mut(2).zip(row) {
+            pair[0] += a * ((x & 15) as i32 - 8) as f32;
+            if let Some(o) = pair.get_mut(1) {
+                *o += a * ((x >> 4) as i32 - 8) as f32;
+            }
+        }
+    }
+    fn rotation(&self) -> Option<&Hadamard> {
+        self.rot
     }
 }
 
@@ -75,19 +181,62 @@ pub fn attention(
     out: &mut [f32],
     scratch: &mut [f32],
 ) {
+    let (kv_heads, d) = (a.n_kv_heads, a.head_dim);
+    let kv_dim = kv_heads * d;
     match kv.rows {
-        KvRows::F16 { k, v } => attend(q, t, pos0, k, v, kv.slots, a, out, scratch),
-        KvRows::F32 { k, v } => attend(q, t, pos0, k, v, kv.slots, a, out, scratch),
+        KvRows::F16 { k, v } => {
+            let r = Float { k, v, kv_dim, d };
+            attend(q, t, pos0, &r, kv.slots, a, out, scratch)
+        }
+        KvRows::F32 { k, v } => {
+            let r = Float { k, v, kv_dim, d };
+            attend(q, t, pos0, &r, kv.slots, a, out, scratch)
+        }
+        KvRows::Q8 {
+            k,
+            v,
+            k_scales,
+            v_scales,
+            rotation,
+        } => {
+            let r = Quant {
+                k,
+                v,
+                ks: k_scales,
+                vs: v_scales,
+                kv_heads,
+                d,
+                rot: rotation,
+            };
+            attend(q, t, pos0, &r, kv.slots, a, out, scratch)
+        }
+        KvRows::Q4 {
+            k,
+            v,
+            k_scales,
+            v_scales,
+            rotation,
+        } => {
+            let r = Quant {
+                k,
+                v,
+                ks: k_scales,
+                vs: v_scales,
+                kv_heads,
+                d,
+                rot: rotation,
+            };
+            attend(q, t, pos0, &r, kv.slots, a, out, scratch)
+        }
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn attend<T: KvElem>(
+fn attend<R: Rows>(
     q: &[f32],
     t: usize,
     pos0: usize,
-    kc: &[T],
-    vc: &[T],
+    rows: &R,
     slots: usize,
     a: &AttnParams,
     out: &mut [f32],
@@ -106,7 +255,7 @@ fn attend<T: KvElem>(
     assert!(scratch.len() >= need, "attention: scratch too small");
     let span = need / nh - t * d;
     let group = nh / a.n_kv_heads;
-    let kv_dim = a.n_kv_heads * d;
+    let rot = rows.rotation();
 
     // Each head writes its outputs head-major into its own scratch block, then they are
     // interleaved into `out` ([t, heads, d]).
@@ -116,17 +265,21 @@ fn attend<T: KvElem>(
         .for_each(|(h, buf)| {
             let (scores, o) = buf.split_at_mut(span);
             let kvh = h / group;
+            let mut qrot = vec![0f32; if rot.is_some() { d } else { 0 }];
             o.fill(0.0);
             for i in 0..t {
                 let p = pos0 + i;
                 let lo = first_key(p, a.window);
                 let n = p + 1 - lo;
-                let qh = &q[(i * nh + h) * d..(i * nh + h + 1) * d];
+                let mut qh = &q[(i * nh + h) * d..(i * nh + h + 1) * d];
+                if let Some(r) = rot {
+                    qrot.copy_from_slice(qh);
+                    r.apply(&mut qrot);
+                    qh = &qrot;
+                }
                 let sc = &mut scores[..n];
                 for (j, s) in sc.iter_mut().enumerate() {
-                    let slot = (lo + j) % slots;
-                    let k = &kc[slot * kv_dim + kvh * d..slot * kv_dim + (kvh + 1) * d];
-                    *s = T::dot(qh, k) * a.scale;
+                    *s = rows.dot(qh, (lo + j) % slots, kvh) * a.scale;
                 }
                 if let Some(cap) = a.softcap {
                     softcap(sc, cap);
@@ -134,9 +287,11 @@ fn attend<T: KvElem>(
                 softmax(sc);
                 let oh = &mut o[i * d..(i + 1) * d];
                 for (j, &w) in sc.iter().enumerate() {
-                    let slot = (lo + j) % slots;
-                    let v = &vc[slot * kv_dim + kvh * d..slot * kv_dim + (kvh + 1) * d];
-                    T::axpy(oh, w, v);
+                    rows.axpy(oh, w, (lo + j) % slots, kvh);
+                }
+                if let Some(r) = rot {
+                    // The values were stored rotated; so is their weighted sum.
+                    r.invert(oh);
                 }
             }
         });
@@ -274,5 +429,90 @@ mod tests {
         check(Some(4), 2, 17, 3);
         check(Some(4), 0, 20, 1);
         check(Some(6), 5, 0, 6);
+    }
+
+    /// int8 / int4 caches (with and without rotation) give the attention of their dequantized
+    /// rows.
+    #[test]
+    fn quantized_cache_matches_reference_on_dequantized_rows() {
+        use crate::kv_cache::{Hadamard, dequantize_q4, quantize_q4, quantize_q8};
+        let a = AttnParams {
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 16,
+            window: None,
+            scale: 0.3,
+            softcap: None,
+        };
+        let (pos0, t) = (5, 3);
+        let total = pos0 + t;
+        let d = a.head_dim;
+        let kv_dim = a.n_kv_heads * d;
+        let k = values(total * kv_dim, 4);
+        let v = values(total * kv_dim, 5);
+        let q = values(t * a.n_heads * d, 6);
+        for q4 in [false, true] {
+            for rotate in [false, true] {
+                let rot = rotate.then(|| Hadamard::new(d));
+                let rows = total * a.n_kv_heads;
+                let (mut k8, mut v8) = (vec![0i8; rows * d], vec![0i8; rows * d]);
+                let (mut k4, mut v4) = (vec![0u8; rows * d / 2], vec![0u8; rows * d / 2]);
+                let (mut ks, mut vs) = (vec![0f32; rows], vec![0f32; rows]);
+                // What the cache holds, rotated back: the reference attends over these.
+                let (mut kd, mut vd) = (vec![0f32; rows * d], vec![0f32; rows * d]);
+                for r in 0..rows {
+                    for (src, q8, q4b, sc, deq) in [
+                        (&k, &mut k8, &mut k4, &mut ks, &mut kd),
+                        (&v, &mut v8, &mut v4, &mut vs, &mut vd),
+                    ] {
+                        let mut x = src[r * d..(r + 1) * d].to_vec();
+                        if let Some(h) = &rot {
+                            h.apply(&mut x);
+                        }
+                        let out = &mut deq[r * d..(r + 1) * d];
+                        if q4 {
+                            sc[r] = quantize_q4(&x, &mut q4b[r * d / 2..(r + 1) * d / 2]);
+                            dequantize_q4(&q4b[r * d / 2..(r + 1) * d / 2], sc[r], out);
+                        } else {
+                            sc[r] = quantize_q8(&x, &mut q8[r * d..(r + 1) * d]);
+                            for (o, &b) in out.iter_mut().zip(&q8[r * d..(r + 1) * d]) {
+                                *o = b as f32 * sc[r];
+                            }
+                        }
+                        if let Some(h) = &rot {
+                            h.invert(out);
+                        }
+                    }
+                }
+                let rows_view = if q4 {
+                    KvRows::Q4 {
+                        k: &k4,
+                        v: &v4,
+                        k_scales: &ks,
+                        v_scales: &vs,
+                        rotation: rot.as_ref(),
+                    }
+                } else {
+                    KvRows::Q8 {
+                        k: &k8,
+                        v: &v8,
+                        k_scales: &ks,
+                        v_scales: &vs,
+                        rotation: rot.as_ref(),
+                    }
+                };
+                let kv = KvSlots {
+                    rows: rows_view,
+                    slots: total,
+                };
+                let mut out = vec![0f32; t * a.n_heads * d];
+                let mut scratch = vec![0f32; scratch_len(&a, pos0, t)];
+                attention(&q, t, pos0, kv, &a, &mut out, &mut scratch);
+                let want = reference(&q, t, pos0, &kd, &vd, &a);
+                for (x, y) in out.iter().zip(&want) {
+                    assert!((x - y).abs() < 1e-4, "q4 {q4} rotate {rotate}: {x} vs {y}");
+                }
+            }
+        }
     }
 }

@@ -10,6 +10,8 @@ pub enum Isa {
     Avx2,
     /// x86-64 AVX-512 F/BW/VL + VNNI (on top of AVX2).
     Avx512Vnni,
+    /// aarch64 NEON (always present there). Only compared for equality.
+    Neon,
 }
 
 /// The best level this CPU supports (cached after the first call).
@@ -37,7 +39,12 @@ fn detect() -> Isa {
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(target_arch = "aarch64")]
+fn detect() -> Isa {
+    Isa::Neon
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn detect() -> Isa {
     Isa::Scalar
 }
@@ -45,6 +52,9 @@ fn detect() -> Isa {
 /// Levels usable here, lowest first (tests run every one against the scalar reference).
 #[cfg(test)]
 pub fn available() -> Vec<Isa> {
+    if detected() == Isa::Neon {
+        return vec![Isa::Scalar, Isa::Neon];
+    }
     [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni]
         .into_iter()
         .filter(|&l| l <= detected())

@@ -1,19 +1,24 @@
 //! `out[t, n] = sum_k x[t, k] * w[n, k]` for every weight dtype.
 //!
-//! Structure: the caller's rayon pool splits the output rows `n` into chunks; each chunk walks its
-//! weight rows and, for each row, computes the dot products with all `t` activation rows in tiles
-//! of up to 4 tokens, so one weight row is decoded once per tile and stays in L1 across the
-//! tiles (prefill is compute-bound, decode memory-bound).
+//! Structure: the caller's rayon pool splits the output rows `n` into chunks ([`par_rows`]);
+//! each chunk walks its weight rows in tiles of R rows x T tokens: decode (t = 1) uses 4 rows x 1
+//! token (one activation load serves 4 rows, 4 independent accumulator chains), prefill 2 rows
+//! x 4 tokens on AVX-512 (1 x 4 on AVX2), so each weight row is decoded once per 4 tokens and
+//! stays in L1 across the token tiles (prefill is compute-bound, decode memory-bound).
 //!
 //! q8/q4 weights: the activations are quantized once per call to int8 per block of 32 (one f32
 //! scale per block, see [`acts`]) and the kernels use integer dot products (AVX2 `maddubs`,
-//! AVX-512 VNNI `dpbusd`). Float weights are converted on the fly (F16C, bf16 shift) into FMAs.
-//! Numerics: f32 weights give the f32 dot product up to summation order; q8/q4 add the error of
-//! the int8 activations (relative error of a whole dot product about 1e-2 at worst, typically
-//! 1e-3; see the tests).
+//! AVX-512 VNNI `dpbusd`, NEON widening multiplies). Float weights are converted on the fly
+//! (F16C, bf16 shift) into FMAs (AVX2 or AVX-512).
+//! Numerics: f32 weights give the f32 dot product up to summation order (|err| <= 1e-5 of
+//! sum|x*w|); q8/q4 add the error of the int8 activations, bounded by sum|w| * step/2 per block;
+//! the RMS relative error of a whole output vector is about 1e-2 on random data with outliers
+//! and a few 1e-3 on smooth data (see the tests).
 
 mod acts;
 mod float;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod quant;
 #[cfg(test)]
 mod tests;
@@ -41,12 +46,13 @@ pub fn matmul_rows(x: &[f32], t: usize, w: &TensorView<'_>, n0: usize, n1: usize
 /// this CPU lacks means the detected one). For benchmarks comparing the code paths.
 #[doc(hidden)]
 pub fn matmul_at_level(level: &str, x: &[f32], t: usize, w: &TensorView<'_>, out: &mut [f32]) {
+    let best = isa::detected();
     let want = match level {
         "scalar" => Isa::Scalar,
-        "avx2" => Isa::Avx2,
-        _ => Isa::Avx512Vnni,
+        "avx2" if best != Isa::Neon => Isa::Avx2.min(best),
+        _ => best,
     };
-    matmul_rows_isa(want.min(isa::detected()), x, t, w, 0, w.rows(), out)
+    matmul_rows_isa(want, x, t, w, 0, w.rows(), out)
 }
 
 pub(crate) fn matmul_rows_isa(

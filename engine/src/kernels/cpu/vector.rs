@@ -1,6 +1,7 @@
 //! Small vector ops used by attention (scores, value sums), norms and residual adds.
 //! `dot`/`axpy` and their f16 forms have AVX2 paths; the scalar loops are the reference.
 
+#[cfg(target_arch = "x86_64")]
 use super::isa::{self, Isa};
 use half::f16;
 

@@ -33,7 +33,7 @@ pub fn store_kv(
         || src.len < t * kv_dim
         || cache.len < slots * kv_dim
         || t > slots
-        || (f16 && kv_dim % 2 != 0)
+        || (f16 && !kv_dim.is_multiple_of(2))
     {
         return Err(shape_err(
             "store_kv",

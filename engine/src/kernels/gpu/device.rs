@@ -117,7 +117,9 @@ impl GpuContext {
 
     /// Largest buffer one binding may cover (weights larger than this are split by rows).
     pub fn max_binding_bytes(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     /// Returns (and clears) the first asynchronous device error since the last check.

@@ -190,3 +190,42 @@ impl<'c> Encoder<'c> {
         ctx.take_error()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{ctx, max_abs_diff, random};
+    use super::super::{GpuWeight, buffer::ElemType, matmul, norm, softmax};
+    use super::*;
+    use crate::kernels::cpu;
+    use crate::tensor::{DType, TensorView, encode};
+
+    /// Dependent ops recorded into one encoder see each other's results (one submit, as a
+    /// model's token step), and a copy between them lands in order.
+    #[test]
+    fn gpu_chain_in_one_encoder() {
+        let Some(ctx) = ctx() else { return };
+        let (n, k) = (48, 64);
+        let shape = [n, k];
+        let wv = random(n * k, 21);
+        let bytes = encode(DType::F32, &wv, &shape, 0).unwrap();
+        let view = TensorView::new(DType::F32, &shape, 0, &bytes).unwrap();
+        let w = GpuWeight::upload(ctx, &view).unwrap();
+        let x = random(k, 22);
+        let xb = GpuBuffer::from_f32(ctx, &x);
+        let y = GpuBuffer::zeros(ctx, n, ElemType::F32);
+        let z = GpuBuffer::zeros(ctx, n, ElemType::F32);
+        let mut enc = Encoder::new(ctx);
+        matmul::matmul(&mut enc, &xb, 1, &w, &y).unwrap();
+        norm::rmsnorm(&mut enc, &y, 1, n, None, 1e-6, false).unwrap();
+        enc.copy(&y, 0, &z, 0, n).unwrap();
+        softmax::softmax(&mut enc, &z, 1, n).unwrap();
+        assert_eq!(enc.len(), 4);
+        enc.submit().unwrap();
+        let mut want = vec![0f32; n];
+        cpu::matmul(&x, 1, &view, &mut want);
+        cpu::rmsnorm(&mut want, n, None, 1e-6, false);
+        assert!(max_abs_diff(&ctx.read_f32(&y).unwrap(), &want) < 1e-5);
+        cpu::softmax(&mut want);
+        assert!(max_abs_diff(&ctx.read_f32(&z).unwrap(), &want) < 1e-6);
+    }
+}

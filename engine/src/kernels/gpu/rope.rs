@@ -20,7 +20,7 @@ pub fn rope(
 ) -> Result<(), GpuError> {
     let half = head_dim / 2;
     if x.elem != ElemType::F32
-        || head_dim % 2 != 0
+        || !head_dim.is_multiple_of(2)
         || row_stride < n_heads * head_dim
         || (t > 0 && x.len < (t - 1) * row_stride + n_heads * head_dim)
         || inv_freq.len != half

@@ -38,6 +38,11 @@ pub(crate) fn rows(isa: Isa, w: &QuantWeights<'_>, a: &QActs, r0: usize, r1: usi
         unsafe { super::x86::quant_rows(isa, w, a, t, r0, r1, dst) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if isa == Isa::Neon {
+        super::neon::quant_rows(w, a, t, r0, r1, dst);
+        return;
+    }
     let _ = isa;
     rows_scalar(w, a, t, r0, r1, dst);
 }

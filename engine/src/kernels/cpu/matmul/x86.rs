@@ -1,8 +1,9 @@
 //! x86-64 SIMD kernels: AVX2 + FMA + F16C for every dtype, AVX-512 VNNI for q8/q4.
 //!
-//! Every kernel computes one weight row against a tile of `T` (1..=4) tokens, so the weight
-//! bytes are loaded and decoded once per tile. Two accumulators per token (even/odd steps)
-//! hide the FMA latency in the t = 1 decode case.
+//! Every kernel computes `R` weight rows against a tile of `T` (1..=4) tokens, so the weight
+//! bytes are loaded and decoded once per tile and each activation load serves `R` rows; the
+//! R*T independent accumulators hide the FMA latency. The AVX2 float kernel (one row) keeps two
+//! accumulators per token instead.
 #![allow(clippy::needless_range_loop)] // register arrays indexed by token/row read best as loops
 
 use super::float::FloatWeights;

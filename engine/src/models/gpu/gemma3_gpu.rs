@@ -1,0 +1,431 @@
+//! Gemma 3 text decoder on the GPU: the same computation as [`crate::models::gemma3`], op for
+//! op, on device buffers.
+//!
+//! A chunk of `t` tokens runs every projection, norm, RoPE and MLP batched over its rows; the
+//! attention kernel takes one query row, so within a chunk each query row is copied out,
+//! attended at its own position and copied back (all in the same encoder). The K/V of the whole
+//! chunk is stored before any query attends, which the ring size `window + chunk - 1` allows.
+
+use super::kv::GpuKv;
+use crate::format::CellmFile;
+use crate::kernels::cpu::attention::AttnParams;
+use crate::kernels::gpu::{
+    ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, attention, elementwise, matmul,
+    norm, rope,
+};
+use crate::kv_cache::{KvCache, KvError, KvPrecision};
+use crate::models::common::embed_row;
+use crate::models::config::{self, TextConfig};
+use crate::models::gemma3::media_in_chunk;
+use crate::models::weights::Weights;
+use crate::models::{Logits, MediaRows, ModelError, TextModel};
+use crate::tensor::TensorView;
+
+struct Layer {
+    input_norm: GpuBuffer,
+    post_attn_norm: GpuBuffer,
+    pre_ff_norm: GpuBuffer,
+    post_ff_norm: GpuBuffer,
+    q: GpuWeight,
+    k: GpuWeight,
+    v: GpuWeight,
+    o: GpuWeight,
+    q_norm: GpuBuffer,
+    k_norm: GpuBuffer,
+    gate: GpuWeight,
+    up: GpuWeight,
+    down: GpuWeight,
+    inv_freq: GpuBuffer,
+    params: AttnParams,
+    inter: usize,
+    /// Bytes of this layer's matrices as stored in the file.
+    bytes: usize,
+}
+
+/// Device activations for chunks of up to `rows` tokens.
+struct Acts {
+    rows: usize,
+    x: GpuBuffer,
+    h: GpuBuffer,
+    a: GpuBuffer,
+    q: GpuBuffer,
+    k: GpuBuffer,
+    v: GpuBuffer,
+    att: GpuBuffer,
+    gate: GpuBuffer,
+    up: GpuBuffer,
+    /// One query row and its attention output (prefill chunks).
+    q1: GpuBuffer,
+    o1: GpuBuffer,
+}
+
+/// Device state that depends on the session's cache (sizes learnt at the first forward).
+struct State {
+    kv: GpuKv,
+    limit: usize,
+    chunk: usize,
+    scratch: GpuBuffer,
+    /// Final-norm input rows for the head and its logits, `head_rows` rows at a time.
+    head_x: GpuBuffer,
+    logits: GpuBuffer,
+    head_rows: usize,
+}
+
+pub struct Gemma3Gpu<'a> {
+    ctx: GpuContext,
+    cfg: TextConfig,
+    embed_tokens: TensorView<'a>,
+    embed_scale: f32,
+    head: GpuWeight,
+    final_norm: GpuBuffer,
+    layers: Vec<Layer>,
+    kv_elem: ElemType,
+    acts: Option<Acts>,
+    state: Option<State>,
+    /// Host copies: chunk embeddings and the logits returned to the caller.
+    emb: Vec<f32>,
+    out: Vec<f32>,
+}
+
+fn linear(
+    ctx: &GpuContext,
+    w: &Weights<'_>,
+    name: &str,
+    out: usize,
+    inp: usize,
+    bytes: &mut usize,
+) -> Result<GpuWeight, ModelError> {
+    let t = w.get(&format!("{name}.weight"), &[out, inp])?;
+    *bytes += t.data.len();
+    Ok(GpuWeight::upload(ctx, &t)?)
+}
+
+fn vector(ctx: &GpuContext, w: &Weights<'_>, name: &str, n: usize) -> Result<GpuBuffer, ModelError> {
+    Ok(GpuBuffer::from_f32(
+        ctx,
+        &w.vector(&format!("{name}.weight"), n)?,
+    ))
+}
+
+impl<'a> Gemma3Gpu<'a> {
+    pub fn new(file: &'a CellmFile, ctx: GpuContext, kv: KvPrecision) -> Result<Self, ModelError> {
+        let cfg = config::gemma3(&file.header().config)?;
+        let prefix = if file.contains("model.language_model.embed_tokens.weight") {
+            "model.language_model"
+        } else {
+            "model"
+        };
+        let w = Weights::new(file, prefix);
+        let (h, vocab) = (cfg.hidden_size, cfg.vocab_size);
+        let embed_tokens = w.get("embed_tokens.weight", &[vocab, h])?;
+        if file.contains("lm_head.weight") {
+            return Err(ModelError::Config(config::ConfigError::Invalid(
+                "untied lm_head.weight is not supported".into(),
+            )));
+        }
+        let head = GpuWeight::upload(&ctx, &embed_tokens)?;
+        let mut layers = Vec::with_capacity(cfg.layers.len());
+        for (i, spec) in cfg.layers.iter().enumerate() {
+            let lw = w.pp("layers").pp(i);
+            let aw = lw.pp("self_attn");
+            let mw = lw.pp("mlp");
+            let (d, nh, nkv, inter) = (
+                spec.head_dim,
+                cfg.num_heads,
+                spec.num_kv_heads,
+                spec.intermediate_size,
+            );
+            if spec.rope.inv_freq.len() != d / 2 {
+                return Err(ModelError::Gpu(format!(
+                    "layer {i}: {} RoPE frequencies for head_dim {d}",
+                    spec.rope.inv_freq.len()
+                )));
+            }
+            let mut bytes = 0;
+            layers.push(Layer {
+                input_norm: vector(&ctx, &lw, "input_layernorm", h)?,
+                post_attn_norm: vector(&ctx, &lw, "post_attention_layernorm", h)?,
+                pre_ff_norm: vector(&ctx, &lw, "pre_feedforward_layernorm", h)?,
+                post_ff_norm: vector(&ctx, &lw, "post_feedforward_layernorm", h)?,
+                q: linear(&ctx, &aw, "q_proj", nh * d, h, &mut bytes)?,
+                k: linear(&ctx, &aw, "k_proj", nkv * d, h, &mut bytes)?,
+                v: linear(&ctx, &aw, "v_proj", nkv * d, h, &mut bytes)?,
+                o: linear(&ctx, &aw, "o_proj", h, nh * d, &mut bytes)?,
+                q_norm: vector(&ctx, &aw, "q_norm", d)?,
+                k_norm: vector(&ctx, &aw, "k_norm", d)?,
+                gate: linear(&ctx, &mw, "gate_proj", inter, h, &mut bytes)?,
+                up: linear(&ctx, &mw, "up_proj", inter, h, &mut bytes)?,
+                down: linear(&ctx, &mw, "down_proj", h, inter, &mut bytes)?,
+                inv_freq: GpuBuffer::from_f32(&ctx, &spec.rope.inv_freq),
+                params: AttnParams {
+                    n_heads: nh,
+                    n_kv_heads: nkv,
+                    head_dim: d,
+                    window: spec.window,
+                    scale: cfg.attn_scale,
+                    softcap: cfg.attn_softcap,
+                },
+                inter,
+                bytes,
+            });
+        }
+        let final_norm = vector(&ctx, &w, "norm", h)?;
+        ctx.wait()?;
+        Ok(Self {
+            embed_scale: (h as f64).sqrt() as f32,
+            kv_elem: if kv == KvPrecision::F32 {
+                ElemType::F32
+            } else {
+                ElemType::F16
+            },
+            ctx,
+            cfg,
+            embed_tokens,
+            head,
+            final_norm,
+            layers,
+            acts: None,
+            state: None,
+            emb: Vec::new(),
+            out: Vec::new(),
+        })
+    }
+
+    /// Activation buffers for chunks of `rows` tokens (reallocated only when a longer chunk comes).
+    fn ensure_acts(&mut self, rows: usize) {
+        if self.acts.as_ref().is_some_and(|a| a.rows >= rows) {
+            return;
+        }
+        let max = |f: &dyn Fn(&Layer) -> usize| self.layers.iter().map(f).max().unwrap_or(1);
+        let qd = max(&|l| l.params.n_heads * l.params.head_dim);
+        let kvd = max(&|l| l.params.n_kv_heads * l.params.head_dim);
+        let inter = max(&|l| l.inter);
+        let h = self.cfg.hidden_size;
+        let z = |n: usize| GpuBuffer::zeros(&self.ctx, n, ElemType::F32);
+        self.acts = Some(Acts {
+            rows,
+            x: z(rows * h),
+            h: z(rows * h),
+            a: z(rows * h),
+            q: z(rows * qd),
+            k: z(rows * kvd),
+            v: z(rows * kvd),
+            att: z(rows * qd),
+            gate: z(rows * inter),
+            up: z(rows * inter),
+            q1: z(qd),
+            o1: z(qd),
+        });
+    }
+
+    /// KV cache, attention scratch and head buffers, sized from the session's cache.
+    fn ensure_state(&mut self, cache: &KvCache, end: usize) -> Result<(), ModelError> {
+        let (limit, chunk) = (cache.limit(), cache.max_chunk());
+        if self
+            .state
+            .as_ref()
+            .is_none_or(|s| s.limit != limit || s.chunk != chunk)
+        {
+            let dims: Vec<(usize, Option<usize>)> = self
+                .layers
+                .iter()
+                .map(|l| (l.params.n_kv_heads * l.params.head_dim, l.params.window))
+                .collect();
+            let kv = GpuKv::new(&self.ctx, &dims, limit, chunk, self.kv_elem);
+            // Logits of several rows (`cellm compare`) go through the head a few rows at a time
+            // so one buffer stays well under the binding limit.
+            let v = self.cfg.vocab_size;
+            let cap = (self.ctx.max_binding_bytes() / 2).min(256 << 20) as usize;
+            let head_rows = (cap / (v * 4)).clamp(1, chunk.max(1));
+            self.state = Some(State {
+                scratch: GpuBuffer::zeros(&self.ctx, 1, ElemType::F32),
+                head_x: GpuBuffer::zeros(&self.ctx, head_rows * self.cfg.hidden_size, ElemType::F32),
+                logits: GpuBuffer::zeros(&self.ctx, head_rows * v, ElemType::F32),
+                head_rows,
+                kv,
+                limit,
+                chunk,
+            });
+        }
+        let Some(s) = self.state.as_mut() else {
+            return Err(ModelError::Gpu("device state missing".into()));
+        };
+        s.kv.reserve(&self.ctx, end, limit)?;
+        let nh = self.cfg.num_heads;
+        let need = nh * s.kv.max_slots();
+        if s.scratch.len < need {
+            s.scratch = GpuBuffer::zeros(&self.ctx, need, ElemType::F32);
+        }
+        Ok(())
+    }
+
+    /// Records one layer over the chunk's `t` rows at positions `p..`.
+    fn record_layer(&self, enc: &mut Encoder<'_>, li: usize, t: usize, p: usize) -> Result<(), GpuError> {
+        let (Some(a), Some(s)) = (self.acts.as_ref(), self.state.as_ref()) else {
+            return Err(GpuError::Unsupported("buffers not allocated".into()));
+        };
+        let l = &self.layers[li];
+        let kvl = &s.kv.layers[li];
+        let pr = &l.params;
+        let (h, eps) = (self.cfg.hidden_size, self.cfg.eps);
+        let (d, nh, nkv) = (pr.head_dim, pr.n_heads, pr.n_kv_heads);
+        let (qd, kvd) = (nh * d, nkv * d);
+        let n = t * h;
+
+        enc.copy(&a.x, 0, &a.h, 0, n)?;
+        norm::rmsnorm(enc, &a.h, t, h, Some(&l.input_norm), eps, true)?;
+        matmul::matmul(enc, &a.h, t, &l.q, &a.q)?;
+        matmul::matmul(enc, &a.h, t, &l.k, &a.k)?;
+        matmul::matmul(enc, &a.h, t, &l.v, &a.v)?;
+        norm::rmsnorm(enc, &a.q, t * nh, d, Some(&l.q_norm), eps, true)?;
+        norm::rmsnorm(enc, &a.k, t * nkv, d, Some(&l.k_norm), eps, true)?;
+        rope::rope(enc, &a.q, t, qd, nh, d, p, &l.inv_freq)?;
+        rope::rope(enc, &a.k, t, kvd, nkv, d, p, &l.inv_freq)?;
+        attention::store_kv(enc, &a.k, t, kvd, p, &kvl.k, kvl.slots)?;
+        attention::store_kv(enc, &a.v, t, kvd, p, &kvl.v, kvl.slots)?;
+        if t == 1 {
+            attention::attention(enc, &a.q, p, &kvl.k, &kvl.v, kvl.slots, pr, &s.scratch, &a.att)?;
+        } else {
+            for i in 0..t {
+                enc.copy(&a.q, i * qd, &a.q1, 0, qd)?;
+                attention::attention(
+                    enc, &a.q1, p + i, &kvl.k, &kvl.v, kvl.slots, pr, &s.scratch, &a.o1,
+                )?;
+                enc.copy(&a.o1, 0, &a.att, i * qd, qd)?;
+            }
+        }
+        matmul::matmul(enc, &a.att, t, &l.o, &a.a)?;
+        norm::rmsnorm(enc, &a.a, t, h, Some(&l.post_attn_norm), eps, true)?;
+        elementwise::add(enc, &a.x, &a.a, n)?;
+
+        enc.copy(&a.x, 0, &a.h, 0, n)?;
+        norm::rmsnorm(enc, &a.h, t, h, Some(&l.pre_ff_norm), eps, true)?;
+        matmul::matmul(enc, &a.h, t, &l.gate, &a.gate)?;
+        matmul::matmul(enc, &a.h, t, &l.up, &a.up)?;
+        elementwise::gelu_mul(enc, &a.gate, &a.up, t * l.inter)?;
+        matmul::matmul(enc, &a.gate, t, &l.down, &a.a)?;
+        norm::rmsnorm(enc, &a.a, t, h, Some(&l.post_ff_norm), eps, true)?;
+        elementwise::add(enc, &a.x, &a.a, n)?;
+        Ok(())
+    }
+
+    /// Records final norm, tied head and soft-cap for `rows` rows of `x` from row `first`.
+    fn record_head(&self, enc: &mut Encoder<'_>, first: usize, rows: usize) -> Result<(), GpuError> {
+        let (Some(a), Some(s)) = (self.acts.as_ref(), self.state.as_ref()) else {
+            return Err(GpuError::Unsupported("buffers not allocated".into()));
+        };
+        let h = self.cfg.hidden_size;
+        enc.copy(&a.x, first * h, &s.head_x, 0, rows * h)?;
+        norm::rmsnorm(enc, &s.head_x, rows, h, Some(&self.final_norm), self.cfg.eps, true)?;
+        matmul::matmul(enc, &s.head_x, rows, &self.head, &s.logits)?;
+        if let Some(cap) = self.cfg.final_softcap {
+            elementwise::softcap(enc, &s.logits, rows * self.cfg.vocab_size, cap)?;
+        }
+        Ok(())
+    }
+
+    /// Reads `rows` rows of logits back into `self.out[at * vocab..]`.
+    fn read_logits(&mut self, rows: usize, at: usize) -> Result<(), ModelError> {
+        let v = self.cfg.vocab_size;
+        let Some(s) = self.state.as_ref() else {
+            return Err(ModelError::Gpu("device state missing".into()));
+        };
+        let got = self.ctx.read_f32(&s.logits)?;
+        self.out[at * v..(at + rows) * v].copy_from_slice(&got[..rows * v]);
+        Ok(())
+    }
+
+    fn embed(&mut self, tokens: &[u32], media: &[(usize, &[f32])]) -> Result<(), ModelError> {
+        let h = self.cfg.hidden_size;
+        self.emb.resize(tokens.len() * h, 0.0);
+        for (i, &id) in tokens.iter().enumerate() {
+            let row = &mut self.emb[i * h..(i + 1) * h];
+            match media.iter().find(|(p, _)| *p == i) {
+                // Soft tokens are not scaled by √hidden.
+                Some((_, m)) => row.copy_from_slice(m),
+                None => embed_row(&self.embed_tokens, id, self.embed_scale, row)?,
+            }
+        }
+        let Some(a) = self.acts.as_ref() else {
+            return Err(ModelError::Gpu("activations missing".into()));
+        };
+        a.x.write_f32(&self.ctx, 0, &self.emb)?;
+        Ok(())
+    }
+}
+
+impl TextModel for Gemma3Gpu<'_> {
+    fn config(&self) -> &TextConfig {
+        &self.cfg
+    }
+
+    fn forward(
+        &mut self,
+        tokens: &[u32],
+        media: Option<MediaRows<'_>>,
+        pos0: usize,
+        cache: &mut KvCache,
+        want: Logits,
+    ) -> Result<&[f32], ModelError> {
+        let total = tokens.len();
+        let v = self.cfg.vocab_size;
+        if total == 0 {
+            return Ok(&[]);
+        }
+        // The session's cache only keeps the length here (its buffers stay empty): the K/V
+        // live on the device.
+        if pos0 + total > cache.limit() {
+            return Err(KvError::ContextFull {
+                tokens: pos0 + total,
+                limit: cache.limit(),
+            }
+            .into());
+        }
+        let out_rows = if want == Logits::All { total } else { 1 };
+        self.out.resize(out_rows * v, 0.0);
+        let chunk = cache.max_chunk().max(1);
+        let mut rows = Vec::new();
+        let mut c0 = 0;
+        while c0 < total {
+            let t = chunk.min(total - c0);
+            let p = pos0 + c0;
+            self.ensure_acts(t);
+            self.ensure_state(cache, p + t)?;
+            media_in_chunk(media, self.cfg.hidden_size, c0, t, &mut rows)?;
+            self.embed(&tokens[c0..c0 + t], &rows)?;
+            let mut enc = Encoder::new(&self.ctx);
+            for li in 0..self.layers.len() {
+                self.record_layer(&mut enc, li, t, p)?;
+            }
+            let head_rows = self.state.as_ref().map_or(1, |s| s.head_rows);
+            match want {
+                Logits::Last if c0 + t == total => {
+                    self.record_head(&mut enc, t - 1, 1)?;
+                    enc.submit()?;
+                    self.read_logits(1, 0)?;
+                }
+                Logits::Last => enc.submit()?,
+                Logits::All => {
+                    enc.submit()?;
+                    let mut r0 = 0;
+                    while r0 < t {
+                        let r = head_rows.min(t - r0);
+                        let mut enc = Encoder::new(&self.ctx);
+                        self.record_head(&mut enc, r0, r)?;
+                        enc.submit()?;
+                        self.read_logits(r, c0 + r0)?;
+                        r0 += r;
+                    }
+                }
+            }
+            cache.set_len(p + t);
+            c0 += t;
+        }
+        Ok(&self.out[..out_rows * v])
+    }
+
+    fn weight_bytes_per_token(&self) -> usize {
+        let layers: usize = self.layers.iter().map(|l| l.bytes).sum();
+        layers + self.embed_tokens.data.len()
+    }
+}
