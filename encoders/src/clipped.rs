@@ -101,3 +101,46 @@ impl<'a> ClippedLinear<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellm_engine::tensor::DType;
+
+    #[test]
+    fn clipped_linear_matches_scalar_reference() {
+        let (t, k, n) = (150, 40, 24); // t spans several token blocks
+        let x: Vec<f32> = (0..t * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.05)
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 53 % 89) as f32 - 44.0) * 0.02)
+            .collect();
+        let shape = [n, k];
+        let weight = TensorView::new(DType::F32, &shape, 0, bytemuck::cast_slice(&w)).unwrap();
+        let lin = ClippedLinear {
+            weight,
+            input_min: -1.5,
+            input_max: 2.0,
+            output_min: -3.0,
+            output_max: 2.5,
+        };
+        let mut out = vec![0f32; t * n];
+        lin.forward(&x, t, &mut out);
+        let mut clipped = 0;
+        for ti in 0..t {
+            for ni in 0..n {
+                let mut s = 0f64;
+                for ki in 0..k {
+                    let xv = x[ti * k + ki].clamp(-1.5, 2.0) as f64;
+                    s += xv * w[ni * k + ki] as f64;
+                }
+                let want = s.clamp(-3.0, 2.5);
+                clipped += (want != s) as usize;
+                let got = out[ti * n + ni] as f64;
+                assert!((got - want).abs() < 1e-4, "{ti} {ni}: {got} vs {want}");
+            }
+        }
+        assert!(clipped > 0, "the test should exercise the output clamp");
+    }
+}

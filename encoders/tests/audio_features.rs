@@ -44,7 +44,11 @@ fn features_match_reference_at_16k() {
         // The WAV decoder must give the reference's waveform exactly.
         let wave = f32s(&st, &format!("{stem}.waveform16k"));
         assert_eq!(samples.len(), wave.len());
-        let werr = samples.iter().zip(&wave).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let werr = samples
+            .iter()
+            .zip(&wave)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         assert!(werr < 1e-7, "{stem}: waveform differs by {werr}");
         let (err, ..) = compare(stem, &samples, &st);
         assert!(err < 1e-3, "{stem}: features differ by {err}");
@@ -56,7 +60,12 @@ fn features_from_reference_waveforms_match() {
     // Same extractor on the reference's own 16 kHz waveform (isolates the features from resampling).
     let bytes = std::fs::read(media().join("audio_refs.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    for stem in ["stereo44k_pcm16", "stereo8k_pcm16", "mono48k_float", "mono22k_pcm24"] {
+    for stem in [
+        "stereo44k_pcm16",
+        "stereo8k_pcm16",
+        "mono48k_float",
+        "mono22k_pcm24",
+    ] {
         let wave = f32s(&st, &format!("{stem}.waveform16k"));
         let (err, ..) = compare(stem, &wave, &st);
         assert!(err < 1e-3, "{stem}: features differ by {err}");
@@ -68,7 +77,12 @@ fn resampled_inputs_stay_close_to_reference() {
     // The reference resamples with SciPy's resample_poly; ours is the same filter.
     let bytes = std::fs::read(media().join("audio_refs.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    for stem in ["stereo44k_pcm16", "stereo8k_pcm16", "mono48k_float", "mono22k_pcm24"] {
+    for stem in [
+        "stereo44k_pcm16",
+        "stereo8k_pcm16",
+        "mono48k_float",
+        "mono22k_pcm24",
+    ] {
         let samples = load_wav_16k(&media().join(format!("{stem}.wav"))).unwrap();
         let wave = f32s(&st, &format!("{stem}.waveform16k"));
         assert_eq!(samples.len(), wave.len(), "{stem}: resampled length");
@@ -95,7 +109,10 @@ fn bad_audio_inputs_give_clear_errors() {
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
-    hound::WavWriter::create(&empty, spec).unwrap().finalize().unwrap();
+    hound::WavWriter::create(&empty, spec)
+        .unwrap()
+        .finalize()
+        .unwrap();
     let e = read_wav(&empty).unwrap_err().to_string();
     assert!(e.contains("no audio"), "{e}");
     // One-sample WAV: valid, gives no full frame but no panic.
@@ -112,7 +129,9 @@ fn bad_audio_inputs_give_clear_errors() {
     let e = read_wav(&junk).unwrap_err().to_string();
     assert!(e.contains("not a readable WAV"), "{e}");
     // Missing file.
-    let e = read_wav(&dir.path().join("missing.wav")).unwrap_err().to_string();
+    let e = read_wav(&dir.path().join("missing.wav"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cannot read"), "{e}");
 }
 

@@ -185,26 +185,28 @@ pub fn quantize_q8(x: &[f32], out: &mut [i8]) -> f32 {
     scale
 }
 
-/// Symmetric quantization of one head row to int4 in -7..=7, packed two per byte (element `2i`
-/// in the low nibble, `2i + 1` in the high one, each stored as value + 8). Returns the scale.
+/// Symmetric quantization of one head row to int4 in -7..=7, stored + 8 two per byte: byte `i`
+/// holds element `i` in its low nibble and element `i + h` in its high one, `h = ceil(d / 2)`
+/// (halves rather than neighbours, so both unpack into contiguous runs). Returns the scale.
 pub fn quantize_q4(x: &[f32], out: &mut [u8]) -> f32 {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let scale = amax / 7.0;
     let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
     let q = |v: f32| ((v * inv).round().clamp(-7.0, 7.0) as i32 + 8) as u8;
-    for (i, o) in out.iter_mut().enumerate() {
-        let lo = x.get(2 * i).map_or(8, |&v| q(v));
-        let hi = x.get(2 * i + 1).map_or(8, |&v| q(v));
+    let h = x.len().div_ceil(2);
+    for (i, o) in out.iter_mut().enumerate().take(h) {
+        let lo = x.get(i).map_or(8, |&v| q(v));
+        let hi = x.get(i + h).map_or(8, |&v| q(v));
         *o = lo | (hi << 4);
     }
     scale
 }
 
-/// Dequantizes one int4 head row (see [`quantize_q4`]).
+/// Dequantizes one int4 head row of `out.len()` elements (see [`quantize_q4`]).
 pub fn dequantize_q4(q: &[u8], scale: f32, out: &mut [f32]) {
+    let h = out.len().div_ceil(2);
     for (i, o) in out.iter_mut().enumerate() {
-        let b = q[i / 2];
-        let n = if i.is_multiple_of(2) { b & 15 } else { b >> 4 };
+        let n = if i < h { q[i] & 15 } else { q[i - h] >> 4 };
         *o = (n as i32 - 8) as f32 * scale;
     }
 }

@@ -4,12 +4,12 @@
 //! -> [`models`] (Gemma 3 / Gemma 4 text stacks) using [`kernels`] -> [`sampler`] ->
 //! [`tokenizer`] -> text, all driven by [`session`].
 
+pub mod chat;
 pub mod format;
 pub mod kernels;
-pub mod tensor;
-pub mod sampler;
-pub mod session;
-pub mod tokenizer;
-pub mod chat;
 pub mod kv_cache;
 pub mod models;
+pub mod sampler;
+pub mod session;
+pub mod tensor;
+pub mod tokenizer;

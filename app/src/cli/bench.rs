@@ -47,9 +47,6 @@ struct BenchRow {
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
-    if args.backend == BackendArg::Gpu {
-        eprintln!("GPU backend not available yet, using CPU");
-    }
     if args.prompt_tokens == 0 || args.gen_tokens == 0 || args.repeat == 0 {
         bail!("--prompt-tokens, --gen-tokens and --repeat must be at least 1");
     }
@@ -60,11 +57,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             threads: args.threads,
             kv_precision: args.kv.kv,
             kv_rotation: args.kv.rotation(),
+            backend: super::run::backend(args.backend),
             ..SessionOptions::default()
         },
     )
     .with_context(|| format!("loading {}", args.model.display()))?;
     let load_secs = t0.elapsed().as_secs_f64();
+    eprintln!("backend: {}", session.backend());
     // Decode exactly --gen-tokens: no stop ids.
     session.set_stop_ids(Vec::new());
     let ids = random_prompt(&session, args.prompt_tokens);

@@ -92,9 +92,6 @@ pub struct Args {
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     super::media::check_readable(&args.images, &args.audio)?;
-    if args.backend == BackendArg::Gpu {
-        eprintln!("GPU backend not available yet, using CPU");
-    }
     if let Some(set) = &args.prompts {
         return batch::main(&args, set);
     }
@@ -105,7 +102,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         std::fs::read(ref_path).with_context(|| format!("reading {}", ref_path.display()))?;
     let reference = Reference::parse(&bytes)
         .with_context(|| format!("reading reference {}", ref_path.display()))?;
-    let mut session = Session::load(&args.model, args.kv.options(args.threads))
+    let options = SessionOptions {
+        backend: super::run::backend(args.backend),
+        ..args.kv.options(args.threads)
+    };
+    let mut session = Session::load(&args.model, options)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let vocab = session.info().vocab_size;
     let media = super::media::media_embeddings_for_ids(

@@ -49,9 +49,6 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         bail!("--raw cannot be combined with --image/--audio: media needs the chat template");
     }
     super::media::check_readable(&args.images, &args.audio)?;
-    if args.backend == BackendArg::Gpu {
-        eprintln!("GPU backend not available yet, using CPU");
-    }
     let text = match (args.prompt.as_deref(), default_media_prompt(&args)) {
         (None, Some(default)) => default.to_string(),
         (arg, _) => read_prompt(arg)?,
@@ -65,6 +62,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             threads: args.threads,
             kv_precision: args.kv.kv,
             kv_rotation: args.kv.rotation(),
+            backend: backend(args.backend),
             ..SessionOptions::default()
         },
     )
@@ -150,5 +148,15 @@ fn read_prompt(arg: Option<&str>) -> anyhow::Result<String> {
             })
         }
         Some(p) => Ok(p.to_string()),
+    }
+}
+
+/// The session's backend for `--backend` (a GPU that is missing falls back to the CPU there).
+pub(super) fn backend(b: BackendArg) -> cellm_engine::session::Backend {
+    use cellm_engine::session::Backend;
+    match b {
+        BackendArg::Cpu => Backend::Cpu,
+        BackendArg::Gpu => Backend::Gpu,
+        BackendArg::Auto => Backend::Auto,
     }
 }

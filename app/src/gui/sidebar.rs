@@ -250,7 +250,7 @@ impl App {
                                 }
                                 row("Input", media.join(", "));
                                 if m.completion_mode {
-                                    row("Prompting", "text completion (base model)".into());
+                                    row("Mode", "text completion".into());
                                 }
                             });
                     }

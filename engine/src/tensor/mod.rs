@@ -104,12 +104,12 @@ pub fn rows_cols(shape: &[usize]) -> (usize, usize) {
 }
 
 fn check_group(dtype: DType, cols: usize, group_size: usize) -> Result<(), TensorError> {
-    if group_size == 0 || group_size % 32 != 0 {
+    if group_size == 0 || !group_size.is_multiple_of(32) {
         return Err(TensorError::Layout(format!(
             "{dtype} needs a group size that is a multiple of 32, got {group_size}"
         )));
     }
-    if cols % group_size != 0 {
+    if !cols.is_multiple_of(group_size) {
         return Err(TensorError::Layout(format!(
             "{dtype} needs the last dim ({cols}) to be a multiple of the group size ({group_size})"
         )));
@@ -142,9 +142,13 @@ impl<'a> TensorView<'a> {
                 data.len()
             )));
         }
-        if dtype != DType::F32 && dtype != DType::Q8 && (data.as_ptr() as usize) % 2 != 0
-            || dtype == DType::F32 && (data.as_ptr() as usize) % 4 != 0
-        {
+        let addr = data.as_ptr() as usize;
+        let align = match dtype {
+            DType::F32 => 4,
+            DType::Q8 => 1,
+            _ => 2,
+        };
+        if !addr.is_multiple_of(align) {
             return Err(TensorError::Layout("tensor data is misaligned".into()));
         }
         Ok(Self {

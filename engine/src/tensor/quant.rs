@@ -142,7 +142,7 @@ mod tests {
 
     fn sample(n: usize) -> Vec<f32> {
         (0..n)
-            .map(|i| ((i as f32 * 0.37).sin() * 3.0 + (i % 7) as f32 * 0.1))
+            .map(|i| (i as f32 * 0.37).sin() * 3.0 + (i % 7) as f32 * 0.1)
             .collect()
     }
 
@@ -161,7 +161,10 @@ mod tests {
                 // half a quantization step, plus f16 rounding of the scale
                 let bound = amax / levels * 0.5 + amax * 2e-3;
                 for (a, b) in xs.iter().zip(ys) {
-                    assert!((a - b).abs() <= bound, "{dtype} group {g}: {a} vs {b} > {bound}");
+                    assert!(
+                        (a - b).abs() <= bound,
+                        "{dtype} group {g}: {a} vs {b} > {bound}"
+                    );
                 }
             }
         }
@@ -173,7 +176,9 @@ mod tests {
         for dtype in [DType::F32, DType::F16, DType::BF16] {
             let shape = [2, 32];
             let bytes = encode(dtype, &x, &shape, 0).unwrap();
-            let y = TensorView::new(dtype, &shape, 0, &bytes).unwrap().to_f32_vec();
+            let y = TensorView::new(dtype, &shape, 0, &bytes)
+                .unwrap()
+                .to_f32_vec();
             let tol = match dtype {
                 DType::F32 => 0.0,
                 DType::F16 => 2e-3,
@@ -193,11 +198,16 @@ mod tests {
             let mut dst = [0u8; 16];
             let d = quantize_group_q4(g, &mut dst).to_f32();
             searched += group_error_q4(g, d);
-            let m = g.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+            let m = g
+                .iter()
+                .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
             plain += group_error_q4(g, f16::from_f32(m / -8.0).to_f32());
         }
         assert!(searched <= plain, "{searched} > {plain}");
-        assert!(searched < 0.9 * plain, "search should help on smooth data: {searched} vs {plain}");
+        assert!(
+            searched < 0.9 * plain,
+            "search should help on smooth data: {searched} vs {plain}"
+        );
     }
 
     #[test]

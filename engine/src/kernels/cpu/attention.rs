@@ -64,7 +64,8 @@ struct Quant<'a, T> {
 }
 
 /// Σ q·x over int8 `x`; eight partial sums so the loop vectorizes.
-fn dot_i8(q: &[f32], x: &[i8]) -> f32 {
+#[inline(always)]
+fn dot_i8_body(q: &[f32], x: &[i8]) -> f32 {
     let mut acc = [0f32; 8];
     let (qc, xc) = (q.chunks_exact(8), x.chunks_exact(8));
     let (qr, xr) = (qc.remainder(), xc.remainder());
@@ -77,29 +78,112 @@ fn dot_i8(q: &[f32], x: &[i8]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Σ q·x over packed int4 `x` (low nibble first, stored + 8).
-fn dot_i4(q: &[f32], x: &[u8]) -> f32 {
+/// `y += a * x` over int8 `x`.
+#[inline(always)]
+fn axpy_i8_body(y: &mut [f32], a: f32, x: &[i8]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o += a * v as f32;
+    }
+}
+
+/// Σ q·x over an int4 row (see `kv_cache::quantize_q4`: low nibbles hold the first half).
+#[inline(always)]
+fn dot_i4_body(q: &[f32], x: &[u8]) -> f32 {
+    let h = q.len().div_ceil(2);
+    let (q0, q1) = q.split_at(h);
     let mut acc = [0f32; 8];
-    let (qc, xc) = (q.chunks_exact(8), x.chunks_exact(4));
-    let qr = qc.remainder();
-    for (a, b) in qc.zip(xc) {
-        for j in 0..4 {
-            acc[2 * j] += a[2 * j] * ((b[j] & 15) as i32 - 8) as f32;
-            acc[2 * j + 1] += a[2 * j + 1] * ((b[j] >> 4) as i32 - 8) as f32;
+    let (c0, c1, cx) = (q0.chunks_exact(8), q1.chunks_exact(8), x.chunks_exact(8));
+    let full = if q0.len() == q1.len() { cx.len() } else { 0 };
+    for ((a, b), v) in c0.zip(c1).zip(cx).take(full) {
+        for j in 0..8 {
+            acc[j] +=
+                a[j] * ((v[j] & 15) as i32 - 8) as f32 + b[j] * ((v[j] >> 4) as i32 - 8) as f32;
         }
     }
-    let base = q.len() - qr.len();
     let mut tail = 0f32;
-    for (i, a) in qr.iter().enumerate() {
-        let e = base + i;
-        let n = if e.is_multiple_of(2) {
-            x[e / 2] & 15
-        } else {
-            x[e / 2] >> 4
-        };
-        tail += a * (n as i32 - 8) as f32;
+    for i in full * 8..h {
+        tail += q0[i] * ((x[i] & 15) as i32 - 8) as f32;
+        if let Some(b) = q1.get(i) {
+            tail += b * ((x[i] >> 4) as i32 - 8) as f32;
+        }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// `y += a * x` over an int4 row.
+#[inline(always)]
+fn axpy_i4_body(y: &mut [f32], a: f32, x: &[u8]) {
+    let h = y.len().div_ceil(2);
+    let (y0, y1) = y.split_at_mut(h);
+    for (o, &v) in y0.iter_mut().zip(x) {
+        *o += a * ((v & 15) as i32 - 8) as f32;
+    }
+    for (o, &v) in y1.iter_mut().zip(x) {
+        *o += a * ((v >> 4) as i32 - 8) as f32;
+    }
+}
+
+/// The same bodies compiled for AVX2 + FMA (auto-vectorized 8 wide), chosen at run time.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_i8(q: &[f32], x: &[i8]) -> f32 {
+        super::dot_i8_body(q, x)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn axpy_i8(y: &mut [f32], a: f32, x: &[i8]) {
+        super::axpy_i8_body(y, a, x)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_i4(q: &[f32], x: &[u8]) -> f32 {
+        super::dot_i4_body(q, x)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn axpy_i4(y: &mut [f32], a: f32, x: &[u8]) {
+        super::axpy_i4_body(y, a, x)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2() -> bool {
+    use super::isa::{Isa, detected};
+    detected() >= Isa::Avx2
+}
+
+fn dot_i8(q: &[f32], x: &[i8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: AVX2 and FMA detected at run time.
+        return unsafe { x86::dot_i8(q, x) };
+    }
+    dot_i8_body(q, x)
+}
+
+fn axpy_i8(y: &mut [f32], a: f32, x: &[i8]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: as in `dot_i8`.
+        return unsafe { x86::axpy_i8(y, a, x) };
+    }
+    axpy_i8_body(y, a, x)
+}
+
+fn dot_i4(q: &[f32], x: &[u8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: as in `dot_i8`.
+        return unsafe { x86::dot_i4(q, x) };
+    }
+    dot_i4_body(q, x)
+}
+
+fn axpy_i4(y: &mut [f32], a: f32, x: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: as in `dot_i8`.
+        return unsafe { x86::axpy_i4(y, a, x) };
+    }
+    axpy_i4_body(y, a, x)
 }
 
 impl Rows for Quant<'_, i8> {
@@ -109,10 +193,7 @@ impl Rows for Quant<'_, i8> {
     }
     fn axpy(&self, y: &mut [f32], w: f32, slot: usize, kvh: usize) {
         let r = slot * self.kv_heads + kvh;
-        let a = w * self.vs[r];
-        for (o, &x) in y.iter_mut().zip(&self.v[r * self.d..(r + 1) * self.d]) {
-            *o += a * x as f32;
-        }
+        axpy_i8(y, w * self.vs[r], &self.v[r * self.d..(r + 1) * self.d]);
     }
     fn rotation(&self) -> Option<&Hadamard> {
         self.rot
@@ -128,14 +209,7 @@ impl Rows for Quant<'_, u8> {
     fn axpy(&self, y: &mut [f32], w: f32, slot: usize, kvh: usize) {
         let r = slot * self.kv_heads + kvh;
         let b = self.d.div_ceil(2);
-        let a = w * self.vs[r];
-        let row = &self.v[r * b..(r + 1) * b];
-        for (pair, &x) in y.chunks_mut(2).zip(row) {
-            pair[0] += a * ((x & 15) as i32 - 8) as f32;
-            if let Some(o) = pair.get_mut(1) {
-                *o += a * ((x >> 4) as i32 - 8) as f32;
-            }
-        }
+        axpy_i4(y, w * self.vs[r], &self.v[r * b..(r + 1) * b]);
     }
     fn rotation(&self) -> Option<&Hadamard> {
         self.rot
@@ -513,6 +587,39 @@ mod tests {
                     assert!((x - y).abs() < 1e-4, "q4 {q4} rotate {rotate}: {x} vs {y}");
                 }
             }
+        }
+    }
+
+    /// The int8 / int4 row kernels (SIMD where detected) against dequantize-then-f64, for odd and
+    /// non-multiple-of-8 lengths too.
+    #[test]
+    fn int_row_kernels_match_dequantized_rows() {
+        use crate::kv_cache::{dequantize_q4, quantize_q4, quantize_q8};
+        for d in [1usize, 7, 16, 20, 33, 256] {
+            let x = values(d, 7);
+            let q = values(d, 8);
+            let mut x8 = vec![0i8; d];
+            let s8 = quantize_q8(&x, &mut x8);
+            let mut x4 = vec![0u8; d.div_ceil(2)];
+            let s4 = quantize_q4(&x, &mut x4);
+            let mut d4 = vec![0f32; d];
+            dequantize_q4(&x4, 1.0, &mut d4);
+            let want8: f64 = q.iter().zip(&x8).map(|(a, &b)| *a as f64 * b as f64).sum();
+            let want4: f64 = q.iter().zip(&d4).map(|(a, &b)| *a as f64 * b as f64).sum();
+            assert!((dot_i8(&q, &x8) as f64 - want8).abs() < 1e-3, "dot_i8 {d}");
+            assert!((dot_i4(&q, &x4) as f64 - want4).abs() < 1e-4, "dot_i4 {d}");
+            let mut y8 = q.clone();
+            axpy_i8(&mut y8, 0.5, &x8);
+            let mut y4 = q.clone();
+            axpy_i4(&mut y4, 0.5, &x4);
+            for i in 0..d {
+                assert!(
+                    (y8[i] - (q[i] + 0.5 * x8[i] as f32)).abs() < 1e-5,
+                    "axpy_i8 {d}"
+                );
+                assert!((y4[i] - (q[i] + 0.5 * d4[i])).abs() < 1e-5, "axpy_i4 {d}");
+            }
+            let _ = (s8, s4);
         }
     }
 }

@@ -17,6 +17,7 @@
 
 mod acts;
 mod float;
+mod fused;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod quant;
@@ -30,6 +31,7 @@ use crate::tensor::{DType, TensorView};
 use rayon::prelude::*;
 
 pub(crate) use acts::QActs;
+pub use fused::matmul_many;
 
 /// `out[t, n] = sum_k x[t, k] * w[n, k]`; `x` is [t, k] row-major f32, `w` [n, k] of any dtype,
 /// `out` [t, n]. t == 1 is the decode matvec.

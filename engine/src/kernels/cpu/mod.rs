@@ -13,7 +13,7 @@ mod vector;
 
 pub use activation::{gelu_mul, gelu_tanh, softcap};
 pub use bandwidth::measure_read_bandwidth;
-pub use matmul::{matmul, matmul_at_level, matmul_rows};
+pub use matmul::{matmul, matmul_at_level, matmul_many, matmul_rows};
 pub use norm::rmsnorm;
 pub use rope::{rope, rope_inv_freq};
 pub use softmax::softmax;

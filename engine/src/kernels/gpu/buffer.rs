@@ -95,7 +95,23 @@ impl GpuBuffer {
 impl GpuContext {
     /// Waits for all submitted work and copies `buf` back as f32 (f16 buffers are converted).
     pub fn read_f32(&self, buf: &GpuBuffer) -> Result<Vec<f32>, GpuError> {
-        let size = buf.buf.size();
+        self.read_f32_n(buf, buf.len)
+    }
+
+    /// As [`read_f32`](Self::read_f32), for the first `n` elements only (a model reads one row
+    /// of logits out of a buffer sized for many).
+    pub fn read_f32_n(&self, buf: &GpuBuffer, n: usize) -> Result<Vec<f32>, GpuError> {
+        if n > buf.len {
+            return Err(super::shape_err(
+                "read_f32",
+                format!("{n} values of {}", buf.len),
+            ));
+        }
+        let es = match buf.elem {
+            ElemType::F32 => 4,
+            ElemType::F16 => 2,
+        };
+        let size = ((n * es) as u64).div_ceil(4).max(1) * 4;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("read-back"),
             size,
@@ -118,8 +134,8 @@ impl GpuContext {
                 .get_mapped_range(..)
                 .map_err(|e| GpuError::Map(e.to_string()))?;
             match buf.elem {
-                ElemType::F32 => bytemuck::cast_slice::<u8, f32>(&view)[..buf.len].to_vec(),
-                ElemType::F16 => bytemuck::cast_slice::<u8, f16>(&view)[..buf.len]
+                ElemType::F32 => bytemuck::cast_slice::<u8, f32>(&view)[..n].to_vec(),
+                ElemType::F16 => bytemuck::cast_slice::<u8, f16>(&view)[..n]
                     .iter()
                     .map(|h| h.to_f32())
                     .collect(),
@@ -240,5 +256,23 @@ impl GpuWeight {
     /// Device bytes held.
     pub fn bytes(&self) -> u64 {
         self.parts.iter().map(|p| p.buf.size()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{ctx, random};
+    use super::*;
+
+    #[test]
+    fn gpu_read_prefix() {
+        let Some(ctx) = ctx() else { return };
+        let x = random(37, 4);
+        let b = GpuBuffer::from_f32(ctx, &x);
+        assert_eq!(ctx.read_f32_n(&b, 5).unwrap(), x[..5]);
+        assert_eq!(ctx.read_f32(&b).unwrap(), x);
+        assert!(ctx.read_f32_n(&b, 38).is_err());
+        let h = GpuBuffer::from_f32_as_f16(ctx, &[1.0, 2.0, 3.0]);
+        assert_eq!(ctx.read_f32_n(&h, 1).unwrap(), [1.0]);
     }
 }

@@ -66,6 +66,19 @@ pub fn softcap(enc: &mut Encoder<'_>, x: &GpuBuffer, n: usize, cap: f32) -> Resu
     Ok(())
 }
 
+/// `x *= s` over the first `n` values (Gemma 4's layer scalar and PLE scalings).
+pub fn scale(enc: &mut Encoder<'_>, x: &GpuBuffer, n: usize, s: f32) -> Result<(), GpuError> {
+    check("scale", n, &[x])?;
+    let pipeline = enc.ctx().pipeline("elementwise", SHADER, "scale", &[]);
+    enc.dispatch(
+        pipeline,
+        &[n as u32, s.to_bits()],
+        &[&x.buf],
+        n.div_ceil(256) as u32,
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{ctx, max_abs_diff, random};
@@ -107,5 +120,20 @@ mod tests {
         let got = ctx.read_f32(&sum).unwrap();
         let want: Vec<f32> = u.iter().map(|v| v + v).collect();
         assert_eq!(got, want, "add");
+    }
+
+    #[test]
+    fn gpu_scale_matches_cpu() {
+        let Some(ctx) = ctx() else { return };
+        let n = 1000;
+        let x = random(n, 8);
+        let xb = GpuBuffer::from_f32(ctx, &x);
+        let mut enc = Encoder::new(ctx);
+        // only the first n - 10 values are scaled
+        scale(&mut enc, &xb, n - 10, 0.7071).unwrap();
+        enc.submit().unwrap();
+        let mut want = x.clone();
+        cpu::scale(&mut want[..n - 10], 0.7071);
+        assert_eq!(ctx.read_f32(&xb).unwrap(), want);
     }
 }

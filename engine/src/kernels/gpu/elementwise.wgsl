@@ -1,4 +1,5 @@
-// Element-wise ops: gate = gelu_tanh(gate) * up, x = cap * tanh(x / cap), dst += src.
+// Element-wise ops: gate = gelu_tanh(gate) * up, x = cap * tanh(x / cap), dst += src, x *= s
+// (`cap` holds s).
 // tanh's argument is clamped to +-15 (tanh = +-1 in f32 there) because some drivers build tanh
 // from exp and return NaN for large inputs.
 
@@ -45,5 +46,14 @@ fn softcap(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
     let i = index(lid, wid, nwg);
     if (i < p.n) {
         a[i] = p.cap * safe_tanh(a[i] / p.cap);
+    }
+}
+
+@compute @workgroup_size(256)
+fn scale(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+         @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(lid, wid, nwg);
+    if (i < p.n) {
+        a[i] = a[i] * p.cap;
     }
 }

@@ -69,6 +69,8 @@ struct State {
     head_x: GpuBuffer,
     logits: GpuBuffer,
     head_rows: usize,
+    /// Most rows the head buffers may grow to (`Logits::All`).
+    head_max: usize,
 }
 
 pub struct Gemma3Gpu<'a> {
@@ -100,7 +102,12 @@ fn linear(
     Ok(GpuWeight::upload(ctx, &t)?)
 }
 
-fn vector(ctx: &GpuContext, w: &Weights<'_>, name: &str, n: usize) -> Result<GpuBuffer, ModelError> {
+fn vector(
+    ctx: &GpuContext,
+    w: &Weights<'_>,
+    name: &str,
+    n: usize,
+) -> Result<GpuBuffer, ModelError> {
     Ok(GpuBuffer::from_f32(
         ctx,
         &w.vector(&format!("{name}.weight"), n)?,
@@ -236,12 +243,18 @@ impl<'a> Gemma3Gpu<'a> {
             // so one buffer stays well under the binding limit.
             let v = self.cfg.vocab_size;
             let cap = (self.ctx.max_binding_bytes() / 2).min(256 << 20) as usize;
-            let head_rows = (cap / (v * 4)).clamp(1, chunk.max(1));
+            let head_max = (cap / (v * 4)).clamp(1, chunk.max(1));
+            let head_rows = 1;
             self.state = Some(State {
                 scratch: GpuBuffer::zeros(&self.ctx, 1, ElemType::F32),
-                head_x: GpuBuffer::zeros(&self.ctx, head_rows * self.cfg.hidden_size, ElemType::F32),
+                head_x: GpuBuffer::zeros(
+                    &self.ctx,
+                    head_rows * self.cfg.hidden_size,
+                    ElemType::F32,
+                ),
                 logits: GpuBuffer::zeros(&self.ctx, head_rows * v, ElemType::F32),
                 head_rows,
+                head_max,
                 kv,
                 limit,
                 chunk,
@@ -260,7 +273,13 @@ impl<'a> Gemma3Gpu<'a> {
     }
 
     /// Records one layer over the chunk's `t` rows at positions `p..`.
-    fn record_layer(&self, enc: &mut Encoder<'_>, li: usize, t: usize, p: usize) -> Result<(), GpuError> {
+    fn record_layer(
+        &self,
+        enc: &mut Encoder<'_>,
+        li: usize,
+        t: usize,
+        p: usize,
+    ) -> Result<(), GpuError> {
         let (Some(a), Some(s)) = (self.acts.as_ref(), self.state.as_ref()) else {
             return Err(GpuError::Unsupported("buffers not allocated".into()));
         };
@@ -284,12 +303,22 @@ impl<'a> Gemma3Gpu<'a> {
         attention::store_kv(enc, &a.k, t, kvd, p, &kvl.k, kvl.slots)?;
         attention::store_kv(enc, &a.v, t, kvd, p, &kvl.v, kvl.slots)?;
         if t == 1 {
-            attention::attention(enc, &a.q, p, &kvl.k, &kvl.v, kvl.slots, pr, &s.scratch, &a.att)?;
+            attention::attention(
+                enc, &a.q, p, &kvl.k, &kvl.v, kvl.slots, pr, &s.scratch, &a.att,
+            )?;
         } else {
             for i in 0..t {
                 enc.copy(&a.q, i * qd, &a.q1, 0, qd)?;
                 attention::attention(
-                    enc, &a.q1, p + i, &kvl.k, &kvl.v, kvl.slots, pr, &s.scratch, &a.o1,
+                    enc,
+                    &a.q1,
+                    p + i,
+                    &kvl.k,
+                    &kvl.v,
+                    kvl.slots,
+                    pr,
+                    &s.scratch,
+                    &a.o1,
                 )?;
                 enc.copy(&a.o1, 0, &a.att, i * qd, qd)?;
             }
@@ -310,18 +339,46 @@ impl<'a> Gemma3Gpu<'a> {
     }
 
     /// Records final norm, tied head and soft-cap for `rows` rows of `x` from row `first`.
-    fn record_head(&self, enc: &mut Encoder<'_>, first: usize, rows: usize) -> Result<(), GpuError> {
+    fn record_head(
+        &self,
+        enc: &mut Encoder<'_>,
+        first: usize,
+        rows: usize,
+    ) -> Result<(), GpuError> {
         let (Some(a), Some(s)) = (self.acts.as_ref(), self.state.as_ref()) else {
             return Err(GpuError::Unsupported("buffers not allocated".into()));
         };
         let h = self.cfg.hidden_size;
         enc.copy(&a.x, first * h, &s.head_x, 0, rows * h)?;
-        norm::rmsnorm(enc, &s.head_x, rows, h, Some(&self.final_norm), self.cfg.eps, true)?;
+        norm::rmsnorm(
+            enc,
+            &s.head_x,
+            rows,
+            h,
+            Some(&self.final_norm),
+            self.cfg.eps,
+            true,
+        )?;
         matmul::matmul(enc, &s.head_x, rows, &self.head, &s.logits)?;
         if let Some(cap) = self.cfg.final_softcap {
             elementwise::softcap(enc, &s.logits, rows * self.cfg.vocab_size, cap)?;
         }
         Ok(())
+    }
+
+    /// Grows the head buffers to `rows` rows (capped); returns the rows they hold.
+    fn ensure_head(&mut self, rows: usize) -> Result<usize, ModelError> {
+        let (h, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        let Some(s) = self.state.as_mut() else {
+            return Err(ModelError::Gpu("device state missing".into()));
+        };
+        let want = rows.clamp(1, s.head_max);
+        if want > s.head_rows {
+            s.head_x = GpuBuffer::zeros(&self.ctx, want * h, ElemType::F32);
+            s.logits = GpuBuffer::zeros(&self.ctx, want * v, ElemType::F32);
+            s.head_rows = want;
+        }
+        Ok(s.head_rows)
     }
 
     /// Reads `rows` rows of logits back into `self.out[at * vocab..]`.
@@ -330,7 +387,7 @@ impl<'a> Gemma3Gpu<'a> {
         let Some(s) = self.state.as_ref() else {
             return Err(ModelError::Gpu("device state missing".into()));
         };
-        let got = self.ctx.read_f32(&s.logits)?;
+        let got = self.ctx.read_f32_n(&s.logits, rows * v)?;
         self.out[at * v..(at + rows) * v].copy_from_slice(&got[..rows * v]);
         Ok(())
     }
@@ -397,7 +454,6 @@ impl TextModel for Gemma3Gpu<'_> {
             for li in 0..self.layers.len() {
                 self.record_layer(&mut enc, li, t, p)?;
             }
-            let head_rows = self.state.as_ref().map_or(1, |s| s.head_rows);
             match want {
                 Logits::Last if c0 + t == total => {
                     self.record_head(&mut enc, t - 1, 1)?;
@@ -407,6 +463,7 @@ impl TextModel for Gemma3Gpu<'_> {
                 Logits::Last => enc.submit()?,
                 Logits::All => {
                     enc.submit()?;
+                    let head_rows = self.ensure_head(t)?;
                     let mut r0 = 0;
                     while r0 < t {
                         let r = head_rows.min(t - r0);

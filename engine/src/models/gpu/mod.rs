@@ -6,10 +6,11 @@
 //! once and reads back only the logits. Embedding rows for the input tokens are gathered on the
 //! CPU from the memory map (one row per token) and uploaded with the chunk.
 //!
-//! Only Gemma 3 runs here for now; [`load`] returns an error for other families, and the
-//! session then falls back to the CPU.
+//! Gemma 3 and Gemma 4 run here; [`load`] returns an error for other families, and the session
+//! then falls back to the CPU.
 
 mod gemma3_gpu;
+mod gemma4_gpu;
 mod kv;
 
 use super::{ModelError, TextModel};
@@ -18,6 +19,7 @@ use crate::kernels::gpu::{GpuContext, GpuError};
 use crate::kv_cache::KvPrecision;
 
 pub use gemma3_gpu::Gemma3Gpu;
+pub use gemma4_gpu::Gemma4Gpu;
 
 impl From<GpuError> for ModelError {
     fn from(e: GpuError) -> Self {
@@ -45,6 +47,7 @@ pub fn load<'a>(
     let h = file.header();
     match h.family.as_str() {
         "gemma3" | "gemma3_text" => Ok(Box::new(Gemma3Gpu::new(file, ctx, kv)?)),
+        "gemma4" | "gemma4_text" => Ok(Box::new(Gemma4Gpu::new(file, ctx, kv)?)),
         other => Err(ModelError::Gpu(format!(
             "no GPU text stack for family '{other}' yet"
         ))),

@@ -1,0 +1,158 @@
+//! Several q8/q4 matmuls over the same activations in one pass (q/k/v, gate/up).
+//!
+//! Why: [`matmul`](super::matmul) quantizes its activations on the calling thread and opens one
+//! rayon region per weight. Sharing `x` between N weights, this quantizes once (split over the
+//! pool's threads when there are many tokens, as in prefill) and runs the row chunks of all N
+//! weights in a single parallel region, so decode forks/joins once per group instead of N times.
+//! Numerics are those of N separate [`matmul`](super::matmul) calls exactly: the same int8
+//! activations, the same row kernels, the same per-row summation order.
+
+use super::acts::{self, QActs};
+use super::isa::{self, Isa};
+use super::{OutPtr, matmul_rows_isa, quant};
+use crate::tensor::{DType, TensorView};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Tokens at and above which the activations are quantized in parallel.
+const PAR_FILL_TOKENS: usize = 8;
+
+thread_local! {
+    static SHARED: RefCell<QActs> = const { RefCell::new(QActs {
+        k: 0,
+        nb: 0,
+        qs: Vec::new(),
+        scale: Vec::new(),
+        corr: Vec::new(),
+        interleaved: false,
+    }) };
+}
+
+/// `outs[j][t, n_j] = x[t, k] · ws[j]ᵀ` for every `j`: the same result as N calls of
+/// [`matmul`](super::matmul), one activation quantization and one parallel region when all
+/// weights are q8/q4 of the same dtype and width (else it simply makes the N calls).
+pub fn matmul_many<const N: usize>(
+    x: &[f32],
+    t: usize,
+    ws: [&TensorView<'_>; N],
+    outs: [&mut [f32]; N],
+) {
+    let isa = isa::detected();
+    let first = ws[0];
+    let k = first.cols();
+    let fused = matches!(first.dtype, DType::Q8 | DType::Q4)
+        && k > 0
+        && t > 0
+        && ws.iter().all(|w| w.dtype == first.dtype && w.cols() == k);
+    if !fused {
+        for (w, out) in ws.into_iter().zip(outs) {
+            matmul_rows_isa(isa, x, t, w, 0, w.rows(), out);
+        }
+        return;
+    }
+    assert_eq!(
+        x.len(),
+        t * k,
+        "matmul_many: x has {} values, expected {t}*{k}",
+        x.len()
+    );
+    for (w, out) in ws.iter().zip(outs.iter()) {
+        assert_eq!(out.len(), t * w.rows(), "matmul_many: out length");
+    }
+    let wq: [quant::QuantWeights<'_>; N] = std::array::from_fn(|j| {
+        let (values, scales) = ws[j].quant_parts().expect("quantized dtype has parts");
+        quant::QuantWeights {
+            dtype: ws[j].dtype,
+            values,
+            scales,
+            k,
+            gs: ws[j].group_size,
+        }
+    });
+    let mut outs = outs;
+    let dst: [OutPtr; N] = std::array::from_fn(|j| OutPtr {
+        ptr: outs[j].as_mut_ptr(),
+        stride: ws[j].rows(),
+        n0: 0,
+    });
+    let rows: [usize; N] = std::array::from_fn(|j| ws[j].rows());
+    let run = |a: &QActs| {
+        let threads = rayon::current_num_threads().max(1);
+        let min_chunk = (65536 / (k * t).max(1)).clamp(4, 256);
+        // Same chunking as par_rows, per weight.
+        let chunk: [usize; N] =
+            std::array::from_fn(|j| rows[j].div_ceil(threads * 4).max(min_chunk).max(1));
+        let count: [usize; N] = std::array::from_fn(|j| rows[j].div_ceil(chunk[j]));
+        let total: usize = count.iter().sum();
+        let one = |c: usize| {
+            let mut c = c;
+            for j in 0..N {
+                if c < count[j] {
+                    let r0 = c * chunk[j];
+                    quant::rows(isa, &wq[j], a, r0, (r0 + chunk[j]).min(rows[j]), dst[j]);
+                    return;
+                }
+                c -= count[j];
+            }
+        };
+        if threads == 1 || total <= 1 {
+            (0..total).for_each(one);
+        } else {
+            (0..total).into_par_iter().for_each(one);
+        }
+    };
+    let dtype = first.dtype;
+    if t < PAR_FILL_TOKENS || k % 32 != 0 || rayon::current_num_threads() <= 1 {
+        acts::with_quantized(isa, dtype, x, t, k, run);
+        return;
+    }
+    SHARED.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut a) => {
+            fill_parallel(&mut a, isa, dtype, x, t, k);
+            run(&a)
+        }
+        Err(_) => {
+            let mut a = QActs {
+                k: 0,
+                nb: 0,
+                qs: Vec::new(),
+                scale: Vec::new(),
+                corr: Vec::new(),
+                interleaved: false,
+            };
+            fill_parallel(&mut a, isa, dtype, x, t, k);
+            run(&a)
+        }
+    });
+}
+
+/// Quantizes `x` [t, k] into `a`, token ranges in parallel; each range goes through the serial
+/// quantizer ([`acts::with_quantized`]) so the values are bit-identical to it.
+fn fill_parallel(a: &mut QActs, isa: Isa, dtype: DType, x: &[f32], t: usize, k: usize) {
+    let nb = k / 32;
+    a.k = k;
+    a.nb = nb;
+    a.qs.resize(t * k, 0);
+    a.scale.resize(t * nb, 0.0);
+    a.interleaved = isa == Isa::Avx512Vnni && dtype == DType::Q4;
+    let need_corr = isa == Isa::Avx512Vnni || (isa == Isa::Avx2 && dtype == DType::Q4);
+    // Sized even when unused, so the token ranges below zip evenly (no allocation after the
+    // first call of a shape).
+    a.corr.resize(a.corr.len().max(t * nb), 0.0);
+    let per = t.div_ceil(rayon::current_num_threads().max(1) * 2).max(1);
+    a.qs[..t * k]
+        .par_chunks_mut(per * k)
+        .zip(a.scale[..t * nb].par_chunks_mut(per * nb))
+        .zip(x.par_chunks(per * k))
+        .zip(a.corr[..t * nb].par_chunks_mut(per * nb))
+        .for_each(|(((qs, scale), xs), corr)| {
+            let n = xs.len() / k;
+            acts::with_quantized(isa, dtype, xs, n, k, |q| {
+                qs.copy_from_slice(&q.qs[..n * k]);
+                scale.copy_from_slice(&q.scale[..n * nb]);
+                if need_corr {
+                    corr.copy_from_slice(&q.corr[..n * nb]);
+                }
+            });
+        });
+}

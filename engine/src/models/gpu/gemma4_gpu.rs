@@ -1,0 +1,676 @@
+//! Gemma 4 text decoder on the GPU: the same computation as [`crate::models::gemma4`], op for
+//! op, on device buffers (chunking and attention as in [`super::gemma3_gpu`]).
+//!
+//! Per-layer embeddings (PLE): the context part (projection of the chunk's embeddings, scaled
+//! and normed) is computed on the device; the token part is gathered on the CPU from the
+//! memory-mapped table (one row per token) and uploaded with the chunk. Each layer copies its
+//! P-wide slice of every row into a small buffer for the gate. KV-sharing consumers attend over
+//! their producer's device cache and, for `Logits::Last`, run on the last row only.
+
+use super::kv::GpuKv;
+use crate::format::CellmFile;
+use crate::kernels::cpu::attention::AttnParams;
+use crate::kernels::gpu::{
+    ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, attention, elementwise, matmul,
+    norm, rope,
+};
+use crate::kv_cache::{KvCache, KvError, KvPrecision};
+use crate::models::common::embed_row;
+use crate::models::config::{self, KvRole, TextConfig};
+use crate::models::gemma3::media_in_chunk;
+use crate::models::weights::Weights;
+use crate::models::{Logits, MediaRows, ModelError, TextModel};
+use crate::tensor::TensorView;
+
+struct KvProj {
+    k: GpuWeight,
+    v: GpuWeight,
+    k_norm: GpuBuffer,
+}
+
+struct Layer {
+    input_norm: GpuBuffer,
+    post_attn_norm: GpuBuffer,
+    pre_ff_norm: GpuBuffer,
+    post_ff_norm: GpuBuffer,
+    q: GpuWeight,
+    q_norm: GpuBuffer,
+    kv: Option<KvProj>,
+    o: GpuWeight,
+    gate: GpuWeight,
+    up: GpuWeight,
+    down: GpuWeight,
+    /// PLE gate [P, H], projection [H, P], post norm [H].
+    per_layer: Option<(GpuWeight, GpuWeight, GpuBuffer)>,
+    layer_scalar: f32,
+    inv_freq: GpuBuffer,
+    params: AttnParams,
+    inter: usize,
+    /// Index into the device KV layers (its own or its producer's).
+    kv_slot: usize,
+    bytes: usize,
+}
+
+struct Ple<'a> {
+    table: TensorView<'a>,
+    projection: GpuWeight,
+    norm: GpuBuffer,
+    projection_bytes: usize,
+}
+
+struct Acts {
+    rows: usize,
+    x: GpuBuffer,
+    h: GpuBuffer,
+    a: GpuBuffer,
+    q: GpuBuffer,
+    k: GpuBuffer,
+    v: GpuBuffer,
+    att: GpuBuffer,
+    gate: GpuBuffer,
+    up: GpuBuffer,
+    q1: GpuBuffer,
+    o1: GpuBuffer,
+    /// PLE inputs [rows, L * P], the token part [rows, L * P], one layer's slice [rows, P] and
+    /// the gate activations [rows, P].
+    ple: GpuBuffer,
+    ple_tok: GpuBuffer,
+    ple_slice: GpuBuffer,
+    g: GpuBuffer,
+}
+
+struct State {
+    kv: GpuKv,
+    limit: usize,
+    chunk: usize,
+    scratch: GpuBuffer,
+    head_x: GpuBuffer,
+    logits: GpuBuffer,
+    head_rows: usize,
+    /// Most rows the head buffers may grow to (`Logits::All`).
+    head_max: usize,
+}
+
+pub struct Gemma4Gpu<'a> {
+    ctx: GpuContext,
+    cfg: TextConfig,
+    embed_tokens: TensorView<'a>,
+    embed_scale: f32,
+    ple: Option<Ple<'a>>,
+    head: GpuWeight,
+    final_norm: GpuBuffer,
+    layers: Vec<Layer>,
+    /// (kv_dim, window) of each device KV layer (the producers).
+    kv_dims: Vec<(usize, Option<usize>)>,
+    first_consumer: usize,
+    pad_id: u32,
+    kv_elem: ElemType,
+    acts: Option<Acts>,
+    state: Option<State>,
+    emb: Vec<f32>,
+    tok: Vec<f32>,
+    out: Vec<f32>,
+}
+
+fn linear(
+    ctx: &GpuContext,
+    w: &Weights<'_>,
+    name: &str,
+    out: usize,
+    inp: usize,
+    bytes: &mut usize,
+) -> Result<GpuWeight, ModelError> {
+    let t = w.get(&format!("{name}.weight"), &[out, inp])?;
+    *bytes += t.data.len();
+    Ok(GpuWeight::upload(ctx, &t)?)
+}
+
+fn vector(
+    ctx: &GpuContext,
+    w: &Weights<'_>,
+    name: &str,
+    n: usize,
+) -> Result<GpuBuffer, ModelError> {
+    Ok(GpuBuffer::from_f32(
+        ctx,
+        &w.vector(&format!("{name}.weight"), n)?,
+    ))
+}
+
+fn missing() -> GpuError {
+    GpuError::Unsupported("device buffers not allocated".into())
+}
+
+impl<'a> Gemma4Gpu<'a> {
+    pub fn new(file: &'a CellmFile, ctx: GpuContext, kv: KvPrecision) -> Result<Self, ModelError> {
+        let cfg = config::gemma4(&file.header().config)?;
+        let prefix = if file.contains("model.language_model.embed_tokens.weight") {
+            "model.language_model"
+        } else {
+            "model"
+        };
+        let w = Weights::new(file, prefix);
+        let (h, vocab, np) = (cfg.hidden_size, cfg.vocab_size, cfg.per_layer_input);
+        let embed_tokens = w.get("embed_tokens.weight", &[vocab, h])?;
+        let ple = if np > 0 {
+            let lp = cfg.num_layers * np;
+            let table = w.file_tensor("embed_tokens_per_layer.weight")?;
+            if table.cols() != lp || table.shape.len() != 2 {
+                return Err(ModelError::Shape {
+                    name: format!("{prefix}.embed_tokens_per_layer.weight"),
+                    expected: vec![table.rows(), lp],
+                    found: table.shape.to_vec(),
+                });
+            }
+            let mut projection_bytes = 0;
+            Some(Ple {
+                table,
+                projection: linear(
+                    &ctx,
+                    &w,
+                    "per_layer_model_projection",
+                    lp,
+                    h,
+                    &mut projection_bytes,
+                )?,
+                norm: vector(&ctx, &w, "per_layer_projection_norm", np)?,
+                projection_bytes,
+            })
+        } else {
+            None
+        };
+        let head = GpuWeight::upload(&ctx, &embed_tokens)?;
+        let mut kv_dims = Vec::new();
+        let mut kv_slot_of = Vec::with_capacity(cfg.layers.len());
+        let mut layers = Vec::with_capacity(cfg.layers.len());
+        for (i, spec) in cfg.layers.iter().enumerate() {
+            let lw = w.pp("layers").pp(i);
+            let aw = lw.pp("self_attn");
+            let mw = lw.pp("mlp");
+            let (d, nh, nkv, inter) = (
+                spec.head_dim,
+                cfg.num_heads,
+                spec.num_kv_heads,
+                spec.intermediate_size,
+            );
+            if spec.rope.inv_freq.len() != d / 2 {
+                return Err(ModelError::Gpu(format!(
+                    "layer {i}: {} RoPE frequencies for head_dim {d}",
+                    spec.rope.inv_freq.len()
+                )));
+            }
+            let mut bytes = 0;
+            let (kv, kv_slot) = match spec.kv {
+                KvRole::Own => {
+                    kv_dims.push((nkv * d, spec.window));
+                    let proj = KvProj {
+                        k: linear(&ctx, &aw, "k_proj", nkv * d, h, &mut bytes)?,
+                        v: linear(&ctx, &aw, "v_proj", nkv * d, h, &mut bytes)?,
+                        k_norm: vector(&ctx, &aw, "k_norm", d)?,
+                    };
+                    (Some(proj), kv_dims.len() - 1)
+                }
+                KvRole::Reuse(p) => match kv_slot_of.get(p) {
+                    Some(&s) => (None, s),
+                    None => {
+                        return Err(ModelError::Gpu(format!(
+                            "layer {i} reuses the KV of later layer {p}"
+                        )));
+                    }
+                },
+            };
+            kv_slot_of.push(kv_slot);
+            let per_layer = if np > 0 {
+                Some((
+                    linear(&ctx, &lw, "per_layer_input_gate", np, h, &mut bytes)?,
+                    linear(&ctx, &lw, "per_layer_projection", h, np, &mut bytes)?,
+                    vector(&ctx, &lw, "post_per_layer_input_norm", h)?,
+                ))
+            } else {
+                None
+            };
+            let layer_scalar = if lw.contains("layer_scalar") {
+                lw.vector("layer_scalar", 1)?[0]
+            } else {
+                1.0
+            };
+            layers.push(Layer {
+                input_norm: vector(&ctx, &lw, "input_layernorm", h)?,
+                post_attn_norm: vector(&ctx, &lw, "post_attention_layernorm", h)?,
+                pre_ff_norm: vector(&ctx, &lw, "pre_feedforward_layernorm", h)?,
+                post_ff_norm: vector(&ctx, &lw, "post_feedforward_layernorm", h)?,
+                q: linear(&ctx, &aw, "q_proj", nh * d, h, &mut bytes)?,
+                q_norm: vector(&ctx, &aw, "q_norm", d)?,
+                kv,
+                o: linear(&ctx, &aw, "o_proj", h, nh * d, &mut bytes)?,
+                gate: linear(&ctx, &mw, "gate_proj", inter, h, &mut bytes)?,
+                up: linear(&ctx, &mw, "up_proj", inter, h, &mut bytes)?,
+                down: linear(&ctx, &mw, "down_proj", h, inter, &mut bytes)?,
+                per_layer,
+                layer_scalar,
+                inv_freq: GpuBuffer::from_f32(&ctx, &spec.rope.inv_freq),
+                params: AttnParams {
+                    n_heads: nh,
+                    n_kv_heads: nkv,
+                    head_dim: d,
+                    window: spec.window,
+                    scale: cfg.attn_scale,
+                    softcap: cfg.attn_softcap,
+                },
+                inter,
+                kv_slot,
+                bytes,
+            });
+        }
+        let first_consumer = cfg
+            .layers
+            .iter()
+            .position(|l| matches!(l.kv, KvRole::Reuse(_)))
+            .unwrap_or(cfg.num_layers);
+        let final_norm = vector(&ctx, &w, "norm", h)?;
+        let pad_id = file.header().tokenizer.pad_token_id.unwrap_or(0);
+        ctx.wait()?;
+        Ok(Self {
+            embed_scale: (h as f64).sqrt() as f32,
+            kv_elem: if kv == KvPrecision::F32 {
+                ElemType::F32
+            } else {
+                ElemType::F16
+            },
+            ctx,
+            cfg,
+            embed_tokens,
+            ple,
+            head,
+            final_norm,
+            layers,
+            kv_dims,
+            first_consumer,
+            pad_id,
+            acts: None,
+            state: None,
+            emb: Vec::new(),
+            tok: Vec::new(),
+            out: Vec::new(),
+        })
+    }
+
+    fn ensure_acts(&mut self, rows: usize) {
+        if self.acts.as_ref().is_some_and(|a| a.rows >= rows) {
+            return;
+        }
+        let max = |f: &dyn Fn(&Layer) -> usize| self.layers.iter().map(f).max().unwrap_or(1);
+        let qd = max(&|l| l.params.n_heads * l.params.head_dim);
+        let kvd = max(&|l| l.params.n_kv_heads * l.params.head_dim);
+        let inter = max(&|l| l.inter);
+        let (h, np) = (self.cfg.hidden_size, self.cfg.per_layer_input);
+        let lp = self.cfg.num_layers * np;
+        let z = |n: usize| GpuBuffer::zeros(&self.ctx, n.max(1), ElemType::F32);
+        self.acts = Some(Acts {
+            rows,
+            x: z(rows * h),
+            h: z(rows * h),
+            a: z(rows * h),
+            q: z(rows * qd),
+            k: z(rows * kvd),
+            v: z(rows * kvd),
+            att: z(rows * qd),
+            gate: z(rows * inter),
+            up: z(rows * inter),
+            q1: z(qd),
+            o1: z(qd),
+            ple: z(rows * lp),
+            ple_tok: z(rows * lp),
+            ple_slice: z(rows * np),
+            g: z(rows * np),
+        });
+    }
+
+    fn ensure_state(&mut self, cache: &KvCache, end: usize) -> Result<(), ModelError> {
+        let (limit, chunk) = (cache.limit(), cache.max_chunk());
+        if self
+            .state
+            .as_ref()
+            .is_none_or(|s| s.limit != limit || s.chunk != chunk)
+        {
+            let kv = GpuKv::new(&self.ctx, &self.kv_dims, limit, chunk, self.kv_elem);
+            let v = self.cfg.vocab_size;
+            let cap = (self.ctx.max_binding_bytes() / 2).min(256 << 20) as usize;
+            let head_max = (cap / (v * 4)).clamp(1, chunk.max(1));
+            let head_rows = 1;
+            self.state = Some(State {
+                scratch: GpuBuffer::zeros(&self.ctx, 1, ElemType::F32),
+                head_x: GpuBuffer::zeros(
+                    &self.ctx,
+                    head_rows * self.cfg.hidden_size,
+                    ElemType::F32,
+                ),
+                logits: GpuBuffer::zeros(&self.ctx, head_rows * v, ElemType::F32),
+                head_rows,
+                head_max,
+                kv,
+                limit,
+                chunk,
+            });
+        }
+        let Some(s) = self.state.as_mut() else {
+            return Err(ModelError::Gpu("device state missing".into()));
+        };
+        s.kv.reserve(&self.ctx, end, limit)?;
+        let need = self.cfg.num_heads * s.kv.max_slots();
+        if s.scratch.len < need {
+            s.scratch = GpuBuffer::zeros(&self.ctx, need, ElemType::F32);
+        }
+        Ok(())
+    }
+
+    /// Records layer `li` over `t` rows of `x` at positions `p..`; `ple_row0` is the PLE row of
+    /// x's row 0.
+    fn record_layer(
+        &self,
+        enc: &mut Encoder<'_>,
+        li: usize,
+        t: usize,
+        p: usize,
+        ple_row0: usize,
+    ) -> Result<(), GpuError> {
+        let (Some(a), Some(s)) = (self.acts.as_ref(), self.state.as_ref()) else {
+            return Err(missing());
+        };
+        let l = &self.layers[li];
+        let kvl = &s.kv.layers[l.kv_slot];
+        let pr = &l.params;
+        let (h, eps) = (self.cfg.hidden_size, self.cfg.eps);
+        let (d, nh, nkv) = (pr.head_dim, pr.n_heads, pr.n_kv_heads);
+        let (qd, kvd) = (nh * d, nkv * d);
+        let n = t * h;
+
+        enc.copy(&a.x, 0, &a.h, 0, n)?;
+        norm::rmsnorm(enc, &a.h, t, h, Some(&l.input_norm), eps, false)?;
+        matmul::matmul(enc, &a.h, t, &l.q, &a.q)?;
+        norm::rmsnorm(enc, &a.q, t * nh, d, Some(&l.q_norm), eps, false)?;
+        rope::rope(enc, &a.q, t, qd, nh, d, p, &l.inv_freq)?;
+        if let Some(kv) = &l.kv {
+            matmul::matmul(enc, &a.h, t, &kv.k, &a.k)?;
+            matmul::matmul(enc, &a.h, t, &kv.v, &a.v)?;
+            norm::rmsnorm(enc, &a.k, t * nkv, d, Some(&kv.k_norm), eps, false)?;
+            norm::rmsnorm(enc, &a.v, t * nkv, d, None, eps, false)?;
+            rope::rope(enc, &a.k, t, kvd, nkv, d, p, &l.inv_freq)?;
+            attention::store_kv(enc, &a.k, t, kvd, p, &kvl.k, kvl.slots)?;
+            attention::store_kv(enc, &a.v, t, kvd, p, &kvl.v, kvl.slots)?;
+        }
+        if t == 1 {
+            attention::attention(
+                enc, &a.q, p, &kvl.k, &kvl.v, kvl.slots, pr, &s.scratch, &a.att,
+            )?;
+        } else {
+            for i in 0..t {
+                enc.copy(&a.q, i * qd, &a.q1, 0, qd)?;
+                attention::attention(
+                    enc,
+                    &a.q1,
+                    p + i,
+                    &kvl.k,
+                    &kvl.v,
+                    kvl.slots,
+                    pr,
+                    &s.scratch,
+                    &a.o1,
+                )?;
+                enc.copy(&a.o1, 0, &a.att, i * qd, qd)?;
+            }
+        }
+        matmul::matmul(enc, &a.att, t, &l.o, &a.a)?;
+        norm::rmsnorm(enc, &a.a, t, h, Some(&l.post_attn_norm), eps, false)?;
+        elementwise::add(enc, &a.x, &a.a, n)?;
+
+        enc.copy(&a.x, 0, &a.h, 0, n)?;
+        norm::rmsnorm(enc, &a.h, t, h, Some(&l.pre_ff_norm), eps, false)?;
+        matmul::matmul(enc, &a.h, t, &l.gate, &a.gate)?;
+        matmul::matmul(enc, &a.h, t, &l.up, &a.up)?;
+        elementwise::gelu_mul(enc, &a.gate, &a.up, t * l.inter)?;
+        matmul::matmul(enc, &a.gate, t, &l.down, &a.a)?;
+        norm::rmsnorm(enc, &a.a, t, h, Some(&l.post_ff_norm), eps, false)?;
+        elementwise::add(enc, &a.x, &a.a, n)?;
+
+        if let Some((gate, proj, pnorm)) = &l.per_layer {
+            let np = self.cfg.per_layer_input;
+            let lp = self.cfg.num_layers * np;
+            matmul::matmul(enc, &a.x, t, gate, &a.g)?;
+            for i in 0..t {
+                enc.copy(
+                    &a.ple,
+                    (ple_row0 + i) * lp + li * np,
+                    &a.ple_slice,
+                    i * np,
+                    np,
+                )?;
+            }
+            elementwise::gelu_mul(enc, &a.g, &a.ple_slice, t * np)?;
+            matmul::matmul(enc, &a.g, t, proj, &a.a)?;
+            norm::rmsnorm(enc, &a.a, t, h, Some(pnorm), eps, false)?;
+            elementwise::add(enc, &a.x, &a.a, n)?;
+        }
+        if l.layer_scalar != 1.0 {
+            elementwise::scale(enc, &a.x, n, l.layer_scalar)?;
+        }
+        Ok(())
+    }
+
+    /// Records the PLE inputs of the chunk's `t` rows (the token part is already uploaded).
+    fn record_ple(&self, enc: &mut Encoder<'_>, t: usize) -> Result<(), GpuError> {
+        let (Some(a), Some(ple)) = (self.acts.as_ref(), self.ple.as_ref()) else {
+            return Ok(());
+        };
+        let (h, np) = (self.cfg.hidden_size, self.cfg.per_layer_input);
+        let lp = self.cfg.num_layers * np;
+        // Context part: (x0 · W_pmpᵀ) · H^-1/2, RMSNorm over each P-wide slice.
+        matmul::matmul(enc, &a.x, t, &ple.projection, &a.ple)?;
+        elementwise::scale(enc, &a.ple, t * lp, (h as f64).powf(-0.5) as f32)?;
+        norm::rmsnorm(
+            enc,
+            &a.ple,
+            t * self.cfg.num_layers,
+            np,
+            Some(&ple.norm),
+            self.cfg.eps,
+            false,
+        )?;
+        // (context + token) / √2
+        elementwise::add(enc, &a.ple, &a.ple_tok, t * lp)?;
+        elementwise::scale(enc, &a.ple, t * lp, std::f32::consts::FRAC_1_SQRT_2)?;
+        Ok(())
+    }
+
+    fn record_head(
+        &self,
+        enc: &mut Encoder<'_>,
+        first: usize,
+        rows: usize,
+    ) -> Result<(), GpuError> {
+        let (Some(a), Some(s)) = (self.acts.as_ref(), self.state.as_ref()) else {
+            return Err(missing());
+        };
+        let h = self.cfg.hidden_size;
+        enc.copy(&a.x, first * h, &s.head_x, 0, rows * h)?;
+        norm::rmsnorm(
+            enc,
+            &s.head_x,
+            rows,
+            h,
+            Some(&self.final_norm),
+            self.cfg.eps,
+            false,
+        )?;
+        matmul::matmul(enc, &s.head_x, rows, &self.head, &s.logits)?;
+        if let Some(cap) = self.cfg.final_softcap {
+            elementwise::softcap(enc, &s.logits, rows * self.cfg.vocab_size, cap)?;
+        }
+        Ok(())
+    }
+
+    /// Grows the head buffers to `rows` rows (capped); returns the rows they hold.
+    fn ensure_head(&mut self, rows: usize) -> Result<usize, ModelError> {
+        let (h, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        let Some(s) = self.state.as_mut() else {
+            return Err(ModelError::Gpu("device state missing".into()));
+        };
+        let want = rows.clamp(1, s.head_max);
+        if want > s.head_rows {
+            s.head_x = GpuBuffer::zeros(&self.ctx, want * h, ElemType::F32);
+            s.logits = GpuBuffer::zeros(&self.ctx, want * v, ElemType::F32);
+            s.head_rows = want;
+        }
+        Ok(s.head_rows)
+    }
+
+    fn read_logits(&mut self, rows: usize, at: usize) -> Result<(), ModelError> {
+        let v = self.cfg.vocab_size;
+        let Some(s) = self.state.as_ref() else {
+            return Err(ModelError::Gpu("device state missing".into()));
+        };
+        let got = self.ctx.read_f32_n(&s.logits, rows * v)?;
+        self.out[at * v..(at + rows) * v].copy_from_slice(&got[..rows * v]);
+        Ok(())
+    }
+
+    /// Uploads the chunk's embeddings and the token part of its PLE inputs.
+    fn embed(&mut self, tokens: &[u32], media: &[(usize, &[f32])]) -> Result<(), ModelError> {
+        let h = self.cfg.hidden_size;
+        self.emb.resize(tokens.len() * h, 0.0);
+        for (i, &id) in tokens.iter().enumerate() {
+            let row = &mut self.emb[i * h..(i + 1) * h];
+            match media.iter().find(|(p, _)| *p == i) {
+                Some((_, m)) => row.copy_from_slice(m),
+                None => embed_row(&self.embed_tokens, id, self.embed_scale, row)?,
+            }
+        }
+        let Some(a) = self.acts.as_ref() else {
+            return Err(ModelError::Gpu("activations missing".into()));
+        };
+        a.x.write_f32(&self.ctx, 0, &self.emb)?;
+        if let Some(ple) = &self.ple {
+            let np = self.cfg.per_layer_input;
+            let lp = self.cfg.num_layers * np;
+            let tok_scale = (np as f64).sqrt() as f32;
+            self.tok.resize(tokens.len() * lp, 0.0);
+            for (i, &id) in tokens.iter().enumerate() {
+                // Placeholder positions use the pad id.
+                let id = if media.iter().any(|(p, _)| *p == i) {
+                    self.pad_id
+                } else {
+                    id
+                };
+                embed_row(
+                    &ple.table,
+                    id,
+                    tok_scale,
+                    &mut self.tok[i * lp..(i + 1) * lp],
+                )?;
+            }
+            a.ple_tok.write_f32(&self.ctx, 0, &self.tok)?;
+        }
+        Ok(())
+    }
+}
+
+impl TextModel for Gemma4Gpu<'_> {
+    fn config(&self) -> &TextConfig {
+        &self.cfg
+    }
+
+    fn forward(
+        &mut self,
+        tokens: &[u32],
+        media: Option<MediaRows<'_>>,
+        pos0: usize,
+        cache: &mut KvCache,
+        want: Logits,
+    ) -> Result<&[f32], ModelError> {
+        let total = tokens.len();
+        let (h, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        if total == 0 {
+            return Ok(&[]);
+        }
+        // The session's cache only keeps the length: the K/V live on the device.
+        if pos0 + total > cache.limit() {
+            return Err(KvError::ContextFull {
+                tokens: pos0 + total,
+                limit: cache.limit(),
+            }
+            .into());
+        }
+        let out_rows = if want == Logits::All { total } else { 1 };
+        self.out.resize(out_rows * v, 0.0);
+        let chunk = cache.max_chunk().max(1);
+        let n_layers = self.layers.len();
+        let mut rows = Vec::new();
+        let mut c0 = 0;
+        while c0 < total {
+            let t = chunk.min(total - c0);
+            let p = pos0 + c0;
+            let last_chunk = c0 + t == total;
+            self.ensure_acts(t);
+            self.ensure_state(cache, p + t)?;
+            media_in_chunk(media, h, c0, t, &mut rows)?;
+            self.embed(&tokens[c0..c0 + t], &rows)?;
+            let mut enc = Encoder::new(&self.ctx);
+            self.record_ple(&mut enc, t)?;
+            for li in 0..self.first_consumer {
+                self.record_layer(&mut enc, li, t, p, 0)?;
+            }
+            match want {
+                Logits::All => {
+                    for li in self.first_consumer..n_layers {
+                        self.record_layer(&mut enc, li, t, p, 0)?;
+                    }
+                    enc.submit()?;
+                    let head_rows = self.ensure_head(t)?;
+                    let mut r0 = 0;
+                    while r0 < t {
+                        let r = head_rows.min(t - r0);
+                        let mut enc = Encoder::new(&self.ctx);
+                        self.record_head(&mut enc, r0, r)?;
+                        enc.submit()?;
+                        self.read_logits(r, c0 + r0)?;
+                        r0 += r;
+                    }
+                }
+                Logits::Last if last_chunk => {
+                    // Consumers write no cache: only the last position matters.
+                    let last = t - 1;
+                    if self.first_consumer < n_layers && last > 0 {
+                        let Some(a) = self.acts.as_ref() else {
+                            return Err(ModelError::Gpu("activations missing".into()));
+                        };
+                        enc.copy(&a.x, last * h, &a.h, 0, h)?;
+                        enc.copy(&a.h, 0, &a.x, 0, h)?;
+                    }
+                    let row = if self.first_consumer < n_layers {
+                        for li in self.first_consumer..n_layers {
+                            self.record_layer(&mut enc, li, 1, p + last, last)?;
+                        }
+                        0
+                    } else {
+                        last
+                    };
+                    self.record_head(&mut enc, row, 1)?;
+                    enc.submit()?;
+                    self.read_logits(1, 0)?;
+                }
+                Logits::Last => enc.submit()?,
+            }
+            cache.set_len(p + t);
+            c0 += t;
+        }
+        Ok(&self.out[..out_rows * v])
+    }
+
+    fn weight_bytes_per_token(&self) -> usize {
+        let layers: usize = self.layers.iter().map(|l| l.bytes).sum();
+        let ple = self.ple.as_ref().map_or(0, |p| {
+            p.projection_bytes + p.table.data.len() / p.table.rows().max(1)
+        });
+        layers + ple + self.embed_tokens.data.len()
+    }
+}
