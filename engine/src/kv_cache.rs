@@ -33,7 +33,9 @@ pub enum KvPrecision {
     F32,
     /// int8, one f32 scale per head and position (about a quarter of f32).
     Q8,
-    /// int4 (-7..=7, two per byte), one f32 scale per head and position.
+    /// int4 (-7..=7, two per byte), one f32 scale per group of [`Q4_GROUP`] elements of a head
+    /// and position (per head when the head size is not a multiple of it): fifteen levels
+    /// under one scale per 256-wide head lose too much.
     Q4,
 }
 
@@ -60,7 +62,7 @@ impl KvPrecision {
             KvPrecision::F32 => head_dim * 4,
             KvPrecision::F16 => head_dim * 2,
             KvPrecision::Q8 => head_dim + 4,
-            KvPrecision::Q4 => head_dim.div_ceil(2) + 4,
+            KvPrecision::Q4 => head_dim.div_ceil(2) + 4 * (head_dim / q4_group(head_dim)),
         };
         2 * kv_heads * per_head
     }
@@ -89,6 +91,19 @@ impl std::str::FromStr for KvPrecision {
                 "unknown KV precision '{other}' (expected f32, f16, q8 or q4)"
             )),
         }
+    }
+}
+
+/// Elements per int4 scale in a [`KvPrecision::Q4`] cache.
+pub const Q4_GROUP: usize = 32;
+
+/// The int4 scale group for heads of `head_dim`: [`Q4_GROUP`] when it divides the head, else
+/// the whole head.
+pub fn q4_group(head_dim: usize) -> usize {
+    if head_dim > Q4_GROUP && head_dim.is_multiple_of(Q4_GROUP) {
+        Q4_GROUP
+    } else {
+        head_dim.max(1)
     }
 }
 
@@ -222,6 +237,7 @@ enum KvBuf {
         scales: Vec<f32>,
         head_dim: usize,
     },
+    /// `head_dim` here is the scale group ([`q4_group`]), not the head size.
     Q4 {
         q: Vec<u8>,
         scales: Vec<f32>,
@@ -242,7 +258,7 @@ impl KvBuf {
             KvPrecision::Q4 => KvBuf::Q4 {
                 q: Vec::new(),
                 scales: Vec::new(),
-                head_dim,
+                head_dim: q4_group(head_dim),
             },
         }
     }
@@ -319,13 +335,22 @@ impl KvBuf {
             KvBuf::Q4 {
                 q,
                 scales,
-                head_dim,
+                head_dim: g,
             } => {
-                let d = *head_dim;
-                let bytes = d.div_ceil(2);
-                for (h, x) in src.chunks_exact(d).enumerate() {
-                    let x = rotated(x, rot, tmp);
-                    let row = at / d + h;
+                // Rotate whole heads, then quantize each group of `g` elements.
+                let x = match rot {
+                    Some(r) => {
+                        tmp.clear();
+                        tmp.extend_from_slice(src);
+                        tmp.chunks_exact_mut(r.dim()).for_each(|h| r.apply(h));
+                        &tmp[..]
+                    }
+                    None => src,
+                };
+                let g = *g;
+                let bytes = g.div_ceil(2);
+                for (i, x) in x.chunks_exact(g).enumerate() {
+                    let row = at / g + i;
                     scales[row] = quantize_q4(x, &mut q[row * bytes..(row + 1) * bytes]);
                 }
             }
@@ -398,12 +423,14 @@ pub enum KvRows<'a> {
         v_scales: &'a [f32],
         rotation: Option<&'a Hadamard>,
     },
-    /// Two elements per byte, see [`quantize_q4`].
+    /// Two elements per byte in groups of `group` elements (see [`quantize_q4`]), one scale per
+    /// group: `scales[(slot * kv_heads + head) * head_dim / group + g]`.
     Q4 {
         k: &'a [u8],
         v: &'a [u8],
         k_scales: &'a [f32],
         v_scales: &'a [f32],
+        group: usize,
         rotation: Option<&'a Hadamard>,
     },
 }
@@ -554,7 +581,9 @@ impl KvCache {
             },
             (
                 KvBuf::Q4 {
-                    q: k, scales: ks, ..
+                    q: k,
+                    scales: ks,
+                    head_dim: group,
                 },
                 KvBuf::Q4 {
                     q: v, scales: vs, ..
@@ -564,6 +593,7 @@ impl KvCache {
                 v,
                 k_scales: ks,
                 v_scales: vs,
+                group: *group,
                 rotation: c.rot.as_ref(),
             },
             _ => unreachable!("K and V share one precision"),
@@ -761,5 +791,53 @@ mod tests {
         }
         assert_eq!("q4".parse::<KvPrecision>().unwrap(), KvPrecision::Q4);
         assert!("q5".parse::<KvPrecision>().is_err());
+    }
+
+    /// An int4 cache of 64-wide heads keeps one scale per 32 elements; each element is within
+    /// half a step of its group's scale (in the rotated space when rotating).
+    #[test]
+    fn q4_cache_scales_each_group_of_32() {
+        let c = config::gemma3(&serde_json::json!({
+            "hidden_size": 8, "num_hidden_layers": 1, "intermediate_size": 8,
+            "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 64,
+            "vocab_size": 16
+        }))
+        .unwrap();
+        assert_eq!(q4_group(64), 32);
+        assert_eq!(q4_group(16), 16);
+        assert_eq!(KvPrecision::Q4.bytes_per_token(1, 256), 2 * (128 + 4 * 8));
+        for rot in [KvRotation::None, KvRotation::Hadamard] {
+            let mut kv = KvCache::with_rotation(&c, 4, 1, KvPrecision::Q4, rot);
+            let row = values(128, 9);
+            kv.reserve(0, 1).unwrap();
+            kv.write(0, 0, 1, &row, &row);
+            kv.set_len(1);
+            let KvRows::Q4 {
+                k,
+                k_scales,
+                group,
+                rotation,
+                ..
+            } = kv.slots(0).rows
+            else {
+                panic!("q4 rows")
+            };
+            assert_eq!(group, 32);
+            assert_eq!(k_scales.len() % 4, 0);
+            let mut want = row.clone();
+            if let Some(r) = rotation {
+                want.chunks_exact_mut(64).for_each(|h| r.apply(h));
+            }
+            for gi in 0..4 {
+                let mut y = vec![0f32; 32];
+                dequantize_q4(&k[gi * 16..(gi + 1) * 16], k_scales[gi], &mut y);
+                for (a, b) in y.iter().zip(&want[gi * 32..(gi + 1) * 32]) {
+                    assert!(
+                        (a - b).abs() <= 0.5 * k_scales[gi] * (1.0 + 1e-5),
+                        "{rot:?}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -96,16 +96,18 @@ impl Sampler {
         if logits.is_empty() {
             return 0;
         }
-        for l in logits.iter_mut() {
-            if l.is_nan() {
-                *l = f32::NEG_INFINITY;
-            }
-        }
         self.apply_repetition_penalty(logits, recent);
 
         let t = self.params.temperature;
         if !t.is_finite() || t <= 0.0 || self.params.top_k == 1 {
+            // argmax never picks a NaN (it compares with `>` / `==`), so the greedy path skips
+            // the NaN pass over the vocabulary; the penalty keeps NaN as NaN.
             return argmax(logits);
+        }
+        for l in logits.iter_mut() {
+            if l.is_nan() {
+                *l = f32::NEG_INFINITY;
+            }
         }
         self.select_candidates(logits);
         let cands = &mut self.candidates;
@@ -216,15 +218,33 @@ fn cmp_desc(a: (u32, f32), b: (u32, f32)) -> Ordering {
 
 /// Index of the largest logit; ties go to the lowest id.
 fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0usize;
-    let mut best_l = f32::NEG_INFINITY;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > best_l {
-            best = i;
-            best_l = l;
+    // Two passes that vectorize (lane-wise max, then the first index holding it) instead of
+    // one branchy scan: the first maximum, as a strict `>` scan finds; 0 when none is > -inf.
+    const L: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; L];
+    let chunks = logits.chunks_exact(L);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
         }
     }
-    best as u32
+    let mut max = f32::NEG_INFINITY;
+    for &v in lanes.iter().chain(rest) {
+        if v > max {
+            max = v;
+        }
+    }
+    if max == f32::NEG_INFINITY {
+        return 0;
+    }
+    // Find the first 16-wide chunk holding `max` (a branch-free test per chunk), then the lane.
+    let chunk = logits
+        .chunks(L)
+        .position(|c| c.iter().fold(false, |hit, &v| hit | (v == max)))
+        .unwrap_or(0);
+    let base = chunk * L;
+    (base + logits[base..].iter().position(|&l| l == max).unwrap_or(0)) as u32
 }
 
 /// Keeps the most probable candidates until their mass reaches `top_p` (transformers: a token
@@ -326,6 +346,42 @@ mod tests {
     fn pseudo_logits(n: usize, seed: u64) -> Vec<f32> {
         let mut r = Pcg32::new(seed);
         (0..n).map(|_| (r.next_f64() as f32 - 0.5) * 20.0).collect()
+    }
+
+    /// The vectorized argmax against a strict `>` scan: ties, -inf, odd lengths, signed zeros.
+    #[test]
+    fn argmax_matches_first_max_scan() {
+        let scan = |l: &[f32]| {
+            let (mut b, mut bl) = (0usize, f32::NEG_INFINITY);
+            for (i, &v) in l.iter().enumerate() {
+                if v > bl {
+                    (b, bl) = (i, v);
+                }
+            }
+            b as u32
+        };
+        let mut cases: Vec<Vec<f32>> = vec![
+            vec![],
+            vec![f32::NEG_INFINITY; 37],
+            vec![-0.0, 0.0, 0.0],
+            vec![1.0; 33],
+            vec![f32::INFINITY, 1.0, f32::INFINITY],
+            vec![f32::NAN; 20],
+            (0..40)
+                .map(|i| if i % 3 == 0 { f32::NAN } else { i as f32 % 7.0 })
+                .collect(),
+        ];
+        for n in [1, 15, 16, 17, 100, 1001] {
+            let mut l = pseudo_logits(n, n as u64);
+            cases.push(l.clone());
+            let m = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            l[n - 1] = m; // a tie at the end
+            l[n / 2] = m; // and in the middle
+            cases.push(l);
+        }
+        for l in &cases {
+            assert_eq!(argmax(l), scan(l), "{l:?}");
+        }
     }
 
     #[test]

@@ -205,12 +205,15 @@ pub struct Session {
     backend: String,
 }
 
+/// A loaded text model and the description of the backend running it.
+type Loaded<'a> = (Box<dyn TextModel + 'a>, String);
+
 /// The text model on the requested backend, falling back to the CPU (with a message on stderr)
 /// when the GPU is unavailable; returns it with the backend's description.
 fn load_on_backend<'a>(
     file: &'a CellmFile,
     options: &SessionOptions,
-) -> Result<(Box<dyn TextModel + 'a>, String), SessionError> {
+) -> Result<Loaded<'a>, SessionError> {
     if options.backend != Backend::Cpu {
         match try_gpu(file, options) {
             Ok(Some(found)) => return Ok(found),
@@ -226,7 +229,7 @@ fn load_on_backend<'a>(
 fn try_gpu<'a>(
     file: &'a CellmFile,
     options: &SessionOptions,
-) -> Result<Option<(Box<dyn TextModel + 'a>, String)>, String> {
+) -> Result<Option<Loaded<'a>>, String> {
     use crate::kernels::gpu::GpuContext;
     let ctx = GpuContext::new().map_err(|e| e.to_string())?;
     if options.backend == Backend::Auto && !models::gpu::is_hardware(&ctx) {
@@ -250,7 +253,7 @@ fn try_gpu<'a>(
 fn try_gpu<'a>(
     _file: &'a CellmFile,
     _options: &SessionOptions,
-) -> Result<Option<(Box<dyn TextModel + 'a>, String)>, String> {
+) -> Result<Option<Loaded<'a>>, String> {
     Err("this build has no GPU support (feature `gpu`)".into())
 }
 

@@ -241,3 +241,46 @@ fn auto_backend_skips_software_adapters() {
     });
     assert_eq!(s.backend().starts_with("gpu"), hardware, "{}", s.backend());
 }
+
+/// Media soft tokens replace embedding rows (and, in Gemma 4, the PLE token part) the same way
+/// on both backends, through the `TextModel` trait directly.
+#[test]
+fn gpu_media_rows_match_cpu() {
+    use cellm_engine::format::CellmFile;
+    use cellm_engine::kv_cache::KvCache;
+    use cellm_engine::models::{self, Logits, MediaRows};
+    if let Err(e) = GpuContext::new() {
+        println!("SKIP gpu model test: {e}");
+        return;
+    }
+    for (name, family) in [("tiny-gemma3", "gemma3"), ("tiny-gemma4", "gemma4")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("m.cellm");
+        write_cellm(&testdata(name), family, DType::F32, false, &path);
+        let file = CellmFile::open(&path).unwrap();
+        let mut cpu = models::load_model(&file).unwrap();
+        let ctx = GpuContext::new().unwrap();
+        let mut gpu = models::gpu::load(&file, ctx, KvPrecision::F32).unwrap();
+        let cfg = cpu.config().clone();
+        let (h, vocab) = (cfg.hidden_size, cfg.vocab_size);
+        let ids: Vec<u32> = (0..20).map(|i| (i * 37 % vocab) as u32).collect();
+        let positions = [3usize, 4, 5, 11];
+        let rows: Vec<f32> = (0..positions.len() * h)
+            .map(|i| ((i as f32) * 0.37).sin())
+            .collect();
+        let media = MediaRows {
+            positions: &positions,
+            rows: &rows,
+        };
+        let mut run = |m: &mut Box<dyn models::TextModel + '_>| {
+            let mut cache = KvCache::new(&cfg, 64, models::chunk_size(&cfg), KvPrecision::F32);
+            m.forward(&ids, Some(media), 0, &mut cache, Logits::All)
+                .unwrap()
+                .to_vec()
+        };
+        let (want, got) = (run(&mut cpu), run(&mut gpu));
+        let kl = max_kl(&want, &got, vocab);
+        println!("{name} with media rows: max KL {kl:.3e}");
+        assert!(kl < 1e-6, "{name}: KL {kl}");
+    }
+}

@@ -84,6 +84,10 @@ pub struct App {
     pub(super) recorder: Option<super::recorder::Recorder>,
     /// Input devices, listed when the user asks (Settings > Refresh).
     pub(super) mic_devices: Vec<String>,
+    /// Where Ctrl+V and the Paste button read images from (swapped for a fake in tests).
+    clipboard: Box<dyn super::clipboard::ClipboardSource>,
+    /// The WAV attachment being replayed, if any.
+    pub(super) player: Option<super::player::Player>,
     data_dir: PathBuf,
     theme_applied: Option<ThemeChoice>,
     next_id: u64,
@@ -113,6 +117,8 @@ impl App {
             waves: super::waveform::WaveCache::default(),
             recorder: None,
             mic_devices: Vec::new(),
+            clipboard: Box::new(super::clipboard::SystemClipboard),
+            player: None,
             data_dir: config.data_dir.clone(),
             theme_applied: None,
             next_id: 0,
@@ -145,6 +151,8 @@ impl App {
         self.poll_dialog();
         self.shortcuts(&ctx);
         self.take_dropped_files(&ctx);
+        self.take_pasted(&ctx);
+        self.poll_player();
 
         self.top_bar(ui);
         self.sidebar_panel(ui);
@@ -157,6 +165,10 @@ impl App {
         self.settings_window(&ctx);
         self.drop_overlay(&ctx);
 
+        if self.player.is_some() {
+            // Flip the chip back to Play when the file has played out.
+            ctx.request_repaint_after(std::time::Duration::from_millis(100));
+        }
         if self.recorder.is_some() {
             // Elapsed time and the level meter move while recording.
             ctx.request_repaint_after(std::time::Duration::from_millis(80));
@@ -348,6 +360,81 @@ impl App {
         match rec.finish(&self.data_dir.join("recordings")) {
             Ok(path) => self.attach(vec![path]),
             Err(e) => self.notices.push(e),
+        }
+    }
+
+    /// Replaces the clipboard the app pastes from (tests feed images this way).
+    pub fn set_clipboard(&mut self, clipboard: Box<dyn super::clipboard::ClipboardSource>) {
+        self.clipboard = clipboard;
+    }
+
+    /// The composer's attachments, in order.
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.composer.attachments
+    }
+
+    /// The composer's text.
+    pub fn composer_text(&self) -> &str {
+        &self.composer.text
+    }
+
+    /// Attaches the clipboard's image. Text is left to the text box; nothing to paste or an
+    /// unreachable clipboard becomes a notice.
+    pub fn paste_from_clipboard(&mut self) {
+        self.paste(false);
+    }
+
+    /// `asked`: the Paste button, where text on the clipboard deserves a word too.
+    pub(super) fn paste(&mut self, asked: bool) {
+        use super::clipboard::Clipboard;
+        match self.clipboard.read() {
+            Ok(Clipboard::Image(img)) => self.attach_pasted(&img),
+            Ok(Clipboard::Text) if !asked => {}
+            Ok(Clipboard::Text) => self.notices.push(
+                "The clipboard holds text, not an image: paste it into the message box.".to_owned(),
+            ),
+            Ok(Clipboard::Empty) => self
+                .notices
+                .push("The clipboard holds no image to paste.".to_owned()),
+            Err(e) => self.notices.push(e),
+        }
+    }
+
+    /// Saves a pasted image under the data dir's `pasted/` and attaches it.
+    fn attach_pasted(&mut self, img: &super::clipboard::PastedImage) {
+        match super::clipboard::save_png(&self.data_dir.join("pasted"), img) {
+            Ok(path) => self.attach(vec![path]),
+            Err(e) => self.notices.push(e),
+        }
+    }
+
+    /// Plays `path`, or stops it when it is the one playing; no output device is a notice.
+    pub fn toggle_playback(&mut self, path: &Path) {
+        let was = self.player.take();
+        if was.as_ref().is_some_and(|p| p.path == path && !p.is_done()) {
+            return; // dropping it stopped it
+        }
+        drop(was);
+        match super::player::Player::start(path) {
+            Ok(p) => self.player = Some(p),
+            Err(e) => self.notices.push(e),
+        }
+    }
+
+    /// The file being played right now.
+    pub fn playing(&self) -> Option<&Path> {
+        self.player
+            .as_ref()
+            .filter(|p| !p.is_done())
+            .map(|p| p.path.as_path())
+    }
+
+    fn poll_player(&mut self) {
+        if self.player.as_ref().is_some_and(|p| p.is_done())
+            && let Some(p) = self.player.take()
+            && let Some(e) = p.error()
+        {
+            self.notices.push(e);
         }
     }
 
@@ -543,6 +630,35 @@ impl App {
         });
         if !dropped.is_empty() {
             self.attach(dropped);
+        }
+    }
+
+    /// Ctrl+V: egui-winit reads the clipboard itself and sends an image as `PasteImage` (text
+    /// as `Paste`, which the text box takes); where the key arrives unread (other integrations,
+    /// the UI tests), the app asks its own clipboard source.
+    fn take_pasted(&mut self, ctx: &egui::Context) {
+        let (images, key): (Vec<_>, bool) = ctx.input(|i| {
+            let images = i
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    egui::Event::PasteImage(img) => {
+                        Some(super::clipboard::PastedImage::from_color_image(img))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let key = i.events.iter().any(|e| {
+                matches!(e, egui::Event::Key { key: egui::Key::V, pressed: true, modifiers, .. }
+                    if modifiers.command_only())
+            });
+            (images, key)
+        });
+        for img in &images {
+            self.attach_pasted(img);
+        }
+        if key && images.is_empty() {
+            self.paste_from_clipboard();
         }
     }
 

@@ -16,6 +16,8 @@ enum MessageAction {
     Regenerate,
     Edit(usize),
     SaveCopy(std::path::PathBuf),
+    /// Play or stop a WAV attachment.
+    TogglePlay(std::path::PathBuf),
 }
 
 impl App {
@@ -181,10 +183,13 @@ impl App {
             .is_some_and(|g| g.chat_id == chat.id);
         let last = chat.messages.len().saturating_sub(1);
         let mut action = None;
+        let playing = self.playing().map(std::path::Path::to_path_buf);
         for (i, m) in chat.messages.iter().enumerate() {
             let live = streaming && i == last;
             let a = match m.author {
-                Author::User => user_message(ui, m, i, !streaming, &mut self.waves),
+                Author::User => {
+                    user_message(ui, m, i, !streaming, &mut self.waves, playing.as_deref())
+                }
                 Author::Assistant => self.assistant_message(ui, m, live, i == last && !streaming),
             };
             action = action.or(a);
@@ -195,6 +200,7 @@ impl App {
             Some(MessageAction::Regenerate) => self.regenerate(),
             Some(MessageAction::Edit(i)) => self.edit_message(i),
             Some(MessageAction::SaveCopy(p)) => self.save_attachment_copy(p, ui.ctx()),
+            Some(MessageAction::TogglePlay(p)) => self.toggle_playback(&p),
             None => {}
         }
     }
@@ -282,6 +288,7 @@ fn user_message(
     index: usize,
     can_edit: bool,
     waves: &mut WaveCache,
+    playing: Option<&std::path::Path>,
 ) -> Option<MessageAction> {
     let mut action = None;
     ui.with_layout(egui::Layout::top_down(egui::Align::Max), |ui| {
@@ -297,7 +304,9 @@ fn user_message(
                     if !m.attachments.is_empty() {
                         ui.horizontal_wrapped(|ui| {
                             for a in &m.attachments {
-                                attachment_preview(ui, a, 96.0, waves);
+                                if attachment_preview(ui, a, 96.0, waves, playing) {
+                                    action = Some(MessageAction::TogglePlay(a.path.clone()));
+                                }
                             }
                         });
                     }

@@ -90,6 +90,8 @@ impl App {
 
     fn attachment_row(&mut self, ui: &mut egui::Ui) {
         let mut remove = None;
+        let mut toggle = None;
+        let playing = self.playing().map(std::path::Path::to_path_buf);
         let waves = &mut self.waves;
         ui.horizontal_wrapped(|ui| {
             for (i, a) in self.composer.attachments.iter().enumerate() {
@@ -97,7 +99,9 @@ impl App {
                     .inner_margin(egui::Margin::same(6))
                     .show(ui, |ui| {
                         ui.horizontal(|ui| {
-                            attachment_preview(ui, a, 48.0, waves);
+                            if attachment_preview(ui, a, 48.0, waves, playing.as_deref()) {
+                                toggle = Some(a.path.clone());
+                            }
                             if ui
                                 .small_button("Remove")
                                 .on_hover_text("Remove this attachment")
@@ -109,7 +113,18 @@ impl App {
                     });
             }
         });
+        if let Some(p) = toggle {
+            self.toggle_playback(&p);
+        }
         if let Some(i) = remove {
+            if self
+                .composer
+                .attachments
+                .get(i)
+                .is_some_and(|a| self.playing() == Some(a.path.as_path()))
+            {
+                self.player = None; // removing what plays stops it
+            }
             self.composer.attachments.remove(i);
         }
     }
@@ -139,6 +154,13 @@ impl App {
                         ui.ctx().clone(),
                     ),
                 ));
+            }
+            if ui
+                .add_sized([52.0, 34.0], egui::Button::new("Paste"))
+                .on_hover_text("Attach the image on the clipboard (Ctrl+V)")
+                .clicked()
+            {
+                self.paste(true);
             }
             let recording = self.recorder.is_some();
             if ui
@@ -198,8 +220,16 @@ impl App {
     }
 }
 
-/// A thumbnail for an image; for a WAV file a chip with its name, waveform and duration.
-pub fn attachment_preview(ui: &mut egui::Ui, a: &Attachment, size: f32, waves: &mut WaveCache) {
+/// A thumbnail for an image; for a WAV file a chip with its name, waveform, duration and a
+/// Play / Stop button (`playing`: the file playing now). Returns true when Play / Stop was clicked.
+pub fn attachment_preview(
+    ui: &mut egui::Ui,
+    a: &Attachment,
+    size: f32,
+    waves: &mut WaveCache,
+    playing: Option<&std::path::Path>,
+) -> bool {
+    let mut toggle = false;
     match a.kind {
         AttachmentKind::Image => {
             ui.add(
@@ -217,6 +247,12 @@ pub fn attachment_preview(ui: &mut egui::Ui, a: &Attachment, size: f32, waves: &
                 .inner_margin(egui::Margin::symmetric(8, 6))
                 .show(ui, |ui| {
                     ui.horizontal(|ui| {
+                        let (label, hint) = if playing == Some(a.path.as_path()) {
+                            ("■ Stop", "Stop playing")
+                        } else {
+                            ("▶ Play", "Play this recording on the default audio output")
+                        };
+                        toggle = ui.small_button(label).on_hover_text(hint).clicked();
                         ui.label(egui::RichText::new("WAV").small().strong());
                         ui.label(a.file_name());
                         match waves.get(&a.path, ui.ctx()) {
@@ -234,4 +270,5 @@ pub fn attachment_preview(ui: &mut egui::Ui, a: &Attachment, size: f32, waves: &
                 .on_hover_text(a.path.display().to_string());
         }
     }
+    toggle
 }

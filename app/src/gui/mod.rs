@@ -7,10 +7,12 @@
 pub mod app;
 pub mod backend;
 pub mod chat_view;
+pub mod clipboard;
 pub mod composer;
 pub mod convert_job;
 pub mod dialogs;
 pub mod model;
+pub mod player;
 pub mod recorder;
 pub mod settings;
 pub mod sidebar;

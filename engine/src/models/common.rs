@@ -29,11 +29,36 @@ impl<'a> Linear<'a> {
 
     /// `x`: [t, in], `out`: [t, out].
     pub fn forward(&self, x: &[f32], t: usize, out: &mut [f32]) {
-        cpu::matmul(
+        // matmul_many with one weight: same numerics, activations quantized in parallel in prefill.
+        cpu::matmul_many(
             &x[..t * self.in_dim],
             t,
-            &self.w,
-            &mut out[..t * self.out_dim],
+            [&self.w],
+            [&mut out[..t * self.out_dim]],
+        );
+    }
+
+    /// Three linears of the same input (q/k/v): one quantization and one parallel region.
+    pub fn forward3([a, b, c]: [&Self; 3], x: &[f32], t: usize, [oa, ob, oc]: [&mut [f32]; 3]) {
+        cpu::matmul_many(
+            &x[..t * a.in_dim],
+            t,
+            [&a.w, &b.w, &c.w],
+            [
+                &mut oa[..t * a.out_dim],
+                &mut ob[..t * b.out_dim],
+                &mut oc[..t * c.out_dim],
+            ],
+        );
+    }
+
+    /// Two linears of the same input (gate/up, k/v).
+    pub fn forward2([a, b]: [&Self; 2], x: &[f32], t: usize, [oa, ob]: [&mut [f32]; 2]) {
+        cpu::matmul_many(
+            &x[..t * a.in_dim],
+            t,
+            [&a.w, &b.w],
+            [&mut oa[..t * a.out_dim], &mut ob[..t * b.out_dim]],
         );
     }
 
@@ -102,8 +127,7 @@ impl<'a> Mlp<'a> {
     /// `x`: [t, hidden] -> `out`: [t, hidden]; `gate`/`up` scratch of at least t * intermediate.
     pub fn forward(&self, x: &[f32], t: usize, gate: &mut [f32], up: &mut [f32], out: &mut [f32]) {
         let n = t * self.intermediate;
-        self.gate_proj.forward(x, t, gate);
-        self.up_proj.forward(x, t, up);
+        Linear::forward2([&self.gate_proj, &self.up_proj], x, t, [gate, up]);
         cpu::gelu_mul(&mut gate[..n], &up[..n]);
         self.down_proj.forward(gate, t, out);
     }

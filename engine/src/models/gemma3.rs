@@ -67,9 +67,12 @@ impl<'a> Attention<'a> {
         let p = &self.params;
         let (qd, kvd) = (p.n_heads * p.head_dim, p.n_kv_heads * p.head_dim);
         let (q, k, v) = (&mut s.q[..t * qd], &mut s.k[..t * kvd], &mut s.v[..t * kvd]);
-        self.q_proj.forward(x, t, q);
-        self.k_proj.forward(x, t, k);
-        self.v_proj.forward(x, t, v);
+        Linear::forward3(
+            [&self.q_proj, &self.k_proj, &self.v_proj],
+            x,
+            t,
+            [&mut *q, &mut *k, &mut *v],
+        );
         self.q_norm.forward(q);
         self.k_norm.forward(k);
         for i in 0..t {

@@ -82,7 +82,17 @@ impl<'a> Attention<'a> {
         let p = &self.params;
         let (qd, kvd) = (p.n_heads * p.head_dim, p.n_kv_heads * p.head_dim);
         let q = &mut s.q[..t * qd];
-        self.q_proj.forward(x, t, q);
+        let (k, v) = (&mut s.k[..t * kvd], &mut s.v[..t * kvd]);
+        match &self.kv {
+            // q/k/v in one pass over the same input (one quantization, one parallel region).
+            Some(kv) => Linear::forward3(
+                [&self.q_proj, &kv.k_proj, &kv.v_proj],
+                x,
+                t,
+                [&mut *q, &mut *k, &mut *v],
+            ),
+            None => self.q_proj.forward(x, t, q),
+        }
         self.q_norm.forward(q);
         for i in 0..t {
             cpu::rope(
@@ -94,9 +104,6 @@ impl<'a> Attention<'a> {
             );
         }
         if let Some(kv) = &self.kv {
-            let (k, v) = (&mut s.k[..t * kvd], &mut s.v[..t * kvd]);
-            kv.k_proj.forward(x, t, k);
-            kv.v_proj.forward(x, t, v);
             kv.k_norm.forward(k);
             kv.v_norm.forward(v);
             for i in 0..t {

@@ -60,6 +60,8 @@ struct Quant<'a, T> {
     vs: &'a [f32],
     kv_heads: usize,
     d: usize,
+    /// Elements per scale (the head size for int8).
+    group: usize,
     rot: Option<&'a Hadamard>,
 }
 
@@ -202,14 +204,26 @@ impl Rows for Quant<'_, i8> {
 
 impl Rows for Quant<'_, u8> {
     fn dot(&self, q: &[f32], slot: usize, kvh: usize) -> f32 {
-        let r = slot * self.kv_heads + kvh;
-        let b = self.d.div_ceil(2);
-        self.ks[r] * dot_i4(q, &self.k[r * b..(r + 1) * b])
+        let g = self.group;
+        let b = g.div_ceil(2);
+        // Group index of the head's first group.
+        let r0 = (slot * self.kv_heads + kvh) * (self.d / g);
+        q.chunks_exact(g)
+            .enumerate()
+            .map(|(i, qg)| {
+                let r = r0 + i;
+                self.ks[r] * dot_i4(qg, &self.k[r * b..(r + 1) * b])
+            })
+            .sum()
     }
     fn axpy(&self, y: &mut [f32], w: f32, slot: usize, kvh: usize) {
-        let r = slot * self.kv_heads + kvh;
-        let b = self.d.div_ceil(2);
-        axpy_i4(y, w * self.vs[r], &self.v[r * b..(r + 1) * b]);
+        let g = self.group;
+        let b = g.div_ceil(2);
+        let r0 = (slot * self.kv_heads + kvh) * (self.d / g);
+        for (i, yg) in y.chunks_exact_mut(g).enumerate() {
+            let r = r0 + i;
+            axpy_i4(yg, w * self.vs[r], &self.v[r * b..(r + 1) * b]);
+        }
     }
     fn rotation(&self) -> Option<&Hadamard> {
         self.rot
@@ -280,6 +294,7 @@ pub fn attention(
                 vs: v_scales,
                 kv_heads,
                 d,
+                group: d,
                 rot: rotation,
             };
             attend(q, t, pos0, &r, kv.slots, a, out, scratch)
@@ -289,8 +304,13 @@ pub fn attention(
             v,
             k_scales,
             v_scales,
+            group,
             rotation,
         } => {
+            assert!(
+                group > 0 && d.is_multiple_of(group),
+                "attention: int4 group {group} must divide the head size {d}"
+            );
             let r = Quant {
                 k,
                 v,
@@ -298,6 +318,7 @@ pub fn attention(
                 vs: v_scales,
                 kv_heads,
                 d,
+                group,
                 rot: rotation,
             };
             attend(q, t, pos0, &r, kv.slots, a, out, scratch)
@@ -531,7 +552,9 @@ mod tests {
                 let rows = total * a.n_kv_heads;
                 let (mut k8, mut v8) = (vec![0i8; rows * d], vec![0i8; rows * d]);
                 let (mut k4, mut v4) = (vec![0u8; rows * d / 2], vec![0u8; rows * d / 2]);
-                let (mut ks, mut vs) = (vec![0f32; rows], vec![0f32; rows]);
+                // int4 uses two scale groups of 8 per head.
+                let g = if q4 { 8 } else { d };
+                let (mut ks, mut vs) = (vec![0f32; rows * d / g], vec![0f32; rows * d / g]);
                 // What the cache holds, rotated back: the reference attends over these.
                 let (mut kd, mut vd) = (vec![0f32; rows * d], vec![0f32; rows * d]);
                 for r in 0..rows {
@@ -545,8 +568,17 @@ mod tests {
                         }
                         let out = &mut deq[r * d..(r + 1) * d];
                         if q4 {
-                            sc[r] = quantize_q4(&x, &mut q4b[r * d / 2..(r + 1) * d / 2]);
-                            dequantize_q4(&q4b[r * d / 2..(r + 1) * d / 2], sc[r], out);
+                            for j in 0..d / g {
+                                let (e, b) = (r * d + j * g, (r * d + j * g) / 2);
+                                let gi = e / g;
+                                sc[gi] =
+                                    quantize_q4(&x[j * g..(j + 1) * g], &mut q4b[b..b + g / 2]);
+                                dequantize_q4(
+                                    &q4b[b..b + g / 2],
+                                    sc[gi],
+                                    &mut out[j * g..(j + 1) * g],
+                                );
+                            }
                         } else {
                             sc[r] = quantize_q8(&x, &mut q8[r * d..(r + 1) * d]);
                             for (o, &b) in out.iter_mut().zip(&q8[r * d..(r + 1) * d]) {
@@ -564,6 +596,7 @@ mod tests {
                         v: &v4,
                         k_scales: &ks,
                         v_scales: &vs,
+                        group: g,
                         rotation: rot.as_ref(),
                     }
                 } else {

@@ -102,7 +102,7 @@ pub fn matmul_many<const N: usize>(
         }
     };
     let dtype = first.dtype;
-    if t < PAR_FILL_TOKENS || k % 32 != 0 || rayon::current_num_threads() <= 1 {
+    if t < PAR_FILL_TOKENS || !k.is_multiple_of(32) || rayon::current_num_threads() <= 1 {
         acts::with_quantized(isa, dtype, x, t, k, run);
         return;
     }
@@ -155,4 +155,91 @@ fn fill_parallel(a: &mut QActs, isa: Isa, dtype: DType, x: &[f32], t: usize, k: 
                 }
             });
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::encode;
+
+    fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005) | 1;
+        (0..n)
+            .map(|i| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0;
+                if i % 97 == 0 { u * 6.0 } else { u }
+            })
+            .collect()
+    }
+
+    /// Encoded weights, 4-byte aligned.
+    fn weights(dtype: DType, n: usize, k: usize, seed: u64) -> Vec<u32> {
+        let bytes = encode(dtype, &rand_vec(n * k, seed), &[n, k], 32).unwrap();
+        bytes
+            .chunks(4)
+            .map(|c| {
+                let mut b = [0u8; 4];
+                b[..c.len()].copy_from_slice(c);
+                u32::from_le_bytes(b)
+            })
+            .collect()
+    }
+
+    /// The fused call gives bit-identical results to separate matmuls (decode and prefill
+    /// shapes, on 1 and 2 threads).
+    #[test]
+    fn many_equals_separate_matmuls() {
+        for dtype in [DType::Q4, DType::Q8, DType::F32] {
+            for t in [1, 3, 8, 21] {
+                for threads in [1, 2] {
+                    let k = 96;
+                    let ns = [40, 24, 7];
+                    let raw: Vec<(Vec<u32>, usize)> = ns
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &n)| (weights(dtype, n, k, 7 + j as u64), n))
+                        .collect();
+                    let enc_len =
+                        |n: usize| encode(dtype, &vec![0.0; n * k], &[n, k], 32).unwrap().len();
+                    let shapes: Vec<[usize; 2]> = ns.iter().map(|&n| [n, k]).collect();
+                    let ws: Vec<TensorView<'_>> = raw
+                        .iter()
+                        .zip(&shapes)
+                        .map(|((a, n), shape)| {
+                            let data = &bytemuck::cast_slice::<u32, u8>(a)[..enc_len(*n)];
+                            TensorView::new(dtype, shape, 32, data).unwrap()
+                        })
+                        .collect();
+                    let x = rand_vec(t * k, 99 + t as u64);
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    pool.install(|| {
+                        let want: Vec<Vec<f32>> = ws
+                            .iter()
+                            .map(|w| {
+                                let mut o = vec![0.0; t * w.rows()];
+                                super::super::matmul(&x, t, w, &mut o);
+                                o
+                            })
+                            .collect();
+                        let mut got: Vec<Vec<f32>> =
+                            ns.iter().map(|&n| vec![f32::NAN; t * n]).collect();
+                        let [a, b, c] = &mut got[..] else {
+                            unreachable!()
+                        };
+                        matmul_many(&x, t, [&ws[0], &ws[1], &ws[2]], [a, b, c]);
+                        assert_eq!(got, want, "{dtype:?} t={t} threads={threads}");
+                        let mut one = vec![f32::NAN; t * ns[0]];
+                        matmul_many(&x, t, [&ws[0]], [&mut one]);
+                        assert_eq!(one, want[0]);
+                    });
+                }
+            }
+        }
+    }
 }
