@@ -52,8 +52,9 @@ fn write_cellm(dir: &Path, family: &str, dtype: DType, dequantized: bool, out: &
     let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
     names.sort();
     // Matrices in `dtype` where its layout allows (quantized: cols a multiple of 32).
-    let matrix =
-        |shape: &[usize]| shape.len() == 2 && (!dtype.is_quantized() || shape[1] % 32 == 0);
+    let matrix = |shape: &[usize]| {
+        shape.len() == 2 && (!dtype.is_quantized() || shape[1].is_multiple_of(32))
+    };
     let pick = |shape: &[usize]| {
         if matrix(shape) && dequantized {
             (DType::F32, 0)
@@ -272,7 +273,7 @@ fn gpu_media_rows_match_cpu() {
             positions: &positions,
             rows: &rows,
         };
-        let mut run = |m: &mut Box<dyn models::TextModel + '_>| {
+        let run = |m: &mut Box<dyn models::TextModel + '_>| {
             let mut cache = KvCache::new(&cfg, 64, models::chunk_size(&cfg), KvPrecision::F32);
             m.forward(&ids, Some(media), 0, &mut cache, Logits::All)
                 .unwrap()
