@@ -1,13 +1,17 @@
 //! UI tests: drive the real `App` (state, panels, worker thread) with a scripted backend.
 
 use cellm_app::gui::app::{App, AppConfig, ModelState};
-use cellm_app::gui::backend::{Backend, GenerateOutcome, GenerateRequest, ModelSummary};
+use cellm_app::gui::backend::{
+    Backend, GenerateOutcome, GenerateRequest, ModelSummary, describe_backend, describe_kv_cache,
+};
 use cellm_app::gui::model::AttachmentKind;
 use cellm_app::gui::settings::AppSettings;
-use cellm_engine::session::CancelToken;
+use cellm_engine::session::Backend as EngineBackendKind;
+use cellm_engine::session::{CancelToken, SessionOptions};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Streams fixed pieces with a pause between them; honours the cancel token.
@@ -15,6 +19,8 @@ struct Scripted {
     pieces: Vec<&'static str>,
     delay: Duration,
     cancel: CancelToken,
+    /// The options of every load, for the test to inspect.
+    loads: Arc<Mutex<Vec<SessionOptions>>>,
 }
 
 impl Scripted {
@@ -23,12 +29,20 @@ impl Scripted {
             pieces,
             delay: Duration::from_millis(delay_ms),
             cancel: CancelToken::new(),
+            loads: Arc::default(),
         }
     }
 }
 
 impl Backend for Scripted {
-    fn load(&mut self, path: &Path) -> Result<(ModelSummary, CancelToken), String> {
+    fn load(
+        &mut self,
+        path: &Path,
+        options: &SessionOptions,
+    ) -> Result<(ModelSummary, CancelToken), String> {
+        if let Ok(mut loads) = self.loads.lock() {
+            loads.push(options.clone());
+        }
         if path.to_string_lossy().contains("broken") {
             return Err("the file is not a .cellm model (bad magic)".to_owned());
         }
@@ -44,6 +58,11 @@ impl Backend for Scripted {
                 completion_mode: false,
                 has_audio: false,
                 fidelity: Some("KL 0.0040 · top-1 98.0%".into()),
+                backend: match options.backend {
+                    EngineBackendKind::Gpu => "gpu: Test Adapter".into(),
+                    _ => describe_backend("cpu", options),
+                },
+                kv_cache: describe_kv_cache(options),
             },
             self.cancel.clone(),
         ))
@@ -579,4 +598,87 @@ fn gui_settings_persist_through_eframe_storage() {
     a.save(&mut storage);
     let restored: AppSettings = eframe::get_value(&storage, STORAGE_KEY).unwrap();
     assert_eq!(restored, a.settings);
+}
+
+#[test]
+fn gui_compute_settings_reach_the_load_and_the_card() {
+    use cellm_app::gui::settings::{ComputeBackend, KvCacheChoice};
+    use cellm_engine::kv_cache::{KvPrecision, KvRotation};
+
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Scripted::new(vec!["ok"], 1);
+    let loads = backend.loads.clone();
+    let mut h = harness(app(dir.path(), backend));
+
+    // Defaults: CPU, all cores, f16 cache.
+    load(&mut h);
+    {
+        let seen = loads.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].backend, EngineBackendKind::Cpu);
+        assert_eq!(seen[0].kv_precision, KvPrecision::F16);
+        assert_eq!(seen[0].threads, None);
+    }
+    h.get_by_label("Backend");
+    h.get_by_label_contains("cpu · ");
+    h.get_by_label("f16");
+    assert!(!h.state().compute_changed());
+
+    // Pick GPU and q8 in the Settings window; nothing reloads by itself.
+    h.state_mut().settings_open = true;
+    h.step();
+    h.step();
+    h.get_by_label("GPU").click();
+    h.step();
+    h.step();
+    assert_eq!(h.state().settings.compute.backend, ComputeBackend::Gpu);
+    h.state_mut().settings.compute.kv_cache = KvCacheChoice::Q8;
+    h.state_mut().settings.compute.threads = Some(1);
+    h.step();
+    h.step();
+    assert!(h.state().compute_changed());
+    assert_eq!(loads.lock().unwrap().len(), 1);
+
+    // "Reload model" loads again with the new options.
+    h.get_by_label("Reload model").click();
+    h.step();
+    h.step();
+    pump(
+        &mut h,
+        "the reload",
+        |a| matches!(&a.model, ModelState::Loaded(m) if m.backend.starts_with("gpu")),
+    );
+    {
+        let seen = loads.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[1].backend, EngineBackendKind::Gpu);
+        assert_eq!(seen[1].kv_precision, KvPrecision::Q8);
+        assert_eq!(seen[1].kv_rotation, KvRotation::Hadamard);
+        assert_eq!(seen[1].threads, Some(1));
+    }
+    assert!(!h.state().compute_changed());
+    assert!(h.query_by_label("Reload model").is_none());
+    h.get_by_label("gpu: Test Adapter");
+    h.get_by_label("q8 · rotated");
+}
+
+#[test]
+fn gui_compute_settings_persist_and_default() {
+    use cellm_app::gui::settings::{ComputeBackend, KvCacheChoice};
+
+    // Settings saved before the Compute section existed still load, with the defaults.
+    let old: AppSettings = serde_json::from_str(r#"{"max_new_tokens": 64}"#).unwrap();
+    assert_eq!(old.compute.backend, ComputeBackend::Cpu);
+    assert_eq!(old.compute.kv_cache, KvCacheChoice::F16);
+    assert_eq!(old.compute.threads, None);
+
+    let mut s = AppSettings::default();
+    s.compute.backend = ComputeBackend::Auto;
+    s.compute.threads = Some(3);
+    s.compute.kv_cache = KvCacheChoice::Q4;
+    let back: AppSettings = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+    let o = back.compute.session_options();
+    assert_eq!(o.backend, EngineBackendKind::Auto);
+    assert_eq!(o.threads, Some(3));
 }

@@ -5,7 +5,7 @@ use cellm_app::gui::backend::{Backend, GenerateOutcome, GenerateRequest, ModelSu
 use cellm_app::gui::clipboard::{Clipboard, ClipboardSource, PastedImage};
 use cellm_app::gui::model::AttachmentKind;
 use cellm_app::gui::settings::AppSettings;
-use cellm_engine::session::CancelToken;
+use cellm_engine::session::{CancelToken, SessionOptions};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use std::path::Path;
@@ -15,7 +15,11 @@ use std::sync::{Arc, Mutex};
 struct NoModel;
 
 impl Backend for NoModel {
-    fn load(&mut self, _path: &Path) -> Result<(ModelSummary, CancelToken), String> {
+    fn load(
+        &mut self,
+        _path: &Path,
+        _options: &SessionOptions,
+    ) -> Result<(ModelSummary, CancelToken), String> {
         Err("no model in this test".to_owned())
     }
     fn generate(

@@ -6,7 +6,7 @@ use super::backend::{Backend, GenerateRequest, ModelSummary};
 use super::composer::ComposerState;
 use super::dialogs::PendingDialog;
 use super::model::{Attachment, AttachmentKind, Author, Chat, ChatMessage, ReplyStats};
-use super::settings::{AppSettings, STORAGE_KEY, ThemeChoice};
+use super::settings::{AppSettings, ComputeSettings, STORAGE_KEY, ThemeChoice};
 use super::sidebar::SidebarState;
 use super::store::ChatStore;
 use super::theme;
@@ -70,6 +70,8 @@ pub struct App {
     pub active: Option<String>,
     pub(super) worker: WorkerHandle,
     pub model: ModelState,
+    /// The Compute settings the current (or loading) model was loaded with.
+    pub model_compute: Option<ComputeSettings>,
     pub(super) cancel: Option<CancelToken>,
     pub generation: Option<Generation>,
     pub(super) composer: ComposerState,
@@ -105,6 +107,7 @@ impl App {
             chats,
             worker,
             model: ModelState::None,
+            model_compute: None,
             cancel: None,
             generation: None,
             composer: ComposerState::default(),
@@ -188,7 +191,23 @@ impl App {
             return;
         }
         self.model = ModelState::Loading(path.clone());
-        self.worker.send(Command::Load(path));
+        self.model_compute = Some(self.settings.compute);
+        let options = self.settings.compute.session_options();
+        self.worker.send(Command::Load(path, options));
+    }
+
+    /// Whether the loaded model runs with other Compute settings than the current ones.
+    pub fn compute_changed(&self) -> bool {
+        matches!(self.model, ModelState::Loaded(_))
+            && self.model_compute != Some(self.settings.compute)
+    }
+
+    /// Loads the current model again (so changed Compute settings take effect).
+    pub fn reload_model(&mut self) {
+        if let ModelState::Loaded(m) = &self.model {
+            let path = m.path.clone();
+            self.load_model(path);
+        }
     }
 
     pub fn unload_model(&mut self) {
@@ -790,6 +809,25 @@ impl App {
                 ui.add_space(4.0);
                 super::settings::sampling_controls(ui, &mut self.settings);
                 ui.add_space(8.0);
+                theme::section_label(ui, "Compute");
+                ui.add_space(4.0);
+                super::settings::compute_controls(ui, &mut self.settings.compute);
+                ui.add_space(4.0);
+                if self.compute_changed() {
+                    ui.horizontal(|ui| {
+                        ui.weak("Applies on the next model load.");
+                        let busy = self.generation.is_some();
+                        if ui
+                            .add_enabled(!busy, egui::Button::new("Reload model"))
+                            .clicked()
+                        {
+                            self.reload_model();
+                        }
+                    });
+                } else {
+                    ui.weak("Changes apply on the next model load.");
+                }
+                ui.add_space(8.0);
                 theme::section_label(ui, "Appearance");
                 ui.horizontal(|ui| {
                     ui.selectable_value(&mut self.settings.theme, ThemeChoice::Dark, "Dark");
@@ -819,7 +857,9 @@ impl App {
                                     d.as_str(),
                                 );
                             }
-                        });
+                        })
+                        .response
+                        .on_hover_text("The input device for recordings");
                     if ui
                         .button("Refresh")
                         .on_hover_text("List the microphones again")

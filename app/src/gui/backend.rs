@@ -3,6 +3,7 @@
 
 use super::model::{AttachmentKind, Author, ChatMessage};
 use cellm_encoders::MediaEncoders;
+use cellm_engine::kv_cache::{KvPrecision, KvRotation};
 use cellm_engine::sampler::SamplingParams;
 use cellm_engine::session::{
     CancelToken, GenerateParams, MediaEmbedding, Message, Prompt, Role, Session, SessionOptions,
@@ -27,6 +28,11 @@ pub struct ModelSummary {
     pub completion_mode: bool,
     /// One line such as "KL 0.004 · top-1 98.1%" when the header records fidelity.
     pub fidelity: Option<String>,
+    /// Where the model runs, as the engine reported it after loading (e.g. "cpu · 2 threads"
+    /// or "gpu: <adapter>"); a GPU that failed shows as the CPU it fell back to.
+    pub backend: String,
+    /// Storage of the KV cache (e.g. "f16", "q8 · rotated").
+    pub kv_cache: String,
 }
 
 impl ModelSummary {
@@ -65,7 +71,11 @@ pub struct GenerateOutcome {
 pub trait Backend: Send {
     /// Loads a model (replacing any loaded one). Returns its summary and the token that cancels
     /// a running generation (the UI keeps a clone; Stop flips it).
-    fn load(&mut self, path: &Path) -> Result<(ModelSummary, CancelToken), String>;
+    fn load(
+        &mut self,
+        path: &Path,
+        options: &SessionOptions,
+    ) -> Result<(ModelSummary, CancelToken), String>;
     /// Streams a reply through `on_text`; must return soon after the cancel token is set.
     fn generate(
         &mut self,
@@ -86,13 +96,17 @@ pub struct EngineBackend {
 }
 
 impl Backend for EngineBackend {
-    fn load(&mut self, path: &Path) -> Result<(ModelSummary, CancelToken), String> {
+    fn load(
+        &mut self,
+        path: &Path,
+        options: &SessionOptions,
+    ) -> Result<(ModelSummary, CancelToken), String> {
         self.session = None; // free the old model before mapping the new one
         self.media_cache.clear();
         if !path.is_file() {
             return Err(format!("{} is not a file", path.display()));
         }
-        let session = Session::load(path, SessionOptions::default())
+        let session = Session::load(path, options.clone())
             .map_err(|e| format!("could not load {}: {e}", path.display()))?;
         let info = session.info();
         let summary = ModelSummary {
@@ -106,6 +120,8 @@ impl Backend for EngineBackend {
             has_audio: info.has_audio,
             completion_mode: !info.has_chat_template,
             fidelity: info.fidelity.as_ref().map(describe_fidelity),
+            backend: describe_backend(session.backend(), options),
+            kv_cache: describe_kv_cache(options),
         };
         let cancel = session.cancel_token();
         self.session = Some(session);
@@ -233,6 +249,36 @@ fn to_engine_messages(
         });
     }
     out
+}
+
+/// The engine's backend string, with the thread count when it runs on the CPU.
+pub fn describe_backend(reported: &str, options: &SessionOptions) -> String {
+    if reported == "cpu" {
+        let n = options
+            .threads
+            .unwrap_or_else(super::settings::available_threads);
+        let plural = if n == 1 { "" } else { "s" };
+        format!("cpu · {n} thread{plural}")
+    } else {
+        reported.to_owned()
+    }
+}
+
+/// The KV cache storage the options ask for, e.g. "q8 · rotated".
+pub fn describe_kv_cache(options: &SessionOptions) -> String {
+    let precision = match options.kv_precision {
+        KvPrecision::F16 => "f16",
+        KvPrecision::F32 => "f32",
+        KvPrecision::Q8 => "q8",
+        KvPrecision::Q4 => "q4",
+    };
+    // The rotation only matters for the quantized caches.
+    let quantized = matches!(options.kv_precision, KvPrecision::Q8 | KvPrecision::Q4);
+    if quantized && options.kv_rotation == KvRotation::Hadamard {
+        format!("{precision} · rotated")
+    } else {
+        precision.to_owned()
+    }
 }
 
 /// A short line from the header's fidelity record, whatever keys it has.

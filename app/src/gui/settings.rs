@@ -1,6 +1,8 @@
 //! User settings (persisted through eframe storage) and the Settings window.
 
+use cellm_engine::kv_cache::{KvPrecision, KvRotation};
 use cellm_engine::sampler::SamplingParams;
+use cellm_engine::session::{Backend as EngineBackendKind, SessionOptions};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -22,6 +24,147 @@ pub struct AppSettings {
     pub last_model: Option<PathBuf>,
     /// Input device for recordings (None: the system default).
     pub microphone: Option<String>,
+    /// Where and how the model runs; applied on the next load.
+    pub compute: ComputeSettings,
+}
+
+/// Where the text model runs (mirrors the engine's `Backend`, with serde for storage).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ComputeBackend {
+    #[default]
+    Cpu,
+    Gpu,
+    Auto,
+}
+
+/// Storage of the KV cache, as offered in Settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvCacheChoice {
+    #[default]
+    F16,
+    /// int8 with a Hadamard rotation first (the rotation is what makes int8 near-lossless).
+    Q8,
+    Q4,
+    F32,
+}
+
+impl KvCacheChoice {
+    pub const ALL: [KvCacheChoice; 4] = [Self::F16, Self::Q8, Self::Q4, Self::F32];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::F16 => "f16",
+            Self::Q8 => "q8",
+            Self::Q4 => "q4",
+            Self::F32 => "f32",
+        }
+    }
+
+    pub fn hint(self) -> &'static str {
+        match self {
+            Self::F16 => "default",
+            Self::Q8 => "smaller, near-lossless",
+            Self::Q4 => "smallest, lossy",
+            Self::F32 => "exact",
+        }
+    }
+}
+
+/// The load-time options of Settings > Compute.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ComputeSettings {
+    pub backend: ComputeBackend,
+    /// None: all cores.
+    pub threads: Option<usize>,
+    pub kv_cache: KvCacheChoice,
+}
+
+impl ComputeSettings {
+    /// The engine options these settings stand for.
+    pub fn session_options(&self) -> SessionOptions {
+        let (kv_precision, kv_rotation) = match self.kv_cache {
+            KvCacheChoice::F16 => (KvPrecision::F16, KvRotation::None),
+            KvCacheChoice::Q8 => (KvPrecision::Q8, KvRotation::Hadamard),
+            // Rotation spreads outliers before quantizing, which helps int4 at least as much.
+            KvCacheChoice::Q4 => (KvPrecision::Q4, KvRotation::Hadamard),
+            KvCacheChoice::F32 => (KvPrecision::F32, KvRotation::None),
+        };
+        SessionOptions {
+            threads: self.threads,
+            kv_precision,
+            kv_rotation,
+            backend: match self.backend {
+                ComputeBackend::Cpu => EngineBackendKind::Cpu,
+                ComputeBackend::Gpu => EngineBackendKind::Gpu,
+                ComputeBackend::Auto => EngineBackendKind::Auto,
+            },
+            ..SessionOptions::default()
+        }
+    }
+}
+
+/// Cores the machine reports (the top of the Threads slider).
+pub fn available_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Draws the Compute controls; returns true when something changed.
+pub fn compute_controls(ui: &mut egui::Ui, compute: &mut ComputeSettings) -> bool {
+    let before = *compute;
+    egui::Grid::new("compute_grid")
+        .num_columns(2)
+        .spacing([16.0, 10.0])
+        .show(ui, |ui| {
+            ui.label("Backend");
+            ui.horizontal(|ui| {
+                ui.selectable_value(&mut compute.backend, ComputeBackend::Cpu, "CPU");
+                ui.selectable_value(&mut compute.backend, ComputeBackend::Gpu, "GPU");
+                ui.selectable_value(&mut compute.backend, ComputeBackend::Auto, "Auto")
+                    .on_hover_text("The GPU when a hardware adapter exists, else the CPU.");
+            });
+            ui.end_row();
+            ui.label("");
+            ui.weak("GPU falls back to the CPU when no adapter is usable.");
+            ui.end_row();
+
+            ui.label("Threads");
+            ui.horizontal(|ui| {
+                let max = available_threads();
+                let mut auto = compute.threads.is_none();
+                if ui
+                    .checkbox(&mut auto, "Auto")
+                    .on_hover_text("Use every core.")
+                    .changed()
+                {
+                    compute.threads = if auto { None } else { Some(max) };
+                }
+                if let Some(n) = compute.threads.as_mut() {
+                    *n = (*n).clamp(1, max);
+                    ui.add(egui::Slider::new(n, 1..=max))
+                        .on_hover_text("Worker threads for the CPU kernels.");
+                }
+            });
+            ui.end_row();
+
+            ui.label("KV cache");
+            egui::ComboBox::from_id_salt("kv_cache")
+                .selected_text(compute.kv_cache.label())
+                .width(220.0)
+                .show_ui(ui, |ui| {
+                    for c in KvCacheChoice::ALL {
+                        ui.selectable_value(
+                            &mut compute.kv_cache,
+                            c,
+                            format!("{} — {}", c.label(), c.hint()),
+                        );
+                    }
+                })
+                .response
+                .on_hover_text("How keys and values of past tokens are stored.");
+            ui.end_row();
+        });
+    *compute != before
 }
 
 impl Default for AppSettings {
@@ -35,6 +178,7 @@ impl Default for AppSettings {
             max_new_tokens: 1024,
             last_model: None,
             microphone: None,
+            compute: ComputeSettings::default(),
         }
     }
 }
@@ -68,12 +212,14 @@ pub fn sampling_controls(ui: &mut egui::Ui, settings: &mut AppSettings) -> bool 
             ui.end_row();
 
             ui.label("Max new tokens");
-            ui.add(egui::Slider::new(&mut settings.max_new_tokens, 16..=8192).logarithmic(true));
+            ui.add(egui::Slider::new(&mut settings.max_new_tokens, 16..=8192).logarithmic(true))
+                .on_hover_text("The longest reply, in tokens.");
             ui.end_row();
 
             let s = &mut settings.sampling;
             ui.label("Seed");
-            ui.add(egui::DragValue::new(&mut s.seed).speed(1));
+            ui.add(egui::DragValue::new(&mut s.seed).speed(1))
+                .on_hover_text("The same seed and settings give the same reply.");
             ui.end_row();
         });
     ui.add_space(8.0);
@@ -83,6 +229,7 @@ pub fn sampling_controls(ui: &mut egui::Ui, settings: &mut AppSettings) -> bool 
             theme: keep.theme,
             last_model: keep.last_model,
             microphone: keep.microphone,
+            compute: keep.compute,
             ..AppSettings::default()
         };
     }

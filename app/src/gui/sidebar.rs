@@ -249,6 +249,12 @@ impl App {
                                     media.push("audio");
                                 }
                                 row("Input", media.join(", "));
+                                if !m.backend.is_empty() {
+                                    row("Backend", m.backend.clone());
+                                }
+                                if !m.kv_cache.is_empty() {
+                                    row("KV cache", m.kv_cache.clone());
+                                }
                                 if m.completion_mode {
                                     row("Mode", "text completion".into());
                                 }

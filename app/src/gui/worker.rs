@@ -4,7 +4,7 @@
 
 use super::backend::{Backend, GenerateOutcome, GenerateRequest, ModelSummary};
 use super::model::AttachmentKind;
-use cellm_engine::session::CancelToken;
+use cellm_engine::session::{CancelToken, SessionOptions};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub enum Command {
-    Load(PathBuf),
+    /// Load a model with these options (from Settings > Compute).
+    Load(PathBuf, SessionOptions),
     Generate(GenerateRequest),
     Unload,
 }
@@ -123,9 +124,9 @@ fn worker_loop(
     };
     while let Ok(command) = commands.recv() {
         match command {
-            Command::Load(path) => {
+            Command::Load(path, options) => {
                 emit(Event::Loading(path.clone()));
-                match backend.load(&path) {
+                match backend.load(&path, &options) {
                     Ok((summary, cancel)) => emit(Event::Loaded(summary, cancel)),
                     Err(msg) => emit(Event::LoadFailed(msg)),
                 }

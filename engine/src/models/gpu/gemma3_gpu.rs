@@ -6,6 +6,7 @@
 //! attended at its own position and copied back (all in the same encoder). The K/V of the whole
 //! chunk is stored before any query attends, which the ring size `window + chunk - 1` allows.
 
+use super::head::{GpuHead, HeadSpec};
 use super::kv::GpuKv;
 use crate::format::CellmFile;
 use crate::kernels::cpu::attention::AttnParams;
@@ -65,12 +66,6 @@ struct State {
     limit: usize,
     chunk: usize,
     scratch: GpuBuffer,
-    /// Final-norm input rows for the head and its logits, `head_rows` rows at a time.
-    head_x: GpuBuffer,
-    logits: GpuBuffer,
-    head_rows: usize,
-    /// Most rows the head buffers may grow to (`Logits::All`).
-    head_max: usize,
 }
 
 pub struct Gemma3Gpu<'a> {
@@ -78,8 +73,7 @@ pub struct Gemma3Gpu<'a> {
     cfg: TextConfig,
     embed_tokens: TensorView<'a>,
     embed_scale: f32,
-    head: GpuWeight,
-    final_norm: GpuBuffer,
+    head: GpuHead,
     layers: Vec<Layer>,
     kv_elem: ElemType,
     acts: Option<Acts>,
@@ -130,7 +124,7 @@ impl<'a> Gemma3Gpu<'a> {
                 "untied lm_head.weight is not supported".into(),
             )));
         }
-        let head = GpuWeight::upload(&ctx, &embed_tokens)?;
+        let head_weight = GpuWeight::upload(&ctx, &embed_tokens)?;
         let mut layers = Vec::with_capacity(cfg.layers.len());
         for (i, spec) in cfg.layers.iter().enumerate() {
             let lw = w.pp("layers").pp(i);
@@ -176,7 +170,18 @@ impl<'a> Gemma3Gpu<'a> {
                 bytes,
             });
         }
-        let final_norm = vector(&ctx, &w, "norm", h)?;
+        let head = GpuHead::new(
+            &ctx,
+            head_weight,
+            vector(&ctx, &w, "norm", h)?,
+            HeadSpec {
+                plus_one: true,
+                eps: cfg.eps,
+                softcap: cfg.final_softcap,
+                hidden: h,
+                vocab: cfg.vocab_size,
+            },
+        );
         ctx.wait()?;
         Ok(Self {
             embed_scale: (h as f64).sqrt() as f32,
@@ -189,7 +194,6 @@ impl<'a> Gemma3Gpu<'a> {
             cfg,
             embed_tokens,
             head,
-            final_norm,
             layers,
             acts: None,
             state: None,
@@ -239,22 +243,10 @@ impl<'a> Gemma3Gpu<'a> {
                 .map(|l| (l.params.n_kv_heads * l.params.head_dim, l.params.window))
                 .collect();
             let kv = GpuKv::new(&self.ctx, &dims, limit, chunk, self.kv_elem);
-            // Logits of several rows (`cellm compare`) go through the head a few rows at a time
-            // so one buffer stays well under the binding limit.
-            let v = self.cfg.vocab_size;
-            let cap = (self.ctx.max_binding_bytes() / 2).min(256 << 20) as usize;
-            let head_max = (cap / (v * 4)).clamp(1, chunk.max(1));
-            let head_rows = 1;
+            // Logits of several rows (`cellm compare`) go through the head a few rows at a time.
+            self.head.set_max_rows(&self.ctx, chunk);
             self.state = Some(State {
                 scratch: GpuBuffer::zeros(&self.ctx, 1, ElemType::F32),
-                head_x: GpuBuffer::zeros(
-                    &self.ctx,
-                    head_rows * self.cfg.hidden_size,
-                    ElemType::F32,
-                ),
-                logits: GpuBuffer::zeros(&self.ctx, head_rows * v, ElemType::F32),
-                head_rows,
-                head_max,
                 kv,
                 limit,
                 chunk,
@@ -338,58 +330,17 @@ impl<'a> Gemma3Gpu<'a> {
         Ok(())
     }
 
-    /// Records final norm, tied head and soft-cap for `rows` rows of `x` from row `first`.
+    /// Records the head for `rows` rows of the chunk's hidden states from row `first`.
     fn record_head(
         &self,
         enc: &mut Encoder<'_>,
         first: usize,
         rows: usize,
     ) -> Result<(), GpuError> {
-        let (Some(a), Some(s)) = (self.acts.as_ref(), self.state.as_ref()) else {
+        let Some(a) = self.acts.as_ref() else {
             return Err(GpuError::Unsupported("buffers not allocated".into()));
         };
-        let h = self.cfg.hidden_size;
-        enc.copy(&a.x, first * h, &s.head_x, 0, rows * h)?;
-        norm::rmsnorm(
-            enc,
-            &s.head_x,
-            rows,
-            h,
-            Some(&self.final_norm),
-            self.cfg.eps,
-            true,
-        )?;
-        matmul::matmul(enc, &s.head_x, rows, &self.head, &s.logits)?;
-        if let Some(cap) = self.cfg.final_softcap {
-            elementwise::softcap(enc, &s.logits, rows * self.cfg.vocab_size, cap)?;
-        }
-        Ok(())
-    }
-
-    /// Grows the head buffers to `rows` rows (capped); returns the rows they hold.
-    fn ensure_head(&mut self, rows: usize) -> Result<usize, ModelError> {
-        let (h, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
-        let Some(s) = self.state.as_mut() else {
-            return Err(ModelError::Gpu("device state missing".into()));
-        };
-        let want = rows.clamp(1, s.head_max);
-        if want > s.head_rows {
-            s.head_x = GpuBuffer::zeros(&self.ctx, want * h, ElemType::F32);
-            s.logits = GpuBuffer::zeros(&self.ctx, want * v, ElemType::F32);
-            s.head_rows = want;
-        }
-        Ok(s.head_rows)
-    }
-
-    /// Reads `rows` rows of logits back into `self.out[at * vocab..]`.
-    fn read_logits(&mut self, rows: usize, at: usize) -> Result<(), ModelError> {
-        let v = self.cfg.vocab_size;
-        let Some(s) = self.state.as_ref() else {
-            return Err(ModelError::Gpu("device state missing".into()));
-        };
-        let got = self.ctx.read_f32_n(&s.logits, rows * v)?;
-        self.out[at * v..(at + rows) * v].copy_from_slice(&got[..rows * v]);
-        Ok(())
+        self.head.record(enc, &a.x, first, rows)
     }
 
     fn embed(&mut self, tokens: &[u32], media: &[(usize, &[f32])]) -> Result<(), ModelError> {
@@ -458,19 +409,20 @@ impl TextModel for Gemma3Gpu<'_> {
                 Logits::Last if c0 + t == total => {
                     self.record_head(&mut enc, t - 1, 1)?;
                     enc.submit()?;
-                    self.read_logits(1, 0)?;
+                    self.head.read(&self.ctx, &mut self.out[..v])?;
                 }
                 Logits::Last => enc.submit()?,
                 Logits::All => {
                     enc.submit()?;
-                    let head_rows = self.ensure_head(t)?;
+                    let head_rows = self.head.ensure(&self.ctx, t);
                     let mut r0 = 0;
                     while r0 < t {
                         let r = head_rows.min(t - r0);
                         let mut enc = Encoder::new(&self.ctx);
                         self.record_head(&mut enc, r0, r)?;
                         enc.submit()?;
-                        self.read_logits(r, c0 + r0)?;
+                        self.head
+                            .read(&self.ctx, &mut self.out[(c0 + r0) * v..(c0 + r0 + r) * v])?;
                         r0 += r;
                     }
                 }

@@ -7,6 +7,7 @@
 //! P-wide slice of every row into a small buffer for the gate. KV-sharing consumers attend over
 //! their producer's device cache and, for `Logits::Last`, run on the last row only.
 
+use super::head::{GpuHead, HeadSpec};
 use super::kv::GpuKv;
 use crate::format::CellmFile;
 use crate::kernels::cpu::attention::AttnParams;
@@ -84,11 +85,6 @@ struct State {
     limit: usize,
     chunk: usize,
     scratch: GpuBuffer,
-    head_x: GpuBuffer,
-    logits: GpuBuffer,
-    head_rows: usize,
-    /// Most rows the head buffers may grow to (`Logits::All`).
-    head_max: usize,
 }
 
 pub struct Gemma4Gpu<'a> {
@@ -97,8 +93,7 @@ pub struct Gemma4Gpu<'a> {
     embed_tokens: TensorView<'a>,
     embed_scale: f32,
     ple: Option<Ple<'a>>,
-    head: GpuWeight,
-    final_norm: GpuBuffer,
+    head: GpuHead,
     layers: Vec<Layer>,
     /// (kv_dim, window) of each device KV layer (the producers).
     kv_dims: Vec<(usize, Option<usize>)>,
@@ -179,7 +174,7 @@ impl<'a> Gemma4Gpu<'a> {
         } else {
             None
         };
-        let head = GpuWeight::upload(&ctx, &embed_tokens)?;
+        let head_weight = GpuWeight::upload(&ctx, &embed_tokens)?;
         let mut kv_dims = Vec::new();
         let mut kv_slot_of = Vec::with_capacity(cfg.layers.len());
         let mut layers = Vec::with_capacity(cfg.layers.len());
@@ -267,7 +262,18 @@ impl<'a> Gemma4Gpu<'a> {
             .iter()
             .position(|l| matches!(l.kv, KvRole::Reuse(_)))
             .unwrap_or(cfg.num_layers);
-        let final_norm = vector(&ctx, &w, "norm", h)?;
+        let head = GpuHead::new(
+            &ctx,
+            head_weight,
+            vector(&ctx, &w, "norm", h)?,
+            HeadSpec {
+                plus_one: false,
+                eps: cfg.eps,
+                softcap: cfg.final_softcap,
+                hidden: h,
+                vocab: cfg.vocab_size,
+            },
+        );
         let pad_id = file.header().tokenizer.pad_token_id.unwrap_or(0);
         ctx.wait()?;
         Ok(Self {
@@ -282,7 +288,6 @@ impl<'a> Gemma4Gpu<'a> {
             embed_tokens,
             ple,
             head,
-            final_norm,
             layers,
             kv_dims,
             first_consumer,
@@ -334,20 +339,10 @@ impl<'a> Gemma4Gpu<'a> {
             .is_none_or(|s| s.limit != limit || s.chunk != chunk)
         {
             let kv = GpuKv::new(&self.ctx, &self.kv_dims, limit, chunk, self.kv_elem);
-            let v = self.cfg.vocab_size;
-            let cap = (self.ctx.max_binding_bytes() / 2).min(256 << 20) as usize;
-            let head_max = (cap / (v * 4)).clamp(1, chunk.max(1));
-            let head_rows = 1;
+            // Logits of several rows (`cellm compare`) go through the head a few rows at a time.
+            self.head.set_max_rows(&self.ctx, chunk);
             self.state = Some(State {
                 scratch: GpuBuffer::zeros(&self.ctx, 1, ElemType::F32),
-                head_x: GpuBuffer::zeros(
-                    &self.ctx,
-                    head_rows * self.cfg.hidden_size,
-                    ElemType::F32,
-                ),
-                logits: GpuBuffer::zeros(&self.ctx, head_rows * v, ElemType::F32),
-                head_rows,
-                head_max,
                 kv,
                 limit,
                 chunk,
@@ -482,56 +477,17 @@ impl<'a> Gemma4Gpu<'a> {
         Ok(())
     }
 
+    /// Records the head for `rows` rows of the chunk's hidden states from row `first`.
     fn record_head(
         &self,
         enc: &mut Encoder<'_>,
         first: usize,
         rows: usize,
     ) -> Result<(), GpuError> {
-        let (Some(a), Some(s)) = (self.acts.as_ref(), self.state.as_ref()) else {
+        let Some(a) = self.acts.as_ref() else {
             return Err(missing());
         };
-        let h = self.cfg.hidden_size;
-        enc.copy(&a.x, first * h, &s.head_x, 0, rows * h)?;
-        norm::rmsnorm(
-            enc,
-            &s.head_x,
-            rows,
-            h,
-            Some(&self.final_norm),
-            self.cfg.eps,
-            false,
-        )?;
-        matmul::matmul(enc, &s.head_x, rows, &self.head, &s.logits)?;
-        if let Some(cap) = self.cfg.final_softcap {
-            elementwise::softcap(enc, &s.logits, rows * self.cfg.vocab_size, cap)?;
-        }
-        Ok(())
-    }
-
-    /// Grows the head buffers to `rows` rows (capped); returns the rows they hold.
-    fn ensure_head(&mut self, rows: usize) -> Result<usize, ModelError> {
-        let (h, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
-        let Some(s) = self.state.as_mut() else {
-            return Err(ModelError::Gpu("device state missing".into()));
-        };
-        let want = rows.clamp(1, s.head_max);
-        if want > s.head_rows {
-            s.head_x = GpuBuffer::zeros(&self.ctx, want * h, ElemType::F32);
-            s.logits = GpuBuffer::zeros(&self.ctx, want * v, ElemType::F32);
-            s.head_rows = want;
-        }
-        Ok(s.head_rows)
-    }
-
-    fn read_logits(&mut self, rows: usize, at: usize) -> Result<(), ModelError> {
-        let v = self.cfg.vocab_size;
-        let Some(s) = self.state.as_ref() else {
-            return Err(ModelError::Gpu("device state missing".into()));
-        };
-        let got = self.ctx.read_f32_n(&s.logits, rows * v)?;
-        self.out[at * v..(at + rows) * v].copy_from_slice(&got[..rows * v]);
-        Ok(())
+        self.head.record(enc, &a.x, first, rows)
     }
 
     /// Uploads the chunk's embeddings and the token part of its PLE inputs.
@@ -625,14 +581,15 @@ impl TextModel for Gemma4Gpu<'_> {
                         self.record_layer(&mut enc, li, t, p, 0)?;
                     }
                     enc.submit()?;
-                    let head_rows = self.ensure_head(t)?;
+                    let head_rows = self.head.ensure(&self.ctx, t);
                     let mut r0 = 0;
                     while r0 < t {
                         let r = head_rows.min(t - r0);
                         let mut enc = Encoder::new(&self.ctx);
                         self.record_head(&mut enc, r0, r)?;
                         enc.submit()?;
-                        self.read_logits(r, c0 + r0)?;
+                        self.head
+                            .read(&self.ctx, &mut self.out[(c0 + r0) * v..(c0 + r0 + r) * v])?;
                         r0 += r;
                     }
                 }
@@ -656,7 +613,7 @@ impl TextModel for Gemma4Gpu<'_> {
                     };
                     self.record_head(&mut enc, row, 1)?;
                     enc.submit()?;
-                    self.read_logits(1, 0)?;
+                    self.head.read(&self.ctx, &mut self.out[..v])?;
                 }
                 Logits::Last => enc.submit()?,
             }

@@ -11,6 +11,7 @@
 
 mod gemma3_gpu;
 mod gemma4_gpu;
+mod head;
 mod kv;
 
 use super::{ModelError, TextModel};
