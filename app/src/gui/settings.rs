@@ -149,7 +149,11 @@ pub fn compute_controls(ui: &mut egui::Ui, compute: &mut ComputeSettings) -> boo
 
             ui.label("KV cache");
             egui::ComboBox::from_id_salt("kv_cache")
-                .selected_text(compute.kv_cache.label())
+                .selected_text(format!(
+                    "{} — {}",
+                    compute.kv_cache.label(),
+                    compute.kv_cache.hint()
+                ))
                 .width(220.0)
                 .show_ui(ui, |ui| {
                     for c in KvCacheChoice::ALL {

@@ -7,6 +7,7 @@
 //! P-wide slice of every row into a small buffer for the gate. KV-sharing consumers attend over
 //! their producer's device cache and, for `Logits::Last`, run on the last row only.
 
+use super::blocks::{AttnBufs, MlpBufs, MlpWeights, record_attention, record_mlp};
 use super::head::{GpuHead, HeadSpec};
 use super::kv::GpuKv;
 use crate::format::CellmFile;
@@ -394,39 +395,34 @@ impl<'a> Gemma4Gpu<'a> {
             attention::store_kv(enc, &a.k, t, kvd, p, &kvl.k, kvl.slots)?;
             attention::store_kv(enc, &a.v, t, kvd, p, &kvl.v, kvl.slots)?;
         }
-        if t == 1 {
-            attention::attention(
-                enc, &a.q, p, &kvl.k, &kvl.v, kvl.slots, pr, &s.scratch, &a.att,
-            )?;
-        } else {
-            for i in 0..t {
-                enc.copy(&a.q, i * qd, &a.q1, 0, qd)?;
-                attention::attention(
-                    enc,
-                    &a.q1,
-                    p + i,
-                    &kvl.k,
-                    &kvl.v,
-                    kvl.slots,
-                    pr,
-                    &s.scratch,
-                    &a.o1,
-                )?;
-                enc.copy(&a.o1, 0, &a.att, i * qd, qd)?;
-            }
-        }
+        let bufs = AttnBufs {
+            q: &a.q,
+            q1: &a.q1,
+            o1: &a.o1,
+            scratch: &s.scratch,
+            out: &a.att,
+        };
+        record_attention(enc, &bufs, t, p, kvl, pr)?;
         matmul::matmul(enc, &a.att, t, &l.o, &a.a)?;
         norm::rmsnorm(enc, &a.a, t, h, Some(&l.post_attn_norm), eps, false)?;
         elementwise::add(enc, &a.x, &a.a, n)?;
 
-        enc.copy(&a.x, 0, &a.h, 0, n)?;
-        norm::rmsnorm(enc, &a.h, t, h, Some(&l.pre_ff_norm), eps, false)?;
-        matmul::matmul(enc, &a.h, t, &l.gate, &a.gate)?;
-        matmul::matmul(enc, &a.h, t, &l.up, &a.up)?;
-        elementwise::gelu_mul(enc, &a.gate, &a.up, t * l.inter)?;
-        matmul::matmul(enc, &a.gate, t, &l.down, &a.a)?;
-        norm::rmsnorm(enc, &a.a, t, h, Some(&l.post_ff_norm), eps, false)?;
-        elementwise::add(enc, &a.x, &a.a, n)?;
+        let mlp = MlpWeights {
+            pre_norm: &l.pre_ff_norm,
+            post_norm: &l.post_ff_norm,
+            gate: &l.gate,
+            up: &l.up,
+            down: &l.down,
+            inter: l.inter,
+        };
+        let mlp_bufs = MlpBufs {
+            x: &a.x,
+            h: &a.h,
+            a: &a.a,
+            gate: &a.gate,
+            up: &a.up,
+        };
+        record_mlp(enc, &mlp, &mlp_bufs, t, h, eps, false)?;
 
         if let Some((gate, proj, pnorm)) = &l.per_layer {
             let np = self.cfg.per_layer_input;
