@@ -197,6 +197,16 @@ pub struct TextConfig {
 }
 
 impl TextConfig {
+    /// Widest query, key/value and MLP rows over all layers: the sizes of the scratch buffers.
+    pub fn max_widths(&self) -> (usize, usize, usize) {
+        let max = |f: &dyn Fn(&LayerSpec) -> usize| self.layers.iter().map(f).max().unwrap_or(0);
+        (
+            max(&|l| self.num_heads * l.head_dim),
+            max(&|l| l.num_kv_heads * l.head_dim),
+            max(&|l| l.intermediate_size),
+        )
+    }
+
     /// Largest sliding window over the sliding layers (0 if none).
     pub fn max_window(&self) -> usize {
         self.layers

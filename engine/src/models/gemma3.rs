@@ -217,25 +217,7 @@ impl<'a> Model<'a> {
 
     fn ensure(&mut self, t: usize) {
         let c = &self.cfg;
-        let qd = self
-            .cfg
-            .layers
-            .iter()
-            .map(|l| c.num_heads * l.head_dim)
-            .max()
-            .unwrap_or(0);
-        let kvd = c
-            .layers
-            .iter()
-            .map(|l| l.num_kv_heads * l.head_dim)
-            .max()
-            .unwrap_or(0);
-        let inter = c
-            .layers
-            .iter()
-            .map(|l| l.intermediate_size)
-            .max()
-            .unwrap_or(0);
+        let (qd, kvd, inter) = c.max_widths();
         let s = &mut self.scratch;
         for (buf, n) in [
             (&mut s.x, c.hidden_size),
