@@ -63,7 +63,12 @@ fn gui_streams_a_reply_from_the_tiny_fixture_model() {
         !matches!(a.model, ModelState::Loading(_))
     });
     match &h.state().model {
-        ModelState::Loaded(m) => assert_eq!(m.family, "gemma3"),
+        ModelState::Loaded(m) => {
+            assert_eq!(m.family, "gemma3");
+            // The default Compute settings: the CPU, and what the engine reported for it.
+            assert!(m.backend.starts_with("cpu · "), "{}", m.backend);
+            assert_eq!(m.kv_cache, "f16");
+        }
         other => panic!("the fixture did not load: {other:?}"),
     }
 
