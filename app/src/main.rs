@@ -6,8 +6,15 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
+    if let Some(model) = &args.model
+        && args.command.is_none()
+        && !model.is_file()
+    {
+        eprintln!("error: {} is not a model file", model.display());
+        return std::process::ExitCode::FAILURE;
+    }
     match args.command {
-        None => match cellm_app::gui::run() {
+        None => match cellm_app::gui::run(args.model) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");

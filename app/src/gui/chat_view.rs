@@ -56,10 +56,17 @@ impl App {
                                             .strong(),
                                     );
                                     ui.add_space(4.0);
-                                    ui.weak(
-                                        "Type below and press Enter. Drop an image or a WAV file \
-                                         onto the window to attach it.",
+                                    let completion = matches!(
+                                        &self.model,
+                                        ModelState::Loaded(m) if m.completion_mode
                                     );
+                                    ui.weak(if completion {
+                                        "This is a base model without a chat template: write the \
+                                         beginning of a text and it continues it."
+                                    } else {
+                                        "Type below and press Enter. Drop an image or a WAV file \
+                                         onto the window to attach it."
+                                    });
                                 });
                             } else {
                                 self.messages(ui);

@@ -26,7 +26,9 @@ pub mod worker;
 use anyhow::Context as _;
 
 /// Opens the window and runs until it is closed.
-pub fn run() -> anyhow::Result<()> {
+/// Opens the window. `model`, when given (`cellm --model FILE`), is loaded at start instead of
+/// the last model of the previous run.
+pub fn run(model: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let data_dir = store::ChatStore::default_dir()
         .context("cannot find a data directory for this user (is $HOME set?)")?;
     let mut viewport = egui::ViewportBuilder::default()
@@ -48,10 +50,13 @@ pub fn run() -> anyhow::Result<()> {
         "cellm",
         options,
         Box::new(move |cc| {
-            let settings: settings::AppSettings = cc
+            let mut settings: settings::AppSettings = cc
                 .storage
                 .and_then(|s| eframe::get_value(s, settings::STORAGE_KEY))
                 .unwrap_or_default();
+            if let Some(path) = model {
+                settings.last_model = Some(path);
+            }
             Ok(Box::new(app::App::new(app::AppConfig {
                 data_dir,
                 settings,
