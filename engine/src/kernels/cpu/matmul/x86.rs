@@ -259,7 +259,7 @@ unsafe fn dot_avx2<const Q4: bool, const R: usize, const T: usize>(
 const VNNI_DECODE_ROWS: usize = 4;
 const VNNI_PREFILL_ROWS: usize = 2;
 /// How far ahead (bytes of weight rows) the decode kernel prefetches.
-const VNNI_PREFETCH_BYTES: usize = 1024;
+const VNNI_PREFETCH_BYTES: usize = 2048;
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn rows_vnni<const Q4: bool>(
@@ -276,16 +276,17 @@ unsafe fn rows_vnni<const Q4: bool>(
     unsafe {
         if t == 1 {
             const R: usize = VNNI_DECODE_ROWS;
-            // decode streams the whole matrix once: software prefetch a few tiles ahead keeps
-            // enough misses in flight (the hardware prefetcher alone reaches ~half the bandwidth)
-            let row_bytes = if Q4 { w.k / 2 } else { w.k };
+            // decode streams the whole matrix once: for q4, software prefetch a few tiles ahead
+            // keeps enough misses in flight (the hardware prefetcher alone reached ~half the
+            // bandwidth); q8 rows are long enough for the hardware prefetcher and measured no gain
+            let row_bytes = if Q4 { w.k / 2 } else { w.k }.max(1);
             let tile_bytes = R * row_bytes;
             let ahead = VNNI_PREFETCH_BYTES.div_ceil(tile_bytes).max(1) * tile_bytes;
             let gpr = w.k / w.gs;
             let (vp, sp) = (w.values.as_ptr(), w.scales.as_ptr());
             while r + R <= r1 {
                 let start = r * row_bytes + ahead;
-                let mut off = 0;
+                let mut off = if Q4 { 0 } else { tile_bytes };
                 while off < tile_bytes {
                     _mm_prefetch::<_MM_HINT_T0>(vp.wrapping_add(start + off) as *const i8);
                     off += 64;
@@ -294,7 +295,7 @@ unsafe fn rows_vnni<const Q4: bool>(
                     (r + ahead / row_bytes) * gpr,
                     (r + R + ahead / row_bytes) * gpr,
                 );
-                let mut sl = s0;
+                let mut sl = if Q4 { s0 } else { s1 };
                 while sl < s1 {
                     _mm_prefetch::<_MM_HINT_T0>(sp.wrapping_add(sl) as *const i8);
                     sl += 32;
