@@ -4,122 +4,15 @@
 
 #![cfg(feature = "gpu")]
 
-use cellm_engine::format::{
-    CellmWriter, Header, Provenance, QuantizationInfo, TensorPlan, TokenizerInfo,
-};
+mod common;
+
 use cellm_engine::kernels::gpu::GpuContext;
 use cellm_engine::kv_cache::KvPrecision;
 use cellm_engine::sampler::SamplingParams;
 use cellm_engine::session::{Backend, GenerateParams, Prompt, Session, SessionOptions};
-use cellm_engine::tensor::{DType, TensorView, encode};
-use safetensors::{Dtype, SafeTensors};
-use std::path::{Path, PathBuf};
-
-fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata")
-        .join(name)
-}
-
-fn f32s(st: &SafeTensors<'_>, name: &str) -> (Vec<f32>, Vec<usize>) {
-    let t = st.tensor(name).unwrap();
-    assert_eq!(t.dtype(), Dtype::F32, "{name}");
-    let v = t
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    (v, t.shape().to_vec())
-}
-
-fn ids(st: &SafeTensors<'_>, name: &str) -> Vec<u32> {
-    st.tensor(name)
-        .unwrap()
-        .data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
-        .collect()
-}
-
-/// Writes `dir`'s safetensors as a `.cellm`: matrices in `dtype` (group 32), vectors in f32.
-/// `dequantized`: store the matrices' `dtype` values back in f32 instead (the exact weights a
-/// `dtype` file holds, for a CPU reference without the CPU's int8 activations).
-fn write_cellm(dir: &Path, family: &str, dtype: DType, dequantized: bool, out: &Path) {
-    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-    names.sort();
-    // Matrices in `dtype` where its layout allows (quantized: cols a multiple of 32).
-    let matrix = |shape: &[usize]| {
-        shape.len() == 2 && (!dtype.is_quantized() || shape[1].is_multiple_of(32))
-    };
-    let pick = |shape: &[usize]| {
-        if matrix(shape) && dequantized {
-            (DType::F32, 0)
-        } else if matrix(shape) && dtype.is_quantized() {
-            (dtype, 32)
-        } else if matrix(shape) {
-            (dtype, 0)
-        } else {
-            (DType::F32, 0)
-        }
-    };
-    let plan = names
-        .iter()
-        .map(|n| {
-            let shape = st.tensor(n).unwrap().shape().to_vec();
-            let (dtype, group_size) = pick(&shape);
-            TensorPlan {
-                name: n.clone(),
-                dtype,
-                shape,
-                group_size,
-            }
-        })
-        .collect();
-    let header = Header {
-        family: family.into(),
-        config,
-        tokenizer: TokenizerInfo {
-            tokenizer_json: std::fs::read_to_string(dir.join("tokenizer.json")).unwrap(),
-            chat_template: None,
-            bos_token_id: Some(2),
-            eos_token_ids: vec![1],
-            pad_token_id: Some(0),
-            add_bos: true,
-            special_tokens: Default::default(),
-        },
-        quantization: QuantizationInfo {
-            profile: format!("{dtype}"),
-            group_size: 32,
-            excluded_layers: vec![],
-        },
-        provenance: Provenance::default(),
-        fidelity: None,
-        tensors: vec![],
-    };
-    let mut w = CellmWriter::create(out, header, plan).unwrap();
-    for n in &names {
-        let (mut v, shape) = f32s(&st, n);
-        if dequantized && matrix(&shape) {
-            let gs = if dtype.is_quantized() { 32 } else { 0 };
-            let b = encode(dtype, &v, &shape, gs).unwrap();
-            v = TensorView::new(dtype, &shape, gs, &b).unwrap().to_f32_vec();
-        }
-        let (dtype, gs) = pick(&shape);
-        w.write_tensor(n, &encode(dtype, &v, &shape, gs).unwrap())
-            .unwrap();
-    }
-    w.finish().unwrap();
-}
-
-fn log_softmax(x: &[f32]) -> Vec<f64> {
-    let m = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    let z = x.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln() + m;
-    x.iter().map(|&v| v as f64 - z).collect()
-}
+use cellm_engine::tensor::DType;
+use common::{WriteOptions, ids, log_softmax, testdata, write_cellm};
+use safetensors::SafeTensors;
 
 /// Largest KL(a || b) over positions.
 fn max_kl(a: &[f32], b: &[f32], vocab: usize) -> f64 {
@@ -157,10 +50,27 @@ fn check(name: &str, family: &str, dtype: DType, kv: KvPrecision) {
     let dir = testdata(name);
     let tmp = tempfile::tempdir().unwrap();
     let (path, ref_path) = (tmp.path().join("m.cellm"), tmp.path().join("ref.cellm"));
-    write_cellm(&dir, family, dtype, false, &path);
+    write_cellm(
+        &dir,
+        family,
+        &path,
+        WriteOptions {
+            dtype,
+            ..Default::default()
+        },
+    );
     // The CPU reference runs the same weight values in f32: quantized CPU matmuls round the
     // activations to int8, the GPU's do not (KL ~1e-2 on this tiny random model).
-    write_cellm(&dir, family, dtype, true, &ref_path);
+    write_cellm(
+        &dir,
+        family,
+        &ref_path,
+        WriteOptions {
+            dtype,
+            dequantized: true,
+            ..Default::default()
+        },
+    );
     let refb = std::fs::read(dir.join("reference.safetensors")).unwrap();
     let r = SafeTensors::deserialize(&refb).unwrap();
     let input = ids(&r, "input_ids");
@@ -224,7 +134,7 @@ fn auto_backend_skips_software_adapters() {
     let dir = testdata("tiny-gemma3");
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("m.cellm");
-    write_cellm(&dir, "gemma3", DType::F32, false, &path);
+    write_cellm(&dir, "gemma3", &path, WriteOptions::default());
     let s = Session::load(
         &path,
         SessionOptions {
@@ -257,7 +167,7 @@ fn gpu_media_rows_match_cpu() {
     for (name, family) in [("tiny-gemma3", "gemma3"), ("tiny-gemma4", "gemma4")] {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("m.cellm");
-        write_cellm(&testdata(name), family, DType::F32, false, &path);
+        write_cellm(&testdata(name), family, &path, WriteOptions::default());
         let file = CellmFile::open(&path).unwrap();
         let mut cpu = models::load_model(&file).unwrap();
         let ctx = GpuContext::new().unwrap();

@@ -3,106 +3,13 @@
 //! The `.cellm` is written here straight from the safetensors in f32 (no converter involved),
 //! so these tests check the engine alone; app/tests/parity_*.rs go through the converter.
 
-use cellm_engine::format::{
-    CellmWriter, Header, Provenance, QuantizationInfo, TensorPlan, TokenizerInfo,
-};
+mod common;
+
 use cellm_engine::kv_cache::KvPrecision;
 use cellm_engine::sampler::SamplingParams;
 use cellm_engine::session::{GenerateParams, Prompt, Session, SessionOptions, StopReason};
-use cellm_engine::tensor::DType;
-use safetensors::{Dtype, SafeTensors};
-use std::path::{Path, PathBuf};
-
-fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata")
-        .join(name)
-}
-
-fn f32s(st: &SafeTensors<'_>, name: &str) -> (Vec<f32>, Vec<usize>) {
-    let t = st.tensor(name).unwrap();
-    assert_eq!(t.dtype(), Dtype::F32, "{name}");
-    let v = t
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    (v, t.shape().to_vec())
-}
-
-fn ids(st: &SafeTensors<'_>, name: &str) -> Vec<u32> {
-    let t = st.tensor(name).unwrap();
-    t.data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
-        .collect()
-}
-
-/// Writes `dir`'s safetensors as an f32 `.cellm` into `out`.
-fn write_cellm(dir: &Path, family: &str, out: &Path) {
-    write_cellm_with(dir, family, out, Default::default())
-}
-
-fn write_cellm_with(
-    dir: &Path,
-    family: &str,
-    out: &Path,
-    special_tokens: std::collections::BTreeMap<String, u32>,
-) {
-    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-    names.sort();
-    let plan = names
-        .iter()
-        .map(|n| TensorPlan {
-            name: n.clone(),
-            dtype: DType::F32,
-            shape: st.tensor(n).unwrap().shape().to_vec(),
-            group_size: 0,
-        })
-        .collect();
-    let header = Header {
-        family: family.into(),
-        config,
-        tokenizer: TokenizerInfo {
-            tokenizer_json: std::fs::read_to_string(dir.join("tokenizer.json")).unwrap(),
-            chat_template: None,
-            bos_token_id: Some(2),
-            eos_token_ids: vec![1],
-            pad_token_id: Some(0),
-            add_bos: true,
-            special_tokens,
-        },
-        quantization: QuantizationInfo {
-            profile: "f32".into(),
-            group_size: 0,
-            excluded_layers: vec![],
-        },
-        provenance: Provenance::default(),
-        fidelity: None,
-        tensors: vec![],
-    };
-    let mut w = CellmWriter::create(out, header, plan).unwrap();
-    for n in &names {
-        let (v, _) = f32s(&st, n);
-        w.write_tensor(n, bytemuck_bytes(&v)).unwrap();
-    }
-    w.finish().unwrap();
-}
-
-fn bytemuck_bytes(v: &[f32]) -> &[u8] {
-    // SAFETY: f32 has no padding and any byte pattern is a valid u8.
-    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 4) }
-}
-
-fn log_softmax(x: &[f32]) -> Vec<f64> {
-    let m = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    let z = x.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln() + m;
-    x.iter().map(|&v| v as f64 - z).collect()
-}
+use common::{WriteOptions, f32s, ids, log_softmax, testdata, write_cellm};
+use safetensors::SafeTensors;
 
 fn argmax(x: &[f32]) -> usize {
     (0..x.len()).fold(0, |b, i| if x[i] > x[b] { i } else { b })
@@ -133,7 +40,7 @@ fn check_model(name: &str, family: &str) {
     let dir = testdata(name);
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("m.cellm");
-    write_cellm(&dir, family, &path);
+    write_cellm(&dir, family, &path, WriteOptions::default());
     let refb = std::fs::read(dir.join("reference.safetensors")).unwrap();
     let r = SafeTensors::deserialize(&refb).unwrap();
     let input = ids(&r, "input_ids");
@@ -227,7 +134,12 @@ fn session_errors_and_cancellation() {
     use cellm_engine::session::SessionError;
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("m.cellm");
-    write_cellm(&testdata("tiny-gemma3"), "gemma3", &path);
+    write_cellm(
+        &testdata("tiny-gemma3"),
+        "gemma3",
+        &path,
+        WriteOptions::default(),
+    );
     let mut s = Session::load(
         &path,
         SessionOptions {
@@ -293,7 +205,15 @@ fn tiny_gemma4_multimodal_soft_tokens() {
     let special = [("image".to_string(), 302u32), ("audio".to_string(), 303u32)]
         .into_iter()
         .collect();
-    write_cellm_with(&dir, "gemma4", &path, special);
+    write_cellm(
+        &dir,
+        "gemma4",
+        &path,
+        WriteOptions {
+            special_tokens: special,
+            ..Default::default()
+        },
+    );
     let refb = std::fs::read(dir.join("reference.safetensors")).unwrap();
     let r = SafeTensors::deserialize(&refb).unwrap();
     let input = ids(&r, "mm_input_ids");
@@ -346,7 +266,15 @@ fn chat_prompt_with_image_expands_placeholders() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    write_cellm_with(&dir, "gemma4", &path, special);
+    write_cellm(
+        &dir,
+        "gemma4",
+        &path,
+        WriteOptions {
+            special_tokens: special,
+            ..Default::default()
+        },
+    );
     let mut s = Session::load(&path, SessionOptions::default()).unwrap();
     let h = s.info().hidden_size;
     let image = MediaEmbedding {
