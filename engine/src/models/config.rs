@@ -197,6 +197,18 @@ pub struct TextConfig {
 }
 
 impl TextConfig {
+    /// Attention shape and behaviour of one layer, for the attention kernels.
+    pub fn attn_params(&self, spec: &LayerSpec) -> crate::kernels::cpu::attention::AttnParams {
+        crate::kernels::cpu::attention::AttnParams {
+            n_heads: self.num_heads,
+            n_kv_heads: spec.num_kv_heads,
+            head_dim: spec.head_dim,
+            window: spec.window,
+            scale: self.attn_scale,
+            softcap: self.attn_softcap,
+        }
+    }
+
     /// Widest query, key/value and MLP rows over all layers: the sizes of the scratch buffers.
     pub fn max_widths(&self) -> (usize, usize, usize) {
         let max = |f: &dyn Fn(&LayerSpec) -> usize| self.layers.iter().map(f).max().unwrap_or(0);

@@ -40,14 +40,7 @@ impl<'a> Attention<'a> {
             o_proj: Linear::new(w, "o_proj", h, nh * d)?,
             q_norm: RmsNorm::new(w, "q_norm", d, cfg.eps, true)?,
             k_norm: RmsNorm::new(w, "k_norm", d, cfg.eps, true)?,
-            params: AttnParams {
-                n_heads: nh,
-                n_kv_heads: nkv,
-                head_dim: d,
-                window: spec.window,
-                scale: cfg.attn_scale,
-                softcap: cfg.attn_softcap,
-            },
+            params: cfg.attn_params(spec),
             inv_freq: spec.rope.inv_freq.clone(),
         })
     }

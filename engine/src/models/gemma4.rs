@@ -56,14 +56,7 @@ impl<'a> Attention<'a> {
             q_norm: RmsNorm::new(w, "q_norm", d, cfg.eps, false)?,
             kv,
             o_proj: Linear::new(w, "o_proj", h, nh * d)?,
-            params: AttnParams {
-                n_heads: nh,
-                n_kv_heads: nkv,
-                head_dim: d,
-                window: spec.window,
-                scale: cfg.attn_scale,
-                softcap: cfg.attn_softcap,
-            },
+            params: cfg.attn_params(spec),
             inv_freq: spec.rope.inv_freq.clone(),
         })
     }

@@ -159,14 +159,7 @@ impl<'a> Gemma3Gpu<'a> {
                 up: linear(&ctx, &mw, "up_proj", inter, h, &mut bytes)?,
                 down: linear(&ctx, &mw, "down_proj", h, inter, &mut bytes)?,
                 inv_freq: GpuBuffer::from_f32(&ctx, &spec.rope.inv_freq),
-                params: AttnParams {
-                    n_heads: nh,
-                    n_kv_heads: nkv,
-                    head_dim: d,
-                    window: spec.window,
-                    scale: cfg.attn_scale,
-                    softcap: cfg.attn_softcap,
-                },
+                params: cfg.attn_params(spec),
                 inter,
                 bytes,
             });
