@@ -29,11 +29,13 @@ fn pump(h: &mut Harness<'_, App>, what: &str, done: impl Fn(&App) -> bool) -> (u
     (frames, slowest)
 }
 
-#[test]
-fn gui_streams_a_reply_from_the_tiny_fixture_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("tiny.cellm");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/tiny-gemma3");
+/// Converts `testdata/<fixture>` to f32 in `dir`, opens the app on the real engine with greedy
+/// sampling and `max_new_tokens`, and loads the model (waiting for it).
+fn app_with_fixture(dir: &Path, fixture: &str, max_new_tokens: usize) -> Harness<'static, App> {
+    let model = dir.join(format!("{fixture}.cellm"));
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata")
+        .join(fixture);
     let source = cellm_convert::open_source(&fixture).unwrap();
     cellm_convert::convert(
         source.as_ref(),
@@ -42,12 +44,11 @@ fn gui_streams_a_reply_from_the_tiny_fixture_model() {
         &mut |_| {},
     )
     .unwrap();
-
     let mut settings = AppSettings::default();
     settings.sampling.temperature = 0.0;
-    settings.max_new_tokens = 24;
+    settings.max_new_tokens = max_new_tokens;
     let app = App::new(AppConfig {
-        data_dir: dir.path().join("data"),
+        data_dir: dir.join("data"),
         settings,
         backend: Box::new(EngineBackend::default()),
         autoload: false,
@@ -58,10 +59,17 @@ fn gui_streams_a_reply_from_the_tiny_fixture_model() {
         .allow_missing_glyphs()
         .build_ui_state(|ui, app: &mut App| app.draw(ui), app);
     h.step();
-    h.state_mut().load_model(model.clone());
+    h.state_mut().load_model(model);
     pump(&mut h, "the model to load", |a| {
         !matches!(a.model, ModelState::Loading(_))
     });
+    h
+}
+
+#[test]
+fn gui_streams_a_reply_from_the_tiny_fixture_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = app_with_fixture(dir.path(), "tiny-gemma3", 24);
     match &h.state().model {
         ModelState::Loaded(m) => {
             assert_eq!(m.family, "gemma3");
@@ -96,34 +104,8 @@ fn gui_streams_a_reply_from_the_tiny_fixture_model() {
 #[test]
 fn gui_sends_an_image_and_a_recording_to_the_tiny_gemma4_model() {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("tiny4.cellm");
+    let mut h = app_with_fixture(dir.path(), "tiny-gemma4", 8);
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/tiny-gemma4");
-    let source = cellm_convert::open_source(&fixture).unwrap();
-    cellm_convert::convert(
-        source.as_ref(),
-        &model,
-        &ConvertOptions::new(Profile::F32),
-        &mut |_| {},
-    )
-    .unwrap();
-    let mut settings = AppSettings::default();
-    settings.sampling.temperature = 0.0;
-    settings.max_new_tokens = 8;
-    let app = App::new(AppConfig {
-        data_dir: dir.path().join("data"),
-        settings,
-        backend: Box::new(EngineBackend::default()),
-        autoload: false,
-    });
-    let mut h = Harness::builder()
-        .with_size([1100.0, 720.0])
-        .allow_missing_glyphs()
-        .build_ui_state(|ui, app: &mut App| app.draw(ui), app);
-    h.step();
-    h.state_mut().load_model(model.clone());
-    pump(&mut h, "the model to load", |a| {
-        !matches!(a.model, ModelState::Loading(_))
-    });
     match &h.state().model {
         ModelState::Loaded(m) => assert!(m.has_vision && m.has_audio, "{m:?}"),
         other => panic!("the fixture did not load: {other:?}"),

@@ -176,13 +176,7 @@ pub struct Model<'a> {
 impl<'a> Model<'a> {
     pub fn new(file: &'a CellmFile) -> Result<Self, ModelError> {
         let cfg = config::gemma3(&file.header().config)?;
-        // Multimodal Gemma 3 (>= 4B) nests the text stack under `model.language_model`.
-        let prefix = if file.contains("model.language_model.embed_tokens.weight") {
-            "model.language_model"
-        } else {
-            "model"
-        };
-        let w = Weights::new(file, prefix);
+        let w = Weights::text_stack(file);
         let (h, v) = (cfg.hidden_size, cfg.vocab_size);
         let embed_tokens = w.get("embed_tokens.weight", &[v, h])?;
         if file.contains("lm_head.weight") {

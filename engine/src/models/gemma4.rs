@@ -278,25 +278,12 @@ pub struct Model<'a> {
 impl<'a> Model<'a> {
     pub fn new(file: &'a CellmFile) -> Result<Self, ModelError> {
         let cfg = config::gemma4(&file.header().config)?;
-        // Multimodal checkpoints nest the text stack under `model.language_model`.
-        let prefix = if file.contains("model.language_model.embed_tokens.weight") {
-            "model.language_model"
-        } else {
-            "model"
-        };
-        let w = Weights::new(file, prefix);
+        let w = Weights::text_stack(file);
         let (h, v, np) = (cfg.hidden_size, cfg.vocab_size, cfg.per_layer_input);
         let embed_tokens = w.get("embed_tokens.weight", &[v, h])?;
         let ple = if np > 0 {
             let lp = cfg.num_layers * np;
-            let table = w.file_tensor("embed_tokens_per_layer.weight")?;
-            if table.cols() != lp || table.shape.len() != 2 {
-                return Err(ModelError::Shape {
-                    name: format!("{prefix}.embed_tokens_per_layer.weight"),
-                    expected: vec![table.rows(), lp],
-                    found: table.shape.to_vec(),
-                });
-            }
+            let table = w.matrix_with_cols("embed_tokens_per_layer.weight", lp)?;
             Some(PerLayerEmbed {
                 embed_tokens_per_layer: table,
                 per_layer_model_projection: Linear::new(&w, "per_layer_model_projection", lp, h)?,

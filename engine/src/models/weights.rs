@@ -19,6 +19,31 @@ impl<'a> Weights<'a> {
         }
     }
 
+    /// The text stack of a checkpoint: multimodal checkpoints nest it under
+    /// `model.language_model`, text-only ones under `model`.
+    pub fn text_stack(file: &'a CellmFile) -> Self {
+        let prefix = if file.contains("model.language_model.embed_tokens.weight") {
+            "model.language_model"
+        } else {
+            "model"
+        };
+        Self::new(file, prefix)
+    }
+
+    /// A 2-D tensor whose row count the caller does not know (e.g. a vocabulary-sized table),
+    /// checked to have `cols` columns.
+    pub fn matrix_with_cols(&self, name: &str, cols: usize) -> Result<TensorView<'a>, ModelError> {
+        let t = self.file_tensor(name)?;
+        if t.shape.len() != 2 || t.cols() != cols {
+            return Err(ModelError::Shape {
+                name: self.full(name),
+                expected: vec![t.rows(), cols],
+                found: t.shape.to_vec(),
+            });
+        }
+        Ok(t)
+    }
+
     /// The same file under `prefix.sub`.
     pub fn pp(&self, sub: impl std::fmt::Display) -> Self {
         let prefix = if self.prefix.is_empty() {

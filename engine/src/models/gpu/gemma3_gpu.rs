@@ -112,12 +112,7 @@ fn vector(
 impl<'a> Gemma3Gpu<'a> {
     pub fn new(file: &'a CellmFile, ctx: GpuContext, kv: KvPrecision) -> Result<Self, ModelError> {
         let cfg = config::gemma3(&file.header().config)?;
-        let prefix = if file.contains("model.language_model.embed_tokens.weight") {
-            "model.language_model"
-        } else {
-            "model"
-        };
-        let w = Weights::new(file, prefix);
+        let w = Weights::text_stack(file);
         let (h, vocab) = (cfg.hidden_size, cfg.vocab_size);
         let embed_tokens = w.get("embed_tokens.weight", &[vocab, h])?;
         if file.contains("lm_head.weight") {

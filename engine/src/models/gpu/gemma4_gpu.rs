@@ -140,24 +140,12 @@ fn missing() -> GpuError {
 impl<'a> Gemma4Gpu<'a> {
     pub fn new(file: &'a CellmFile, ctx: GpuContext, kv: KvPrecision) -> Result<Self, ModelError> {
         let cfg = config::gemma4(&file.header().config)?;
-        let prefix = if file.contains("model.language_model.embed_tokens.weight") {
-            "model.language_model"
-        } else {
-            "model"
-        };
-        let w = Weights::new(file, prefix);
+        let w = Weights::text_stack(file);
         let (h, vocab, np) = (cfg.hidden_size, cfg.vocab_size, cfg.per_layer_input);
         let embed_tokens = w.get("embed_tokens.weight", &[vocab, h])?;
         let ple = if np > 0 {
             let lp = cfg.num_layers * np;
-            let table = w.file_tensor("embed_tokens_per_layer.weight")?;
-            if table.cols() != lp || table.shape.len() != 2 {
-                return Err(ModelError::Shape {
-                    name: format!("{prefix}.embed_tokens_per_layer.weight"),
-                    expected: vec![table.rows(), lp],
-                    found: table.shape.to_vec(),
-                });
-            }
+            let table = w.matrix_with_cols("embed_tokens_per_layer.weight", lp)?;
             let mut projection_bytes = 0;
             Some(Ple {
                 table,
