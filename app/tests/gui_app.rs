@@ -266,6 +266,14 @@ fn gui_load_failure_is_shown_not_a_crash() {
     assert!(h.query_all_by_label_contains("bad magic").count() > 0);
 }
 
+/// Clicks a wizard button through accesskit: the wizard scrolls on short windows, where a
+/// pointer click at the button's place can miss it.
+fn click_in_view(h: &mut Harness<'_, App>, label: &str) {
+    h.get_by_label(label).scroll_to_me();
+    h.step();
+    h.get_by_label(label).click_accesskit();
+}
+
 /// Steps frames until something shows up in the UI.
 fn pump_ui(h: &mut Harness<'_, App>, what: &str, done: impl Fn(&Harness<'_, App>) -> bool) {
     let start = Instant::now();
@@ -371,13 +379,14 @@ fn gui_wizard_converts_the_tiny_gguf_and_loads_it() {
         .focus();
     h.step();
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    // (focusing may scroll the wizard, so find the field by focus now, not by place)
     h.query_all_by_role(egui::accesskit::Role::TextInput)
-        .find(|n| n.rect() == out_field)
-        .unwrap()
+        .find(|n| n.is_focused())
+        .expect("the focused output field")
         .type_text(out.to_str().unwrap());
     h.step();
     h.step();
-    h.get_by_label("Convert").click();
+    click_in_view(&mut h, "Convert");
     pump_ui(&mut h, "the conversion", |h| {
         h.query_by_label("Load this model").is_some()
             || h.query_by_label_contains("Conversion stopped").is_some()
@@ -387,7 +396,7 @@ fn gui_wizard_converts_the_tiny_gguf_and_loads_it() {
         "conversion failed"
     );
     assert!(out.is_file());
-    h.get_by_label("Load this model").click();
+    click_in_view(&mut h, "Load this model");
     pump(
         &mut h,
         "the converted model to load",
@@ -535,17 +544,18 @@ fn gui_wizard_cancel_leaves_nothing_behind() {
     field(&h);
     h.step();
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    // (focusing may scroll the wizard, so find the field by focus now, not by place)
     h.query_all_by_role(egui::accesskit::Role::TextInput)
-        .find(|n| n.rect() == out_rect)
-        .unwrap()
+        .find(|n| n.is_focused())
+        .expect("the focused output field")
         .type_text(out.to_str().unwrap());
     h.step();
     h.step();
-    h.get_by_label("Convert").click();
-    h.step();
-    h.step();
-    h.step();
-    h.get_by_label("Cancel").click();
+    click_in_view(&mut h, "Convert");
+    pump_ui(&mut h, "the Cancel button", |h| {
+        h.query_by_label("Cancel").is_some()
+    });
+    click_in_view(&mut h, "Cancel");
     h.step();
     h.step();
     pump_ui(&mut h, "the cancellation", |h| {

@@ -3,8 +3,9 @@
 
 use crate::error::ConvertError;
 use crate::provenance::{hash_file, now_rfc3339};
+use crate::quant::awq::{self, CalibrationText, TensorTransform};
 use crate::quant::encode::TensorEncoder;
-use crate::quant::profile::{Profile, QuantSpec, decide};
+use crate::quant::profile::{Profile, QuantSpec, TensorDecision, decide};
 use crate::source::Source;
 use crate::source::gguf::GgufSource;
 use crate::source::hf::{HfSource, text_layer_index};
@@ -63,6 +64,17 @@ pub struct ConvertOptions {
     pub group_size: Option<usize>,
     /// Text-stack layers kept at f16.
     pub exclude_layers: Vec<usize>,
+    /// lut4/lut6: rows per palette (None: the default; 0: one palette per tensor).
+    pub lut_group: Option<usize>,
+    /// lut4/lut6: embeddings / LM head as "lut4", "lut6", "int8" or "f16" (None: the default).
+    pub head_lut: Option<String>,
+    /// Per-tensor storage that replaces the profile's decision (the `auto` profile's plan).
+    pub tensor_dtypes: BTreeMap<String, TensorDecision>,
+    /// The header's initial `fidelity` object (the `auto` profile's plan and scan), so its
+    /// space is reserved when the file is written.
+    pub fidelity: Option<serde_json::Value>,
+    /// awq-int4: the calibration text (None: assets/calibration.txt).
+    pub calibration: Option<CalibrationText>,
     /// Set from another thread to stop between tensors; the partial file is removed.
     pub cancel: Arc<AtomicBool>,
 }
@@ -73,6 +85,11 @@ impl ConvertOptions {
             profile,
             group_size: None,
             exclude_layers: Vec::new(),
+            lut_group: None,
+            head_lut: None,
+            tensor_dtypes: BTreeMap::new(),
+            fidelity: None,
+            calibration: None,
             cancel: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -197,12 +214,18 @@ pub fn convert(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ConvertSummary, ConvertError> {
     let start = Instant::now();
-    let spec = QuantSpec::new(options.profile, options.group_size, &options.exclude_layers)?;
+    let spec = QuantSpec::new(options.profile, options.group_size, &options.exclude_layers)?
+        .with_lut(options.lut_group, options.head_lut.as_deref())?;
     check_output(source, out)?;
     let cancelled = || options.cancel.load(Ordering::Relaxed);
 
     check_excluded_layers(source, &spec)?;
-    let plans = plan(source, &spec);
+    let mut plans = plan(source, &spec);
+    for p in &mut plans {
+        if let Some(d) = options.tensor_dtypes.get(&p.name) {
+            (p.dtype, p.group_size) = (d.dtype, d.group_size);
+        }
+    }
     if plans.is_empty() {
         return Err(ConvertError::Invalid("the source has no tensors".into()));
     }
@@ -243,21 +266,52 @@ pub fn convert(
         source_files.push(entry);
     }
 
+    // awq-int4: activation statistics and the scale search, before the first byte is written.
+    let awq = if spec.profile == Profile::AwqInt4 {
+        let calibration = options.calibration.clone().unwrap_or_default();
+        let count = plans.len();
+        let mut status = |s: &str| {
+            progress(Progress {
+                phase: Phase::Converting,
+                index: 0,
+                count,
+                name: s.to_string(),
+                bytes_done: 0,
+                bytes_total,
+            })
+        };
+        Some(awq::prepare(
+            source,
+            &plans,
+            &calibration,
+            &options.cancel,
+            &mut status,
+        )?)
+    } else {
+        None
+    };
+
     let header = Header {
         family: source.family().to_owned(),
         config: source.config().clone(),
         tokenizer: source.tokenizer().clone(),
         quantization: QuantizationInfo {
             profile: spec.profile.name().to_owned(),
-            group_size: spec.group_size,
+            // lut profiles: rows per palette (0 = per tensor)
+            group_size: if spec.profile.lut_dtype().is_some() {
+                spec.lut_group
+            } else {
+                spec.group_size
+            },
             excluded_layers: spec.exclude_layers.iter().copied().collect(),
         },
         provenance: Provenance {
             converter_version: format!("cellm-convert {}", env!("CARGO_PKG_VERSION")),
             source_files,
             created: now_rfc3339(),
+            notes: awq.as_ref().map(|a| a.notes.clone()).unwrap_or_default(),
         },
-        fidelity: None,
+        fidelity: options.fidelity.clone(),
         tensors: Vec::new(),
     };
 
@@ -281,7 +335,8 @@ pub fn convert(
             bytes_total,
         };
         progress(report(done));
-        let bytes = encode_tensor(source, p, options, &mut |block_bytes| {
+        let transform = awq.as_ref().and_then(|a| a.transforms.get(&p.name));
+        let bytes = encode_tensor(source, p, options, transform, &mut |block_bytes| {
             progress(report(done + block_bytes));
         })?;
         writer.write_tensor(&p.name, &bytes)?;
@@ -322,6 +377,7 @@ fn encode_tensor(
     source: &dyn Source,
     p: &TensorPlan,
     options: &ConvertOptions,
+    transform: Option<&TensorTransform>,
     on_block: &mut dyn FnMut(u64),
 ) -> Result<Vec<u8>, ConvertError> {
     let (rows, cols) = rows_cols(&p.shape);
@@ -340,8 +396,11 @@ fn encode_tensor(
         }
     };
     if rows * cols <= BLOCK_VALUES || !source.supports_row_reads() {
-        let values = source.read_f32(&p.name)?;
+        let mut values = source.read_f32(&p.name)?;
         check_len(&values, rows * cols)?;
+        if let Some(t) = transform {
+            t.apply(&mut values, 0, cols)?;
+        }
         enc.push_rows(&values)?;
     } else {
         let block_rows = (BLOCK_VALUES / cols.max(1)).max(1);
@@ -351,8 +410,11 @@ fn encode_tensor(
                 return Err(ConvertError::Cancelled);
             }
             let end = (r + block_rows).min(rows);
-            let values = source.read_f32_rows(&p.name, r..end)?;
+            let mut values = source.read_f32_rows(&p.name, r..end)?;
             check_len(&values, (end - r) * cols)?;
+            if let Some(t) = transform {
+                t.apply(&mut values, r, cols)?;
+            }
             enc.push_rows(&values)?;
             r = end;
             on_block(total * r as u64 / rows as u64);

@@ -143,7 +143,7 @@ pub fn calibration_label(name: &str, text: &str) -> String {
 
 /// Splits `text` into pieces of at most `max_tokens` tokens (at blank lines where possible),
 /// tokenized with the model's BOS.
-fn segments(
+pub(crate) fn segments(
     session: &Session,
     text: &str,
     max_tokens: usize,

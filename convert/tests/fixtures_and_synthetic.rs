@@ -35,8 +35,18 @@ fn every_profile(dir: &Path, family: &str) {
         assert_eq!(f.tensors().len(), summary.tensors);
         assert_eq!(f.tensors().len(), source.tensors().len());
         assert!(!f.header().tokenizer.tokenizer_json.is_empty());
-        // Norms and scalars stay exact in every profile.
-        for t in source.tensors().iter().filter(|t| t.shape.len() < 2) {
+        // Norms and scalars stay exact in every profile (awq-int4 folds its scales into the
+        // norms before the layers it scales: tests/awq_tiny.rs checks that fold).
+        let folded = |name: &str| {
+            profile == Profile::AwqInt4
+                && (name.ends_with("input_layernorm.weight")
+                    || name.ends_with("pre_feedforward_layernorm.weight"))
+        };
+        for t in source
+            .tensors()
+            .iter()
+            .filter(|t| t.shape.len() < 2 && !folded(&t.name))
+        {
             assert_eq!(
                 f.tensor(&t.name).unwrap().to_f32_vec(),
                 source.read_f32(&t.name).unwrap(),

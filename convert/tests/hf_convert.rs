@@ -28,6 +28,9 @@ fn tolerance(dtype: DType) -> f32 {
         DType::BF16 => 8e-3,
         DType::Q8 => 1e-2,
         DType::Q4 => 0.15,
+        // k-means palettes per row group: about half the widest gap between entries
+        DType::Lut4 => 0.15,
+        DType::Lut6 => 0.05,
     }
 }
 
@@ -81,6 +84,10 @@ fn gemma3_every_profile() {
             );
             assert_eq!(e.shape, t.shape);
             quantized += usize::from(e.dtype.is_quantized());
+            // awq-int4 stores scaled weights and folded norms (tests/awq_tiny.rs checks them).
+            if profile == Profile::AwqInt4 {
+                continue;
+            }
             // Values: the source as stored (bf16/f16 rounding) vs what the file gives back.
             let got = f.tensor(&t.name).unwrap().to_f32_vec();
             let want: Vec<f32> = match t.dtype {

@@ -1,5 +1,5 @@
 //! Kernel benchmark: `cargo bench -p cellm-engine --bench kernels [-- --threads N] [--quick]
-//! [--isa scalar|avx2|avx512vnni] [--dtype q4,q8,f16,bf16,f32]`.
+//! [--isa scalar|avx2|avx512vnni] [--dtype q4,q8,f16,bf16,f32,lut4,lut6]`.
 //!
 //! Prints, per dtype and weight shape [n x k]: the t = 1 matvec as GB/s of weight bytes read
 //! (decode is memory-bound: compare with the read-bandwidth probe on the first line), and the
@@ -15,6 +15,12 @@ use std::time::Instant;
 
 const SHAPES: [(usize, usize); 3] = [(2048, 640), (262144, 640), (6144, 1536)];
 const GS: usize = 32;
+
+/// Group size of `dtype` in the benchmark: q8/q4 columns per scale, lut rows per palette (the
+/// converter's default 8).
+fn group(dtype: DType) -> usize {
+    if dtype.is_lut() { 8 } else { GS }
+}
 
 struct Rng(u64);
 impl Rng {
@@ -32,11 +38,17 @@ impl Rng {
 
 /// Random but valid bytes of `dtype` for an [n, k] weight.
 fn weight_bytes(dtype: DType, n: usize, k: usize, rng: &mut Rng) -> Vec<u8> {
-    let len = dtype.byte_len(&[n, k], GS).expect("bench shapes are valid");
+    let len = dtype
+        .byte_len(&[n, k], group(dtype))
+        .expect("bench shapes are valid");
     let mut b = vec![0u8; len];
     let (payload, scale_bytes) = match dtype {
         DType::Q8 => (n * k, len - n * k),
         DType::Q4 => (n * k / 2, len - n * k / 2),
+        DType::Lut4 | DType::Lut6 => {
+            let p = n * cellm_engine::tensor::lut::row_bytes(dtype, k);
+            (p, len - p)
+        }
         _ => (len, 0),
     };
     match dtype {
@@ -56,7 +68,8 @@ fn weight_bytes(dtype: DType, n: usize, k: usize, rng: &mut Rng) -> Vec<u8> {
                 c.copy_from_slice(&bits.to_le_bytes());
             }
         }
-        DType::Q8 | DType::Q4 => {
+        // (any byte is a valid lut index pattern; palettes get the scales' small values)
+        DType::Q8 | DType::Q4 | DType::Lut4 | DType::Lut6 => {
             for c in b[..payload].chunks_mut(8) {
                 let r = rng.next() ^ (rng.next() << 32);
                 for (i, v) in c.iter_mut().enumerate() {
@@ -132,7 +145,7 @@ fn main() {
             for &(n, k) in &SHAPES {
                 let bytes = weight_bytes(dtype, n, k, &mut rng);
                 let shape = [n, k];
-                let w = TensorView::new(dtype, &shape, GS, &bytes).expect("valid layout");
+                let w = TensorView::new(dtype, &shape, group(dtype), &bytes).expect("valid layout");
                 let x1: Vec<f32> = (0..k).map(|_| rng.f32()).collect();
                 let mut o1 = vec![0f32; n];
                 let s1 = time(min_s, || matmul_at_level(&level, &x1, 1, &w, &mut o1));

@@ -1,7 +1,7 @@
 //! Decode matvec bandwidth of the GPU kernels (`engine::kernels::gpu::matmul`, t = 1).
 //!
 //! `cargo run --release -p cellm-engine --example gpu_bench -- [--gb N] [--warm S] [--sweep] [--chain]
-//! [--peak GBps]`
+//! [--peak GBps] [--e2b] [--q4]`
 //!
 //! For each weight dtype (q4, q8, f16) and shape, uploads random weights (several copies, so
 //! repeated dispatches read from memory rather than from the GPU's L2 cache), records many
@@ -19,6 +19,17 @@ use half::f16;
 use std::time::Instant;
 
 const SHAPES: [(usize, usize); 3] = [(262144, 640), (6144, 1536), (1536, 6144)];
+/// `--e2b`: the decode matvecs of Gemma 4 E2B (q, o, MLP single and double width, PLE, head).
+const E2B_SHAPES: [(usize, usize); 8] = [
+    (2048, 1536),
+    (1536, 2048),
+    (6144, 1536),
+    (1536, 6144),
+    (12288, 1536),
+    (1536, 12288),
+    (256, 1536),
+    (1536, 256),
+];
 const GROUP: usize = 32;
 
 fn random_weight(dtype: DType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
@@ -56,6 +67,12 @@ fn main() {
     };
     let sweep = args.iter().any(|a| a == "--sweep");
     let chain = args.iter().any(|a| a == "--chain");
+    let shapes: &[(usize, usize)] = if args.iter().any(|a| a == "--e2b") {
+        &E2B_SHAPES
+    } else {
+        &SHAPES
+    };
+    let only_q4 = args.iter().any(|a| a == "--q4");
     let ctx = match GpuContext::new() {
         Ok(c) => c,
         Err(e) => {
@@ -78,8 +95,13 @@ fn main() {
         "dtype  shape           MB/matrix  parts copies  iters  wg/lanes/rows   ms/matvec    GB/s"
     );
     let mut summary = Vec::new();
-    for dtype in [DType::Q4, DType::Q8, DType::F16] {
-        for (rows, cols) in SHAPES {
+    let dtypes: &[DType] = if only_q4 {
+        &[DType::Q4]
+    } else {
+        &[DType::Q4, DType::Q8, DType::F16]
+    };
+    for &dtype in dtypes {
+        for &(rows, cols) in shapes {
             let shape = [rows, cols];
             let bytes = dtype.byte_len(&shape, GROUP).expect("layout");
             // ~10x the H100's 50 MB L2 in total
@@ -166,7 +188,7 @@ fn main() {
                     weights[0].n_parts(),
                     copies,
                     iters,
-                    label(tiling, cols, dtype),
+                    label(tiling, rows, cols, dtype),
                     dt * 1e3 / iters as f64,
                     gbs
                 );
@@ -182,9 +204,9 @@ fn main() {
                 dtype.name(),
                 rows,
                 cols,
-                label(None, cols, dtype),
+                label(None, rows, cols, dtype),
                 default_gbs,
-                label(best.1, cols, dtype),
+                label(best.1, rows, cols, dtype),
                 best.0
             ));
         }
@@ -198,7 +220,7 @@ fn main() {
 }
 
 /// "wg/lanes/rows", marked `*` for the default tiling.
-fn label(t: Option<Tiling>, cols: usize, dtype: DType) -> String {
+fn label(t: Option<Tiling>, rows: usize, cols: usize, dtype: DType) -> String {
     let units = match dtype {
         DType::Q4 => cols / 32,
         DType::Q8 => cols / 16,
@@ -207,7 +229,7 @@ fn label(t: Option<Tiling>, cols: usize, dtype: DType) -> String {
     };
     let (t, mark) = match t {
         Some(t) => (t, ""),
-        None => (Tiling::for_units(units), "*"),
+        None => (Tiling::for_shape(rows, units), "*"),
     };
     format!("{}/{}/{}{mark}", t.wg, t.lanes, t.rows)
 }

@@ -4,6 +4,8 @@
 //! -> [`models`] (Gemma 3 / Gemma 4 text stacks) using [`kernels`] -> [`sampler`] ->
 //! [`tokenizer`] -> text, all driven by [`session`].
 
+pub mod backend_probe;
+pub mod calibrate;
 pub mod chat;
 pub mod format;
 pub mod kernels;

@@ -1,6 +1,7 @@
 //! The generation API used by the CLI and the app: load a model once, then generate with a token
 //! stream, cancellation from another thread, and stats.
 
+pub use crate::backend_probe::ProbeSettings;
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::format::CellmFile;
 use crate::kv_cache::KvCache;
@@ -50,8 +51,10 @@ pub enum Backend {
     /// The wgpu kernels; falls back to the CPU (with a message on stderr) when no adapter
     /// exists, the device fails, or the model family has no GPU path yet.
     Gpu,
-    /// The GPU when a hardware adapter (discrete or integrated, not a software rasterizer such
-    /// as lavapipe) exists, else the CPU. Not yet a measured probe of which is faster.
+    /// The faster of the two on this machine, by a short measured probe of decode speed whose
+    /// result is cached (see [`crate::backend_probe`]). Only hardware adapters (discrete or
+    /// integrated, not a software rasterizer such as lavapipe) are probed; without one, or when
+    /// the GPU fails, the CPU.
     Auto,
 }
 
@@ -206,35 +209,41 @@ pub struct Session {
 }
 
 /// A loaded text model and the description of the backend running it.
-type Loaded<'a> = (Box<dyn TextModel + 'a>, String);
+pub(crate) type Loaded<'a> = (Box<dyn TextModel + 'a>, String);
 
 /// The text model on the requested backend, falling back to the CPU (with a message on stderr)
-/// when the GPU is unavailable; returns it with the backend's description.
+/// when the GPU is unavailable; returns it with the backend's description. `auto` measures
+/// both (see [`crate::backend_probe`]).
 fn load_on_backend<'a>(
     file: &'a CellmFile,
+    path: &Path,
     options: &SessionOptions,
+    pool: &rayon::ThreadPool,
+    probe: &ProbeSettings,
 ) -> Result<Loaded<'a>, SessionError> {
-    if options.backend != Backend::Cpu {
-        match try_gpu(file, options) {
-            Ok(Some(found)) => return Ok(found),
-            Ok(None) => {}
+    match options.backend {
+        Backend::Cpu => {}
+        Backend::Auto => return crate::backend_probe::load_auto(file, path, options, pool, probe),
+        Backend::Gpu => match try_gpu(file, options) {
+            Ok(found) => return Ok(found),
             Err(why) => eprintln!("GPU backend unavailable ({why}); using the CPU"),
-        }
+        },
     }
     Ok((models::load_model(file)?, "cpu".to_string()))
 }
 
-/// `Ok(None)`: `auto` found no hardware adapter (the CPU is the choice, not a failure).
+/// Positions the session's KV cache holds: the option's cap within the model's limit.
+pub(crate) fn context_limit(options: &SessionOptions, cfg: &models::config::TextConfig) -> usize {
+    options
+        .max_context
+        .map_or(cfg.max_position, |m| m.min(cfg.max_position))
+        .max(1)
+}
+
 #[cfg(feature = "gpu")]
-fn try_gpu<'a>(
-    file: &'a CellmFile,
-    options: &SessionOptions,
-) -> Result<Option<Loaded<'a>>, String> {
+fn try_gpu<'a>(file: &'a CellmFile, options: &SessionOptions) -> Result<Loaded<'a>, String> {
     use crate::kernels::gpu::GpuContext;
     let ctx = GpuContext::new().map_err(|e| e.to_string())?;
-    if options.backend == Backend::Auto && !models::gpu::is_hardware(&ctx) {
-        return Ok(None);
-    }
     let desc = format!("gpu: {}", ctx.adapter());
     if !matches!(
         options.kv_precision,
@@ -246,14 +255,11 @@ fn try_gpu<'a>(
         );
     }
     let model = models::gpu::load(file, ctx, options.kv_precision).map_err(|e| e.to_string())?;
-    Ok(Some((model, desc)))
+    Ok((model, desc))
 }
 
 #[cfg(not(feature = "gpu"))]
-fn try_gpu<'a>(
-    _file: &'a CellmFile,
-    _options: &SessionOptions,
-) -> Result<Option<Loaded<'a>>, String> {
+fn try_gpu<'a>(_file: &'a CellmFile, _options: &SessionOptions) -> Result<Loaded<'a>, String> {
     Err("this build has no GPU support (feature `gpu`)".into())
 }
 
@@ -281,13 +287,30 @@ fn other(e: impl std::fmt::Display) -> SessionError {
 }
 
 impl Session {
+    /// Loads `path`; `--backend auto` probes with the settings the environment asks for
+    /// ([`ProbeSettings::from_env`]).
     pub fn load(path: &Path, options: SessionOptions) -> Result<Self, SessionError> {
+        Self::load_with_probe(path, options, &ProbeSettings::from_env())
+    }
+
+    /// As [`Session::load`], with explicit settings for the `auto` probe (its cache file, and
+    /// whether software adapters take part).
+    pub fn load_with_probe(
+        path: &Path,
+        options: SessionOptions,
+        probe: &ProbeSettings,
+    ) -> Result<Self, SessionError> {
         let file = Arc::new(CellmFile::open(path)?);
         // SAFETY: the model borrows tensor views from `file`'s memory map and header. The
         // `CellmFile` lives on the heap inside the `Arc`, is never mutated, and the `Arc` is
         // stored in the same `Session` after `model`, so it outlives every borrow.
         let file_ref: &'static CellmFile = unsafe { &*Arc::as_ptr(&file) };
-        let (model, backend) = load_on_backend(file_ref, &options)?;
+        // Built first: the `auto` probe times the CPU model on these threads.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(options.threads.unwrap_or(0))
+            .build()
+            .map_err(other)?;
+        let (model, backend) = load_on_backend(file_ref, path, &options, &pool, probe)?;
         let header = file.header();
         let cfg = model.config();
 
@@ -320,10 +343,7 @@ impl Session {
             }
         }
 
-        let limit = options
-            .max_context
-            .map_or(cfg.max_position, |m| m.min(cfg.max_position))
-            .max(1);
+        let limit = context_limit(&options, cfg);
         let cache = KvCache::with_rotation(
             cfg,
             limit,
@@ -331,11 +351,6 @@ impl Session {
             options.kv_precision,
             options.kv_rotation,
         );
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(options.threads.unwrap_or(0))
-            .build()
-            .map_err(other)?;
-
         let parameters = header
             .tensors
             .iter()
@@ -375,7 +390,9 @@ impl Session {
         })
     }
 
-    /// Which backend runs the model: "cpu", or "gpu: <adapter> (<api>, <device type>)".
+    /// Which backend runs the model: "cpu", or "gpu: <adapter> (<api>, <device type>)"; under
+    /// `auto`, with the reason, e.g. "cpu (auto: CPU 63 vs GPU 40 tok/s)" or
+    /// "gpu: <adapter> (<api>, <device type>; auto: GPU 118 vs CPU 63 tok/s, cached)".
     pub fn backend(&self) -> &str {
         &self.backend
     }

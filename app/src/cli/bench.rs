@@ -33,6 +33,8 @@ pub struct Args {
 struct BenchRow {
     model: String,
     profile: String,
+    /// Where the model ran, with `auto`'s probe result (e.g. "cpu (auto: CPU 63 vs GPU 40 tok/s)").
+    backend: String,
     threads: usize,
     prompt_tokens: usize,
     gen_tokens: usize,
@@ -104,6 +106,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let row = BenchRow {
         model: args.model.display().to_string(),
         profile: session.info().profile.clone(),
+        backend: session.backend().to_owned(),
         threads,
         prompt_tokens: args.prompt_tokens,
         gen_tokens: args.gen_tokens,
@@ -119,6 +122,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&row)?);
     } else {
         println!("model              {} ({})", row.model, row.profile);
+        println!("backend            {}", row.backend);
         println!("threads            {}", row.threads);
         println!("load               {:.3} s", row.load_secs);
         println!(

@@ -10,12 +10,30 @@ pub struct Args {
     /// Output .cellm path.
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
-    /// Quantization profile: f32, f16, bf16, int8, int4, mixed-int4.
-    #[arg(long, default_value = "int8")]
-    pub profile: String,
+    /// Quantization profile: f32, f16, bf16, int8, int4, mixed-int4, awq-int4
+    /// (int4 with activation-aware scales from --calib), lut4, lut6, auto (the smallest
+    /// f16/int8/int4 mix meeting --target-kl). Default int8, or auto when --target-kl is given.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Profile auto: largest mean KL(f32 || converted) on the calibration text (--calib,
+    /// default assets/calibration.txt), e.g. 0.01. Implies --profile auto.
+    #[arg(long)]
+    pub target_kl: Option<f64>,
+    /// Profile auto: write the sensitivity scan, plan and measured points as JSON to FILE.
+    #[arg(long)]
+    pub scan_json: Option<PathBuf>,
+    /// Profile auto: worker threads for the scan (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Group size for int8/int4 weights (32, 64, 128).
     #[arg(long)]
     pub group_size: Option<usize>,
+    /// lut4/lut6: rows sharing one palette (default 8; 0 = one palette per tensor).
+    #[arg(long)]
+    pub lut_group: Option<usize>,
+    /// lut4/lut6: storage of the embeddings / LM head: lut4, lut6, int8 or f16 (default int8).
+    #[arg(long)]
+    pub head_lut: Option<String>,
     /// Layers kept at f16 whatever the profile, e.g. 0,1,17.
     #[arg(long, value_delimiter = ',')]
     pub exclude_layers: Vec<usize>,
@@ -53,12 +71,20 @@ fn human_bytes(n: u64) -> String {
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
-    if args.calib.is_some() && !args.measure_fidelity {
+    let profile: Profile = match (&args.profile, args.target_kl) {
+        (Some(p), _) => p.parse()?,
+        (None, Some(_)) => Profile::Auto,
+        (None, None) => Profile::Int8,
+    };
+    super::convert_auto::check_args(&args, profile)?;
+    if args.calib.is_some()
+        && !args.measure_fidelity
+        && !matches!(profile, Profile::AwqInt4 | Profile::Auto)
+    {
         anyhow::bail!(
-            "--calib is only used by --measure-fidelity for now (calibration-based profiles are planned)"
+            "--calib is used by --profile awq-int4, --profile auto and --measure-fidelity only"
         );
     }
-    let profile: Profile = args.profile.parse()?;
     let is_synthetic = args.input.to_string_lossy().starts_with(SYNTHETIC_PREFIX);
     if !is_synthetic && same_path(&args.input, &args.output) {
         anyhow::bail!(
@@ -79,6 +105,20 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let mut options = ConvertOptions::new(profile);
     options.group_size = args.group_size;
     options.exclude_layers = args.exclude_layers.clone();
+    if profile == Profile::AwqInt4
+        && let Some(c) = &args.calib
+    {
+        options.calibration = Some(cellm_convert::quant::awq::CalibrationText {
+            name: c.display().to_string(),
+            text: std::fs::read_to_string(c)
+                .with_context(|| format!("reading calibration text {}", c.display()))?,
+        });
+    }
+    options.lut_group = args.lut_group;
+    options.head_lut = args.head_lut.clone();
+    if profile == Profile::Auto {
+        return super::convert_auto::main(&args, source.as_ref(), options);
+    }
 
     eprintln!(
         "converting {} ({}, {} tensors) to {} with profile {}",

@@ -215,8 +215,17 @@ fn print_report(out: &mut impl Write, file: &CellmFile) -> std::io::Result<()> {
     // Fidelity.
     match &h.fidelity {
         Some(serde_json::Value::Object(m)) => {
-            let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let parts: Vec<String> = m
+                .iter()
+                .filter(|(k, _)| k.as_str() != "auto")
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
             writeln!(out, "{:<W$}{}", "fidelity", parts.join(", "))?;
+            if let Some(a) = m.get("auto") {
+                for (i, line) in super::convert_auto::describe(a).iter().enumerate() {
+                    writeln!(out, "{:<W$}{line}", if i == 0 { "auto plan" } else { "" })?;
+                }
+            }
         }
         Some(other) => writeln!(out, "{:<W$}{other}", "fidelity")?,
         None => writeln!(out, "{:<W$}not measured", "fidelity")?,

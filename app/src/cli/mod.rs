@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod compare;
 pub mod convert;
+pub mod convert_auto;
 pub mod inspect;
 pub mod media;
 pub mod run;
@@ -51,8 +52,13 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<()> {
 /// Backend choice shared by run / compare / bench.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BackendArg {
+    /// The CPU kernels.
     #[default]
     Cpu,
+    /// The GPU (wgpu); the CPU, with a message, when no adapter works.
     Gpu,
+    /// Whichever decodes faster here, by a short probe cached per model and machine
+    /// (CELLM_NO_PROBE_CACHE=1: probe every time; CELLM_PROBE_SOFTWARE=1: probe software
+    /// adapters such as lavapipe too).
     Auto,
 }

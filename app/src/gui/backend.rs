@@ -253,14 +253,16 @@ fn to_engine_messages(
 
 /// The engine's backend string, with the thread count when it runs on the CPU.
 pub fn describe_backend(reported: &str, options: &SessionOptions) -> String {
-    if reported == "cpu" {
-        let n = options
-            .threads
-            .unwrap_or_else(super::settings::available_threads);
-        let plural = if n == 1 { "" } else { "s" };
-        format!("cpu · {n} thread{plural}")
-    } else {
-        reported.to_owned()
+    // "cpu", or "cpu (auto: <why>)" when `auto` chose it: the thread count goes after "cpu".
+    match reported.strip_prefix("cpu") {
+        Some(why) if why.is_empty() || why.starts_with(' ') => {
+            let n = options
+                .threads
+                .unwrap_or_else(super::settings::available_threads);
+            let plural = if n == 1 { "" } else { "s" };
+            format!("cpu · {n} thread{plural}{why}")
+        }
+        _ => reported.to_owned(),
     }
 }
 
@@ -310,5 +312,25 @@ fn describe_fidelity(v: &serde_json::Value) -> String {
             .join(" · ")
     } else {
         parts.join(" · ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_text_keeps_the_auto_reason() {
+        let options = SessionOptions {
+            threads: Some(2),
+            ..SessionOptions::default()
+        };
+        assert_eq!(describe_backend("cpu", &options), "cpu · 2 threads");
+        assert_eq!(
+            describe_backend("cpu (auto: CPU 63 vs GPU 40 tok/s)", &options),
+            "cpu · 2 threads (auto: CPU 63 vs GPU 40 tok/s)"
+        );
+        let gpu = "gpu: NVIDIA H100 (Vulkan, DiscreteGpu; auto: GPU 118 vs CPU 63 tok/s)";
+        assert_eq!(describe_backend(gpu, &options), gpu);
     }
 }

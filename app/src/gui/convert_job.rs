@@ -24,10 +24,17 @@ pub struct SourceFacts {
 }
 
 /// The profiles the wizard offers, best default first, with a few words on each.
-pub const PROFILES: [(&str, &str); 6] = [
+pub const PROFILES: [(&str, &str); 10] = [
     ("int8", "8-bit, near-lossless; the default"),
+    ("auto", "Smallest model that keeps quality (measured mix)"),
     ("mixed-int4", "4-bit MLP, the rest 16-bit"),
     ("int4", "4-bit everywhere; smallest, some quality loss"),
+    (
+        "awq-int4",
+        "int4 size with activation-aware scales: less loss, slower conversion",
+    ),
+    ("lut6", "6-bit palettes (k-means); between int8 and int4"),
+    ("lut4", "4-bit palettes (k-means); int4 size"),
     ("bf16", "16-bit brain float; as trained"),
     ("f16", "16-bit float"),
     ("f32", "32-bit float; for reference checks"),
@@ -127,6 +134,9 @@ fn run_conversion(
 ) -> Result<(), String> {
     progress(0.0, "Opening the checkpoint".to_owned());
     let src = cellm_convert::open_source(source).map_err(|e| plain(&e))?;
+    if let Some(target) = profile.strip_prefix("auto:") {
+        return run_auto(src.as_ref(), output, target, progress, cancel);
+    }
     let profile = Profile::from_str(profile).map_err(|e| plain(&e))?;
     let mut options = ConvertOptions::new(profile);
     options.cancel = cancel;
@@ -148,6 +158,56 @@ fn run_conversion(
         Ok(_) => Ok(()),
         Err(cellm_convert::ConvertError::Cancelled) => Err("cancelled".to_owned()),
         Err(e) => Err(plain(&e)),
+    }
+}
+
+/// `auto:<target>`: the sensitivity scan and mix selection, then the write and measurement.
+fn run_auto(
+    src: &dyn Source,
+    output: &Path,
+    target: &str,
+    progress: &mut dyn FnMut(f32, String),
+    cancel: Arc<AtomicBool>,
+) -> Result<(), String> {
+    use cellm_convert::quant::auto::{AutoOptions, AutoStage, convert_auto};
+    let target: f64 = target
+        .parse()
+        .map_err(|_| format!("The KL target '{target}' is not a number."))?;
+    let mut options = ConvertOptions::new(Profile::Auto);
+    options.cancel = cancel;
+    // Stages share the bar: reference 0-10%, calibrating 10-15%, scanning 15-80%, the rest after.
+    let mut report = |p: cellm_convert::quant::auto::AutoProgress| {
+        let f = if p.total > 0 {
+            p.done as f32 / p.total as f32
+        } else {
+            0.0
+        };
+        let (from, to, words) = match p.stage {
+            AutoStage::Reference => (0.0, 0.10, "Preparing the reference"),
+            AutoStage::Calibrating => (0.10, 0.15, "Running the calibration text"),
+            AutoStage::Scanning => (0.15, 0.80, "Measuring"),
+            AutoStage::Verifying => (0.80, 0.88, "Checking the mix"),
+            AutoStage::Writing => (0.88, 0.95, "Writing"),
+            AutoStage::Measuring => (0.95, 1.0, "Measuring the written file"),
+        };
+        progress(
+            from + (to - from) * f.clamp(0.0, 1.0),
+            format!("{words}: {}", p.what),
+        );
+    };
+    // The scan leaves one core to the app so it stays responsive.
+    let mut auto = AutoOptions::new(target);
+    auto.threads = Some(
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get().saturating_sub(1))
+            .max(1),
+    );
+    match convert_auto(src, output, &options, &auto, &mut report) {
+        Ok(_) => Ok(()),
+        Err(cellm_convert::quant::sensitivity::ScanError::Convert(
+            cellm_convert::ConvertError::Cancelled,
+        )) => Err("cancelled".to_owned()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -5,6 +5,7 @@
 //! the [`backend::Backend`] trait; [`store`] keeps chats on disk.
 
 pub mod app;
+pub mod auto_plot;
 pub mod backend;
 pub mod chat_view;
 pub mod clipboard;

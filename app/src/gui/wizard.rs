@@ -1,6 +1,7 @@
 //! The conversion wizard: source -> what was found -> profile with size estimates -> output
 //! path -> convert with progress and Cancel -> offer to load the result.
 
+use super::auto_plot::{self, AutoResult};
 use super::convert_job::{ConvertJob, InspectJob, JobEvent, PROFILES, SourceFacts};
 use super::dialogs::{DialogKind, PendingDialog};
 use super::text::{human_bytes, human_count};
@@ -35,6 +36,9 @@ pub struct Wizard {
     dialog: Option<(DialogFor, PendingDialog)>,
     /// (output text, profile, problem) of the last check, so the disk is not asked every frame.
     checked: Option<(String, &'static str, Option<String>)>,
+    /// Profile `auto`: the KL target, and what the finished conversion measured.
+    target_kl: f64,
+    auto_result: Option<AutoResult>,
 }
 
 impl Default for Wizard {
@@ -50,6 +54,8 @@ impl Default for Wizard {
             phase: Phase::Choosing,
             dialog: None,
             checked: None,
+            target_kl: 0.01,
+            auto_result: None,
         }
     }
 }
@@ -89,7 +95,14 @@ impl Wizard {
             .anchor(egui::Align2::CENTER_CENTER, [0.0, 0.0])
             .show(ctx, |ui| {
                 ui.set_width(520.0);
-                action = self.contents(ui);
+                // Taller than a small screen once every profile is listed: scroll, and keep
+                // the progress and Cancel in view while converting.
+                let max = (ctx.content_rect().height() - 96.0).max(240.0);
+                egui::ScrollArea::vertical()
+                    .max_height(max)
+                    .min_scrolled_height(max)
+                    .auto_shrink([false, true])
+                    .show(ui, |ui| action = self.contents(ui));
             });
         // Closing the window cancels a running conversion (it cleans up after itself).
         if !open && let Phase::Converting { job, .. } = &self.phase {
@@ -141,6 +154,10 @@ impl Wizard {
             }
         }
         if let Some(r) = finished {
+            self.auto_result = match &r {
+                Ok(path) if self.profile == "auto" => auto_plot::read_result(path),
+                _ => None,
+            };
             self.phase = Phase::Finished(r);
         }
     }
@@ -152,6 +169,33 @@ impl Wizard {
     }
 
     fn contents(&mut self, ui: &mut egui::Ui) -> Option<WizardAction> {
+        if let Phase::Finished(Ok(path)) = &self.phase
+            && let Some(r) = &self.auto_result
+        {
+            // The auto profile's result replaces the form (the plot needs the room).
+            let path = path.clone();
+            ui.colored_label(
+                theme::success_color(ui),
+                format!("Done: {}", path.display()),
+            );
+            auto_plot::size_kl_plot(ui, r);
+            let mut action = None;
+            ui.horizontal(|ui| {
+                if ui.add(theme::primary_button("Load this model")).clicked() {
+                    action = Some(WizardAction::LoadModel(path.clone()));
+                }
+                if ui.button("Convert another").clicked() {
+                    self.phase = Phase::Choosing;
+                    self.auto_result = None;
+                }
+            });
+            if action.is_some() {
+                self.open = false;
+                self.phase = Phase::Choosing;
+                self.auto_result = None;
+            }
+            return action;
+        }
         let converting = self.is_converting();
         ui.spacing_mut().item_spacing.y = 8.0;
         ui.label(
@@ -256,7 +300,10 @@ impl Wizard {
                                 default_output(&facts.path, name).display().to_string();
                         }
                         ui.weak(about);
-                        if bytes > 0 {
+                        if name == "auto" && bytes > 0 {
+                            // The f16 plan: the scan only makes it smaller.
+                            ui.label(format!("≤ {}", human_bytes(bytes)));
+                        } else if bytes > 0 {
                             ui.label(format!("≈ {}", human_bytes(bytes)));
                         } else {
                             ui.weak("n/a");
@@ -264,6 +311,9 @@ impl Wizard {
                         ui.end_row();
                     }
                 });
+            if self.profile == "auto" {
+                auto_plot::target_picker(ui, &mut self.target_kl);
+            }
         });
 
         // Step 4: output.
@@ -323,7 +373,11 @@ impl Wizard {
                         job: ConvertJob::start(
                             facts.path.clone(),
                             output.clone(),
-                            self.profile.to_owned(),
+                            if self.profile == "auto" {
+                                auto_plot::job_profile(self.target_kl)
+                            } else {
+                                self.profile.to_owned()
+                            },
                             ui.ctx().clone(),
                         ),
                         fraction: 0.0,
@@ -355,6 +409,7 @@ impl Wizard {
                     theme::success_color(ui),
                     format!("Done: {}", path.display()),
                 );
+
                 ui.horizontal(|ui| {
                     if ui.add(theme::primary_button("Load this model")).clicked() {
                         action = Some(WizardAction::LoadModel(path.clone()));
@@ -370,6 +425,10 @@ impl Wizard {
                     next_phase = Some(Phase::Choosing);
                 }
             }
+        }
+        if !matches!(self.phase, Phase::Choosing) {
+            // progress, Cancel, the result and its buttons stay in view on short screens
+            ui.scroll_to_cursor(Some(egui::Align::BOTTOM));
         }
         if let Some(p) = next_phase {
             self.phase = p;

@@ -63,6 +63,9 @@ pub struct Provenance {
     /// RFC 3339 UTC time of conversion.
     #[serde(default)]
     pub created: String,
+    /// Remarks of the converter, e.g. the AWQ scale exponents chosen per layer (awq-int4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -106,6 +106,24 @@ impl RmsNorm {
     }
 }
 
+/// Where a calibration observer sees the input of a group of linears (see `crate::calibrate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tap {
+    /// The input_layernorm output: q/k/v projections.
+    AttnInput,
+    /// The pre_feedforward_layernorm output: gate/up projections.
+    MlpInput,
+    /// `gelu(gate) ⊙ up`: the down projection.
+    DownInput,
+}
+
+/// Sees the input rows of text-stack linears during a CPU forward (calibration statistics).
+/// Models without an observer pay one branch per tap.
+pub trait ActivationObserver: Send {
+    /// `x`: `[rows, width]` row-major inputs of the linears at `tap` of decoder layer `layer`.
+    fn observe(&mut self, layer: usize, tap: Tap, x: &[f32], rows: usize);
+}
+
 /// `down( gelu_tanh(gate(x)) ⊙ up(x) )`.
 pub struct Mlp<'a> {
     pub gate_proj: Linear<'a>,
@@ -126,9 +144,25 @@ impl<'a> Mlp<'a> {
 
     /// `x`: [t, hidden] -> `out`: [t, hidden]; `gate`/`up` scratch of at least t * intermediate.
     pub fn forward(&self, x: &[f32], t: usize, gate: &mut [f32], up: &mut [f32], out: &mut [f32]) {
+        self.forward_observed(x, t, gate, up, out, None);
+    }
+
+    /// [`Mlp::forward`], showing the down projection's input to `observer` (with the layer index).
+    pub fn forward_observed(
+        &self,
+        x: &[f32],
+        t: usize,
+        gate: &mut [f32],
+        up: &mut [f32],
+        out: &mut [f32],
+        observer: Option<(&mut dyn ActivationObserver, usize)>,
+    ) {
         let n = t * self.intermediate;
         Linear::forward2([&self.gate_proj, &self.up_proj], x, t, [gate, up]);
         cpu::gelu_mul(&mut gate[..n], &up[..n]);
+        if let Some((o, layer)) = observer {
+            o.observe(layer, Tap::DownInput, &gate[..n], t);
+        }
         self.down_proj.forward(gate, t, out);
     }
 

@@ -5,7 +5,7 @@
 //! layer type's base; sliding-window or full causal attention scaled by
 //! `query_pre_attn_scalar^-1/2`; gated GELU MLP. Embedding times √hidden, tied LM head.
 
-use super::common::{Linear, Mlp, RmsNorm, embed_row, grow};
+use super::common::{ActivationObserver, Linear, Mlp, RmsNorm, Tap, embed_row, grow};
 use super::config::{self, LayerSpec, TextConfig};
 use super::weights::Weights;
 use super::{Logits, MediaRows, ModelError, TextModel};
@@ -132,6 +132,9 @@ impl<'a> DecoderLayer<'a> {
         let mut a = std::mem::take(&mut s.a);
         h[..n].copy_from_slice(&s.x[..n]);
         self.input_layernorm.forward(&mut h[..n]);
+        if let Some(o) = s.observer.as_deref_mut() {
+            o.observe(layer, Tap::AttnInput, &h[..n], t);
+        }
         self.self_attn
             .forward(layer, &h[..n], t, pos0, cache, s, &mut a[..n]);
         self.post_attention_layernorm.forward(&mut a[..n]);
@@ -139,8 +142,15 @@ impl<'a> DecoderLayer<'a> {
 
         h[..n].copy_from_slice(&s.x[..n]);
         self.pre_feedforward_layernorm.forward(&mut h[..n]);
+        let observer = match s.observer.as_deref_mut() {
+            Some(o) => {
+                o.observe(layer, Tap::MlpInput, &h[..n], t);
+                Some((o as &mut dyn ActivationObserver, layer))
+            }
+            None => None,
+        };
         self.mlp
-            .forward(&h[..n], t, &mut s.gate, &mut s.up, &mut a[..n]);
+            .forward_observed(&h[..n], t, &mut s.gate, &mut s.up, &mut a[..n], observer);
         self.post_feedforward_layernorm.forward(&mut a[..n]);
         cpu::add(&mut s.x[..n], &a[..n]);
         s.h = h;
@@ -161,6 +171,8 @@ struct Scratch {
     gate: Vec<f32>,
     up: Vec<f32>,
     attn_scratch: Vec<f32>,
+    /// Calibration observer (None in normal use).
+    observer: Option<Box<dyn ActivationObserver>>,
     logits: Vec<f32>,
 }
 
@@ -175,8 +187,12 @@ pub struct Model<'a> {
 
 impl<'a> Model<'a> {
     pub fn new(file: &'a CellmFile) -> Result<Self, ModelError> {
+        Self::with_weights(file, Weights::text_stack(file))
+    }
+
+    /// Builds the model from `w` (the text stack of `file`, possibly with in-memory overrides).
+    pub fn with_weights(file: &'a CellmFile, w: Weights<'a>) -> Result<Self, ModelError> {
         let cfg = config::gemma3(&file.header().config)?;
-        let w = Weights::text_stack(file);
         let (h, v) = (cfg.hidden_size, cfg.vocab_size);
         let embed_tokens = w.get("embed_tokens.weight", &[v, h])?;
         if file.contains("lm_head.weight") {
@@ -200,6 +216,14 @@ impl<'a> Model<'a> {
             norm,
             scratch: Scratch::default(),
         })
+    }
+
+    /// Installs (or removes) an observer of the text-stack linears' inputs; returns the old one.
+    pub fn set_observer(
+        &mut self,
+        observer: Option<Box<dyn ActivationObserver>>,
+    ) -> Option<Box<dyn ActivationObserver>> {
+        std::mem::replace(&mut self.scratch.observer, observer)
     }
 
     fn ensure(&mut self, t: usize) {
@@ -275,6 +299,73 @@ pub(crate) fn media_in_chunk<'m>(
     Ok(())
 }
 
+/// What [`Model::run_hidden`] starts from.
+enum HiddenInput<'x> {
+    Tokens(&'x [u32]),
+    /// The residual stream `[t, hidden]` entering decoder layer `.0`.
+    Residual(usize, &'x [f32]),
+}
+
+impl Model<'_> {
+    /// Final-normed hidden states of every position; with `taps`, the residual stream entering
+    /// each decoder layer is stored there as `[layers][t][hidden]`.
+    fn run_hidden(
+        &mut self,
+        input: HiddenInput<'_>,
+        pos0: usize,
+        cache: &mut KvCache,
+        mut taps: Option<&mut Vec<f32>>,
+    ) -> Result<&[f32], ModelError> {
+        let h = self.cfg.hidden_size;
+        let (total, first) = match input {
+            HiddenInput::Tokens(t) => (t.len(), 0),
+            HiddenInput::Residual(l, x) => {
+                if !x.len().is_multiple_of(h) || l >= self.layers.len() {
+                    return Err(ModelError::Media(format!(
+                        "residual input: {} floats for width {h}, layer {l}",
+                        x.len()
+                    )));
+                }
+                (x.len() / h, l)
+            }
+        };
+        let layers = self.layers.len();
+        if let Some(t) = taps.as_deref_mut() {
+            t.clear();
+            t.resize(layers * total * h, 0.0);
+        }
+        cache.reserve(pos0, total)?;
+        // The logits buffer holds the normed rows (it is at least as large in normal use).
+        grow(&mut self.scratch.logits, total * h);
+        let chunk = cache.max_chunk();
+        let mut c0 = 0;
+        while c0 < total {
+            let t = chunk.min(total - c0);
+            let p = pos0 + c0;
+            self.ensure(t);
+            match input {
+                HiddenInput::Tokens(tokens) => self.embed(&tokens[c0..c0 + t], &[])?,
+                HiddenInput::Residual(_, x) => {
+                    self.scratch.x[..t * h].copy_from_slice(&x[c0 * h..(c0 + t) * h])
+                }
+            }
+            for l in first..layers {
+                if let Some(taps) = taps.as_deref_mut() {
+                    let at = (l * total + c0) * h;
+                    taps[at..at + t * h].copy_from_slice(&self.scratch.x[..t * h]);
+                }
+                self.layers[l].forward(l, t, p, cache, &mut self.scratch);
+            }
+            cache.set_len(p + t);
+            let s = &mut self.scratch;
+            self.norm.forward(&mut s.x[..t * h]);
+            s.logits[c0 * h..(c0 + t) * h].copy_from_slice(&s.x[..t * h]);
+            c0 += t;
+        }
+        Ok(&self.scratch.logits[..total * h])
+    }
+}
+
 impl TextModel for Model<'_> {
     fn config(&self) -> &TextConfig {
         &self.cfg
@@ -326,5 +417,34 @@ impl TextModel for Model<'_> {
             .map(|l| l.self_attn.bytes() + l.mlp.bytes())
             .sum();
         layers + self.embed_tokens.data.len()
+    }
+
+    fn forward_hidden(
+        &mut self,
+        tokens: &[u32],
+        pos0: usize,
+        cache: &mut KvCache,
+    ) -> Result<&[f32], ModelError> {
+        self.run_hidden(HiddenInput::Tokens(tokens), pos0, cache, None)
+    }
+
+    fn forward_hidden_taps(
+        &mut self,
+        tokens: &[u32],
+        pos0: usize,
+        cache: &mut KvCache,
+        taps: &mut Vec<f32>,
+    ) -> Result<&[f32], ModelError> {
+        self.run_hidden(HiddenInput::Tokens(tokens), pos0, cache, Some(taps))
+    }
+
+    fn forward_hidden_from(
+        &mut self,
+        layer: usize,
+        x: &[f32],
+        pos0: usize,
+        cache: &mut KvCache,
+    ) -> Result<&[f32], ModelError> {
+        self.run_hidden(HiddenInput::Residual(layer, x), pos0, cache, None)
     }
 }

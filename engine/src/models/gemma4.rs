@@ -7,7 +7,7 @@
 //! sharing (the last layers attend over an earlier layer's cache); double-wide MLPs on those
 //! layers; final logit soft-cap.
 
-use super::common::{Linear, Mlp, RmsNorm, embed_row, grow};
+use super::common::{ActivationObserver, Linear, Mlp, RmsNorm, Tap, embed_row, grow};
 use super::config::{self, KvRole, LayerSpec, TextConfig};
 use super::gemma3::media_in_chunk;
 use super::weights::Weights;
@@ -189,6 +189,9 @@ impl<'a> DecoderLayer<'a> {
         let mut a = std::mem::take(&mut s.a);
         h[..n].copy_from_slice(&s.x[..n]);
         self.input_layernorm.forward(&mut h[..n]);
+        if let Some(o) = s.observer.as_deref_mut() {
+            o.observe(layer, Tap::AttnInput, &h[..n], t);
+        }
         self.self_attn
             .forward(layer, &h[..n], t, pos0, cache, s, &mut a[..n]);
         self.post_attention_layernorm.forward(&mut a[..n]);
@@ -196,8 +199,15 @@ impl<'a> DecoderLayer<'a> {
 
         h[..n].copy_from_slice(&s.x[..n]);
         self.pre_feedforward_layernorm.forward(&mut h[..n]);
+        let observer = match s.observer.as_deref_mut() {
+            Some(o) => {
+                o.observe(layer, Tap::MlpInput, &h[..n], t);
+                Some((o as &mut dyn ActivationObserver, layer))
+            }
+            None => None,
+        };
         self.mlp
-            .forward(&h[..n], t, &mut s.gate, &mut s.up, &mut a[..n]);
+            .forward_observed(&h[..n], t, &mut s.gate, &mut s.up, &mut a[..n], observer);
         self.post_feedforward_layernorm.forward(&mut a[..n]);
         cpu::add(&mut s.x[..n], &a[..n]);
 
@@ -245,6 +255,8 @@ struct Scratch {
     gate: Vec<f32>,
     up: Vec<f32>,
     attn_scratch: Vec<f32>,
+    /// Calibration observer (None in normal use).
+    observer: Option<Box<dyn ActivationObserver>>,
     /// PLE inputs [t, layers * P].
     ple: Vec<f32>,
     ple_stride: usize,
@@ -277,8 +289,12 @@ pub struct Model<'a> {
 
 impl<'a> Model<'a> {
     pub fn new(file: &'a CellmFile) -> Result<Self, ModelError> {
+        Self::with_weights(file, Weights::text_stack(file))
+    }
+
+    /// Builds the model from `w` (the text stack of `file`, possibly with in-memory overrides).
+    pub fn with_weights(file: &'a CellmFile, w: Weights<'a>) -> Result<Self, ModelError> {
         let cfg = config::gemma4(&file.header().config)?;
-        let w = Weights::text_stack(file);
         let (h, v, np) = (cfg.hidden_size, cfg.vocab_size, cfg.per_layer_input);
         let embed_tokens = w.get("embed_tokens.weight", &[v, h])?;
         let ple = if np > 0 {
@@ -322,6 +338,14 @@ impl<'a> Model<'a> {
             pad_id,
             scratch: Scratch::default(),
         })
+    }
+
+    /// Installs (or removes) an observer of the text-stack linears' inputs; returns the old one.
+    pub fn set_observer(
+        &mut self,
+        observer: Option<Box<dyn ActivationObserver>>,
+    ) -> Option<Box<dyn ActivationObserver>> {
+        std::mem::replace(&mut self.scratch.observer, observer)
     }
 
     fn ensure(&mut self, t: usize) {
@@ -445,6 +469,15 @@ impl TextModel for Model<'_> {
                     }
                     self.head(0, t, c0);
                 }
+                // A calibration observer must see the consumers' inputs at every position.
+                Logits::Last if self.scratch.observer.is_some() => {
+                    for l in self.first_consumer..self.layers.len() {
+                        self.layers[l].forward(l, t, p, 0, cache, &mut self.scratch);
+                    }
+                    if last_chunk {
+                        self.head(t - 1, 1, 0);
+                    }
+                }
                 Logits::Last if last_chunk => {
                     // Consumers write no cache: only the last position matters (spec §3.5).
                     let last = t - 1;
@@ -468,5 +501,37 @@ impl TextModel for Model<'_> {
                 + p.embed_tokens_per_layer.data.len() / p.embed_tokens_per_layer.rows().max(1)
         });
         layers + ple + self.embed_tokens.data.len()
+    }
+
+    fn forward_hidden(
+        &mut self,
+        tokens: &[u32],
+        pos0: usize,
+        cache: &mut KvCache,
+    ) -> Result<&[f32], ModelError> {
+        let (total, h) = (tokens.len(), self.cfg.hidden_size);
+        cache.reserve(pos0, total)?;
+        // The logits buffer holds the normed rows (it is at least as large in normal use).
+        grow(&mut self.scratch.logits, total * h);
+        let chunk = cache.max_chunk();
+        let mut c0 = 0;
+        while c0 < total {
+            let t = chunk.min(total - c0);
+            let p = pos0 + c0;
+            self.ensure(t);
+            self.embed(&tokens[c0..c0 + t], &[])?;
+            for l in 0..self.first_consumer {
+                self.layers[l].forward(l, t, p, 0, cache, &mut self.scratch);
+            }
+            cache.set_len(p + t);
+            for l in self.first_consumer..self.layers.len() {
+                self.layers[l].forward(l, t, p, 0, cache, &mut self.scratch);
+            }
+            let s = &mut self.scratch;
+            self.norm.forward(&mut s.x[..t * h]);
+            s.logits[c0 * h..(c0 + t) * h].copy_from_slice(&s.x[..t * h]);
+            c0 += t;
+        }
+        Ok(&self.scratch.logits[..total * h])
     }
 }

@@ -34,6 +34,8 @@ pub enum ModelError {
     Media(String),
     #[error("GPU backend: {0}")]
     Gpu(String),
+    #[error("{0} is not supported by this model")]
+    NotSupported(String),
 }
 
 /// Which logits a forward call returns.
@@ -73,6 +75,46 @@ pub trait TextModel: Send {
 
     /// Bytes of weights read to decode one token (every matrix once; one embedding row).
     fn weight_bytes_per_token(&self) -> usize;
+
+    /// Like [`TextModel::forward`] without media, but returns the final-normed hidden states of
+    /// every position (`[tokens, hidden]`, the LM head's input) instead of logits: for callers
+    /// that need only some vocabulary rows (the quantization sensitivity scan).
+    fn forward_hidden(
+        &mut self,
+        tokens: &[u32],
+        pos0: usize,
+        cache: &mut KvCache,
+    ) -> Result<&[f32], ModelError> {
+        let _ = (tokens, pos0, cache);
+        Err(ModelError::NotSupported("hidden-state output".into()))
+    }
+
+    /// [`TextModel::forward_hidden`] that also stores the residual stream entering each decoder
+    /// layer in `taps` (`[layers][tokens][hidden]`), for [`TextModel::forward_hidden_from`].
+    fn forward_hidden_taps(
+        &mut self,
+        tokens: &[u32],
+        pos0: usize,
+        cache: &mut KvCache,
+        taps: &mut Vec<f32>,
+    ) -> Result<&[f32], ModelError> {
+        let _ = (tokens, pos0, cache, taps);
+        Err(ModelError::NotSupported("hidden-state taps".into()))
+    }
+
+    /// [`TextModel::forward_hidden`] from decoder layer `layer` on, given the residual stream
+    /// `x` (`[tokens, hidden]`) entering it: layers before it are skipped (their cache rows are
+    /// left as they are), so a change in layer `layer` is re-evaluated at a fraction of the cost.
+    fn forward_hidden_from(
+        &mut self,
+        layer: usize,
+        x: &[f32],
+        pos0: usize,
+        cache: &mut KvCache,
+    ) -> Result<&[f32], ModelError> {
+        let _ = (layer, x, pos0, cache);
+        Err(ModelError::NotSupported("hidden-state input".into()))
+    }
 }
 
 /// Builds the text model the header names.
@@ -81,6 +123,20 @@ pub fn load_model<'a>(file: &'a CellmFile) -> Result<Box<dyn TextModel + 'a>, Mo
     match h.family.as_str() {
         "gemma3" | "gemma3_text" => Ok(Box::new(gemma3::Model::new(file)?)),
         "gemma4" | "gemma4_text" => Ok(Box::new(gemma4::Model::new(file)?)),
+        other => Err(ModelError::UnsupportedFamily(other.to_string())),
+    }
+}
+
+/// Builds the text model the header names with `overrides` replacing file tensors of the same
+/// name (CPU only; the file itself is untouched).
+pub fn load_model_with<'a>(
+    file: &'a CellmFile,
+    overrides: &'a weights::TensorOverrides,
+) -> Result<Box<dyn TextModel + 'a>, ModelError> {
+    let w = weights::Weights::text_stack(file).with_overrides(overrides);
+    match file.header().family.as_str() {
+        "gemma3" | "gemma3_text" => Ok(Box::new(gemma3::Model::with_weights(file, w)?)),
+        "gemma4" | "gemma4_text" => Ok(Box::new(gemma4::Model::with_weights(file, w)?)),
         other => Err(ModelError::UnsupportedFamily(other.to_string())),
     }
 }

@@ -3,12 +3,93 @@
 
 use super::ModelError;
 use crate::format::CellmFile;
-use crate::tensor::TensorView;
+use crate::tensor::{DType, TensorError, TensorView};
+use std::collections::HashMap;
+
+/// In-memory tensors that replace a file's tensors of the same full name when a model is built
+/// (see [`super::load_model_with`]): evaluating a quantization choice without writing a file.
+#[derive(Default)]
+pub struct TensorOverrides {
+    map: HashMap<String, OwnedTensor>,
+}
+
+/// Encoded bytes kept in `u64` words so that every dtype's element alignment holds.
+struct OwnedTensor {
+    dtype: DType,
+    shape: Vec<usize>,
+    group_size: usize,
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl OwnedTensor {
+    fn view(&self) -> Result<TensorView<'_>, TensorError> {
+        let bytes = &bytemuck::cast_slice::<u64, u8>(&self.words)[..self.len];
+        TensorView::new(self.dtype, &self.shape, self.group_size, bytes)
+    }
+}
+
+impl TensorOverrides {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) tensor `name` (the full name, as in the file) with `bytes` in the
+    /// layout of `dtype`; the layout is checked here.
+    pub fn insert(
+        &mut self,
+        name: impl Into<String>,
+        dtype: DType,
+        shape: &[usize],
+        group_size: usize,
+        bytes: &[u8],
+    ) -> Result<(), TensorError> {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        let t = OwnedTensor {
+            dtype,
+            shape: shape.to_vec(),
+            group_size,
+            words,
+            len: bytes.len(),
+        };
+        t.view()?;
+        self.map.insert(name.into(), t);
+        Ok(())
+    }
+
+    pub fn remove(&mut self, name: &str) -> bool {
+        self.map.remove(name).is_some()
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    /// The override of `name`, if any.
+    pub fn get(&self, name: &str) -> Option<TensorView<'_>> {
+        // Checked on insert, so the view cannot fail here.
+        self.map.get(name).and_then(|t| t.view().ok())
+    }
+}
 
 #[derive(Clone)]
 pub struct Weights<'a> {
     file: &'a CellmFile,
     prefix: String,
+    overrides: Option<&'a TensorOverrides>,
 }
 
 impl<'a> Weights<'a> {
@@ -16,7 +97,22 @@ impl<'a> Weights<'a> {
         Self {
             file,
             prefix: prefix.to_string(),
+            overrides: None,
         }
+    }
+
+    /// The same weights with `overrides` taking precedence over the file's tensors.
+    pub fn with_overrides(mut self, overrides: &'a TensorOverrides) -> Self {
+        self.overrides = Some(overrides);
+        self
+    }
+
+    /// The override or, failing that, the file's tensor of full name `full`.
+    fn lookup(&self, full: &str) -> Result<TensorView<'a>, ModelError> {
+        if let Some(t) = self.overrides.and_then(|o| o.get(full)) {
+            return Ok(t);
+        }
+        Ok(self.file.tensor(full)?)
     }
 
     /// The text stack of a checkpoint: multimodal checkpoints nest it under
@@ -54,6 +150,7 @@ impl<'a> Weights<'a> {
         Self {
             file: self.file,
             prefix,
+            overrides: self.overrides,
         }
     }
 
@@ -66,13 +163,14 @@ impl<'a> Weights<'a> {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.file.contains(&self.full(name))
+        let full = self.full(name);
+        self.overrides.is_some_and(|o| o.contains(&full)) || self.file.contains(&full)
     }
 
     /// A zero-copy view, checked against the expected shape.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<TensorView<'a>, ModelError> {
         let full = self.full(name);
-        let t = self.file.tensor(&full)?;
+        let t = self.lookup(&full)?;
         if t.shape != shape {
             return Err(ModelError::Shape {
                 name: full,
@@ -85,13 +183,13 @@ impl<'a> Weights<'a> {
 
     /// A zero-copy view without a shape check (the caller checks).
     pub fn file_tensor(&self, name: &str) -> Result<TensorView<'a>, ModelError> {
-        Ok(self.file.tensor(&self.full(name))?)
+        self.lookup(&self.full(name))
     }
 
     /// A small vector (norm weight, scalar) converted to f32.
     pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
         let full = self.full(name);
-        let t = self.file.tensor(&full)?;
+        let t = self.lookup(&full)?;
         if t.numel() != len {
             return Err(ModelError::Shape {
                 name: full,

@@ -11,8 +11,13 @@
 //!   shift). Nibbles are unsigned `q` in 0..16 meaning `q - 8`. Then the f16 scales as for q8.
 //!   value = (q - 8) * scale.
 //!
-//! Quantized dtypes need `cols % group_size == 0` and `group_size % 32 == 0`.
+//! - `lut4`, `lut6`: palettized; indices into a palette of 16 / 64 f16 values per group of
+//!   `group_size` consecutive ROWS (not columns). Layout in [`lut`].
+//!
+//! q8/q4 need `cols % group_size == 0` and `group_size % 32 == 0`; lut4/lut6 need
+//! `cols % 32 == 0` and `group_size >= 1`.
 
+pub mod lut;
 pub mod quant;
 
 use half::{bf16, f16};
@@ -27,6 +32,8 @@ pub enum DType {
     BF16,
     Q8,
     Q4,
+    Lut4,
+    Lut6,
 }
 
 impl DType {
@@ -37,11 +44,18 @@ impl DType {
             DType::BF16 => "bf16",
             DType::Q8 => "q8",
             DType::Q4 => "q4",
+            DType::Lut4 => "lut4",
+            DType::Lut6 => "lut6",
         }
     }
 
     pub fn is_quantized(self) -> bool {
-        matches!(self, DType::Q8 | DType::Q4)
+        matches!(self, DType::Q8 | DType::Q4 | DType::Lut4 | DType::Lut6)
+    }
+
+    /// Palettized (`lut4`/`lut6`): `group_size` counts rows per palette.
+    pub fn is_lut(self) -> bool {
+        matches!(self, DType::Lut4 | DType::Lut6)
     }
 
     /// Bytes needed for a tensor of this dtype and shape, after checking the layout constraints.
@@ -58,6 +72,20 @@ impl DType {
                 let scales = rows * (cols / group_size) * 2;
                 let values = if self == DType::Q8 { n } else { n / 2 };
                 Ok(values + scales)
+            }
+            DType::Lut4 | DType::Lut6 => {
+                if group_size == 0 || !cols.is_multiple_of(32) {
+                    return Err(TensorError::Layout(format!(
+                        "{self} needs the last dim ({cols}) to be a multiple of 32 and a group \
+                         size (rows per palette) >= 1, got {group_size}"
+                    )));
+                }
+                let idx = rows * lut::row_bytes(self, cols);
+                // checked: rows may be huge when cols is 0 (hostile headers)
+                lut::groups(rows, group_size)
+                    .checked_mul(lut::palette_len(self) * 2)
+                    .and_then(|p| p.checked_add(idx))
+                    .ok_or(TensorError::Layout(format!("shape {shape:?} overflows")))
             }
         }
     }
@@ -78,6 +106,8 @@ impl std::str::FromStr for DType {
             "bf16" => DType::BF16,
             "q8" => DType::Q8,
             "q4" => DType::Q4,
+            "lut4" => DType::Lut4,
+            "lut6" => DType::Lut6,
             other => return Err(TensorError::Layout(format!("unknown dtype '{other}'"))),
         })
     }
@@ -122,7 +152,8 @@ fn check_group(dtype: DType, cols: usize, group_size: usize) -> Result<(), Tenso
 pub struct TensorView<'a> {
     pub dtype: DType,
     pub shape: &'a [usize],
-    /// Group size for q8/q4; ignored for float dtypes.
+    /// Group size for q8/q4 (columns per scale), rows per palette for lut4/lut6; ignored for
+    /// float dtypes.
     pub group_size: usize,
     pub data: &'a [u8],
 }
@@ -195,6 +226,24 @@ impl<'a> TensorView<'a> {
         Some((values, bytemuck::cast_slice(scales)))
     }
 
+    /// Palettized payload (packed indices) and all palettes (`palette_len` f16 each).
+    pub fn lut_parts(&self) -> Option<(&'a [u8], &'a [f16])> {
+        if !self.dtype.is_lut() {
+            return None;
+        }
+        let split = self.rows() * lut::row_bytes(self.dtype, self.cols());
+        let (idx, pal) = self.data.split_at(split);
+        Some((idx, bytemuck::cast_slice(pal)))
+    }
+
+    /// Palette of row `r` (lut dtypes only).
+    pub fn lut_palette(&self, r: usize) -> Option<&'a [f16]> {
+        let (_, pal) = self.lut_parts()?;
+        let k = lut::palette_len(self.dtype);
+        let g = r / self.group_size;
+        pal.get(g * k..(g + 1) * k)
+    }
+
     /// Dequantizes/converts row `r` into `out` (len = cols). Reference path, not a hot kernel.
     pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
         let cols = self.cols();
@@ -224,6 +273,11 @@ impl<'a> TensorView<'a> {
                     self.group_size,
                     out,
                 );
+            }
+            DType::Lut4 | DType::Lut6 => {
+                let (idx, _) = self.lut_parts().unwrap();
+                let pal = self.lut_palette(r).unwrap();
+                lut::dequantize_row(self.dtype, idx, pal, r, cols, out);
             }
         }
     }
@@ -267,5 +321,6 @@ pub fn encode(
             .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
             .collect(),
         DType::Q8 | DType::Q4 => quant::quantize(dtype, values, rows, cols, group_size),
+        DType::Lut4 | DType::Lut6 => lut::quantize_uniform(dtype, values, shape, group_size)?,
     })
 }

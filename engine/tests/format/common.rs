@@ -38,6 +38,7 @@ pub fn header() -> Header {
                 sha256: "ab".repeat(32),
             }],
             created: "2026-01-01T00:00:00Z".into(),
+            notes: vec!["awq layer 0: alpha qkv 0.50".into()],
         },
         fidelity: None,
         tensors: vec![],

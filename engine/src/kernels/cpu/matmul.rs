@@ -18,6 +18,7 @@
 mod acts;
 mod float;
 mod fused;
+mod lut;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod quant;
@@ -115,6 +116,12 @@ pub(crate) fn matmul_rows_isa(
             };
             acts::with_quantized(isa, w.dtype, x, t, k, |a| {
                 par_rows(n0, n1, k, t, |r0, r1| quant::rows(isa, &wq, a, r0, r1, dst));
+            });
+        }
+        DType::Lut4 | DType::Lut6 => {
+            let wl = lut::LutWeights::new(w);
+            par_rows(n0, n1, k, t, |r0, r1| {
+                lut::rows(isa, &wl, x, t, r0, r1, dst)
             });
         }
     }

@@ -8,13 +8,19 @@
 use super::{Encoder, GpuBuffer, GpuError, buffer::ElemType, shape_err};
 use crate::kernels::cpu::attention::AttnParams;
 
-const SHADER: &str = include_str!("attention.wgsl");
-const STORE: &str = include_str!("kv_store.wgsl");
+static SHADER: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| super::with_block_reduce(include_str!("attention.wgsl")));
+static STORE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| super::with_block_reduce(include_str!("kv_store.wgsl")));
 
-/// Scratch floats [`attention`] needs for a query at position `pos`.
-pub fn scratch_len(a: &AttnParams, pos: usize) -> usize {
-    let span = a.window.map_or(pos + 1, |w| w.min(pos + 1));
-    a.n_heads * span
+/// Scratch floats [`attention`] needs for `t` query rows at positions `pos0..pos0 + t`.
+pub fn scratch_len(a: &AttnParams, pos0: usize, t: usize) -> usize {
+    t * a.n_heads * span(a, pos0 + t.max(1) - 1)
+}
+
+/// Keys the last row (position `last`) sees: the widest row of a chunk.
+fn span(a: &AttnParams, last: usize) -> usize {
+    a.window.map_or(last + 1, |w| w.min(last + 1))
 }
 
 /// Records `t` rows of `kv_dim` f32 from `src` into `cache` at positions `pos0..pos0 + t`
@@ -43,7 +49,7 @@ pub fn store_kv(
             ),
         ));
     }
-    let pipeline = enc.ctx().pipeline("kv_store", STORE, "store_kv", &[]);
+    let pipeline = enc.ctx().pipeline("kv_store", &STORE, "store_kv", &[]);
     let words = if f16 { kv_dim / 2 } else { kv_dim } * t;
     let params = [
         kv_dim as u32,
@@ -51,6 +57,8 @@ pub fn store_kv(
         t as u32,
         slots as u32,
         f16 as u32,
+        0,
+        0,
     ];
     enc.dispatch(
         pipeline,
@@ -61,15 +69,73 @@ pub fn store_kv(
     Ok(())
 }
 
-/// Records attention of the query `q` ([n_heads, head_dim], normed and rotated) at position
-/// `pos` over keys `first..=pos` of the caches `k`/`v` (same element type, `slots` rows of
-/// `n_kv_heads * head_dim`); writes `out` [n_heads * head_dim]. `scratch` holds at least
-/// [`scratch_len`] f32.
+/// Records [`store_kv`] of the chunk's K rows and V rows in one dispatch; with `v_norm_eps`,
+/// each V head row is RMS-normalized (no weight, Gemma 4) on the way. `k`/`v` hold `t` rows of
+/// `kv_dim = heads * head_dim` f32; `head_dim` even and <= 512.
+#[allow(clippy::too_many_arguments)]
+pub fn store_kv_pair(
+    enc: &mut Encoder<'_>,
+    (k, v): (&GpuBuffer, &GpuBuffer),
+    t: usize,
+    (kv_dim, head_dim): (usize, usize),
+    pos0: usize,
+    (kc, vc): (&GpuBuffer, &GpuBuffer),
+    slots: usize,
+    v_norm_eps: Option<f32>,
+) -> Result<(), GpuError> {
+    let ok = head_dim > 0
+        && head_dim.is_multiple_of(2)
+        && head_dim <= 512
+        && kv_dim.is_multiple_of(head_dim)
+        && kc.elem == vc.elem
+        && k.elem == ElemType::F32
+        && v.elem == ElemType::F32
+        && k.len >= t * kv_dim
+        && v.len >= t * kv_dim
+        && kc.len >= slots * kv_dim
+        && vc.len >= slots * kv_dim
+        && t <= slots
+        && v_norm_eps.is_none_or(|e| e > 0.0);
+    if !ok {
+        return Err(shape_err(
+            "store_kv_pair",
+            format!(
+                "k[{}] v[{}] t {t} head_dim {head_dim} caches [{}]/[{}] slots {slots}",
+                k.len, v.len, kc.len, vc.len
+            ),
+        ));
+    }
+    let pipeline = enc.ctx().pipeline("kv_store", &STORE, "store_kv_pair", &[]);
+    let params = [
+        kv_dim as u32,
+        pos0 as u32,
+        t as u32,
+        slots as u32,
+        (kc.elem == ElemType::F16) as u32,
+        head_dim as u32,
+        v_norm_eps.unwrap_or(0.0).to_bits(),
+    ];
+    enc.dispatch(
+        pipeline,
+        &params,
+        &[&k.buf, &kc.buf, &v.buf, &vc.buf],
+        (t * kv_dim / head_dim) as u32,
+    );
+    Ok(())
+}
+
+/// Records attention of the `t` query rows `q` ([t, n_heads * head_dim], normed and rotated) at
+/// positions `pos0..pos0 + t` over the caches `k`/`v` (same element type, `slots` rows of
+/// `n_kv_heads * head_dim`, the chunk's own rows already stored); writes `out` [t, n_heads *
+/// head_dim]. Row `i` sees keys up to `pos0 + i` (causal) and within its window. `scratch` holds
+/// at least [`scratch_len`] f32. One workgroup per (row, head), so a prefill chunk is one
+/// dispatch.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     enc: &mut Encoder<'_>,
     q: &GpuBuffer,
-    pos: usize,
+    t: usize,
+    pos0: usize,
     k: &GpuBuffer,
     v: &GpuBuffer,
     slots: usize,
@@ -78,50 +144,57 @@ pub fn attention(
     out: &GpuBuffer,
 ) -> Result<(), GpuError> {
     let (nh, nkv, d) = (a.n_heads, a.n_kv_heads, a.head_dim);
-    let lo = a.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-    let n = pos + 1 - lo;
-    let span = n;
+    if t == 0 {
+        return Ok(());
+    }
+    let span = span(a, pos0 + t - 1);
+    // The last row's keys and the rows after each earlier row's window must fit the ring.
+    let ring_ok = a
+        .window
+        .map_or(pos0 + t <= slots, |w| w.min(pos0 + t) + t - 1 <= slots);
     let ok = nkv > 0
         && nh % nkv == 0
         && d <= 512
+        && d % 8 == 0
         && q.elem == ElemType::F32
         && out.elem == ElemType::F32
         && scratch.elem == ElemType::F32
         && k.elem == v.elem
-        && q.len >= nh * d
-        && out.len >= nh * d
+        && q.len >= t * nh * d
+        && out.len >= t * nh * d
         && k.len >= slots * nkv * d
         && v.len >= slots * nkv * d
-        && scratch.len >= nh * span
-        && n <= slots
+        && scratch.len >= t * nh * span
+        && (ring_ok || t == 1 && span <= slots)
         && (k.elem == ElemType::F32 || d % 2 == 0);
     if !ok {
         return Err(shape_err(
             "attention",
             format!(
-                "heads {nh}/{nkv}x{d}, pos {pos}, slots {slots}, q[{}] k[{}] v[{}] scratch[{}] out[{}]",
+                "heads {nh}/{nkv}x{d}, rows {t} at {pos0}, slots {slots}, q[{}] k[{}] v[{}] scratch[{}] out[{}]",
                 q.len, k.len, v.len, scratch.len, out.len
             ),
         ));
     }
-    let pipeline = enc.ctx().pipeline("attention", SHADER, "attend", &[]);
+    let pipeline = enc.ctx().pipeline("attention", &SHADER, "attend", &[]);
     let params = [
         nh as u32,
         nkv as u32,
         d as u32,
         slots as u32,
-        lo as u32,
-        n as u32,
+        pos0 as u32,
+        t as u32,
         span as u32,
         (k.elem == ElemType::F16) as u32,
         a.scale.to_bits(),
         a.softcap.unwrap_or(0.0).to_bits(),
+        a.window.unwrap_or(0) as u32,
     ];
     enc.dispatch(
         pipeline,
         &params,
         &[&q.buf, &k.buf, &v.buf, &scratch.buf, &out.buf],
-        nh as u32,
+        (t * nh) as u32,
     );
     Ok(())
 }
@@ -153,7 +226,7 @@ mod tests {
         let kc = GpuBuffer::zeros(ctx, slots * kv_dim, elem);
         let vc = GpuBuffer::zeros(ctx, slots * kv_dim, elem);
         let qb = GpuBuffer::from_f32(ctx, &q);
-        let scratch = GpuBuffer::zeros(ctx, scratch_len(&a, pos), ElemType::F32);
+        let scratch = GpuBuffer::zeros(ctx, scratch_len(&a, pos, 1), ElemType::F32);
         let out = GpuBuffer::zeros(ctx, a.n_heads * a.head_dim, ElemType::F32);
         let mut p0 = 0;
         while p0 < total {
@@ -169,7 +242,7 @@ mod tests {
             p0 += t;
         }
         let mut enc = Encoder::new(ctx);
-        attention(&mut enc, &qb, pos, &kc, &vc, slots, &a, &scratch, &out).unwrap();
+        attention(&mut enc, &qb, 1, pos, &kc, &vc, slots, &a, &scratch, &out).unwrap();
         enc.submit().unwrap();
         let got = ctx.read_f32(&out).unwrap();
 
@@ -229,6 +302,50 @@ mod tests {
                 41,
                 elem,
             );
+        }
+    }
+
+    #[test]
+    fn gpu_store_kv_pair_matches_store_kv() {
+        let Some(ctx) = ctx() else { return };
+        let (heads, hd, t, slots, pos0) = (2, 64, 3, 5, 4);
+        let kv_dim = heads * hd;
+        let (k, v) = (random(t * kv_dim, 41), random(t * kv_dim, 42));
+        for elem in [ElemType::F16, ElemType::F32] {
+            for eps in [None, Some(1e-6)] {
+                let (kb, vb) = (GpuBuffer::from_f32(ctx, &k), GpuBuffer::from_f32(ctx, &v));
+                let kc = GpuBuffer::zeros(ctx, slots * kv_dim, elem);
+                let vc = GpuBuffer::zeros(ctx, slots * kv_dim, elem);
+                let (kw, vw) = (
+                    GpuBuffer::zeros(ctx, slots * kv_dim, elem),
+                    GpuBuffer::zeros(ctx, slots * kv_dim, elem),
+                );
+                let mut enc = Encoder::new(ctx);
+                store_kv_pair(
+                    &mut enc,
+                    (&kb, &vb),
+                    t,
+                    (kv_dim, hd),
+                    pos0,
+                    (&kc, &vc),
+                    slots,
+                    eps,
+                )
+                .unwrap();
+                // reference: normalize on the CPU, then the plain store
+                let mut vn = v.clone();
+                if let Some(e) = eps {
+                    cpu::rmsnorm(&mut vn, hd, None, e, false);
+                }
+                let vnb = GpuBuffer::from_f32(ctx, &vn);
+                store_kv(&mut enc, &kb, t, kv_dim, pos0, &kw, slots).unwrap();
+                store_kv(&mut enc, &vnb, t, kv_dim, pos0, &vw, slots).unwrap();
+                enc.submit().unwrap();
+                let got_k = ctx.read_f32(&kc).unwrap();
+                assert_eq!(got_k, ctx.read_f32(&kw).unwrap(), "{elem:?} k");
+                let err = max_abs_diff(&ctx.read_f32(&vc).unwrap(), &ctx.read_f32(&vw).unwrap());
+                assert!(err < 2e-3, "{elem:?} {eps:?} v: {err}");
+            }
         }
     }
 }

@@ -1,108 +1,177 @@
-// Attention of one query (position `pos`) over a ring KV cache: position s lives in slot
-// s % slots, rows are [slot][n_kv_heads * head_dim], f16 (pairs in u32) or f32 (bits in u32).
-// One workgroup per query head: scores into the scratch row of the head, soft-cap, softmax,
-// then the weighted sum of values with threads over head_dim (coalesced reads of V rows).
+// Attention of t query rows (positions pos0..pos0+t) over a ring KV cache: position s lives in
+// slot s % slots, rows are [slot][n_kv_heads * head_dim], f16 (pairs in u32) or f32 (bits in
+// u32), read 16 bytes at a time. One workgroup per (row, query head):
+// 1. scores: one thread per key, a whole head_dim dot product from the query in workgroup memory;
+// 2. soft-cap and softmax over the row's scratch;
+// 3. values: the workgroup splits into key groups, each thread owning 16 bytes of a V row, so a
+//    group reads whole rows with coalesced loads; the groups' partial sums meet in workgroup memory.
 
 struct Params {
     n_heads: u32,
     n_kv_heads: u32,
-    head_dim: u32,
+    head_dim: u32, // multiple of 8
     slots: u32,
-    lo: u32,      // first visible key position
-    n: u32,       // visible keys: lo ..= pos
-    span: u32,    // scratch floats per head
+    pos0: u32,    // position of row 0
+    t: u32,       // query rows
+    span: u32,    // scratch floats per (row, head)
     kv_f16: u32,
     scale: f32,
     softcap: f32, // 0: none
+    window: u32,  // 0: none
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> kc: array<u32>;
-@group(0) @binding(3) var<storage, read> vc: array<u32>;
+@group(0) @binding(2) var<storage, read> kc: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> vc: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read_write> scores: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
-var<workgroup> red: array<f32, 256>;
-var<workgroup> qs: array<f32, 512>;
+var<workgroup> qs: array<vec4<f32>, 128>;   // head_dim <= 512
+var<workgroup> part: array<vec4<f32>, 512>; // key groups x head_dim / 4
 
-fn kval(i: u32) -> f32 {
-    if (p.kv_f16 == 1u) {
-        return unpack2x16float(kc[i / 2u])[i % 2u];
-    }
-    return bitcast<f32>(kc[i]);
+fn lo16(w: u32) -> vec2<f32> {
+    return unpack2x16float(w);
 }
 
-fn vval(i: u32) -> f32 {
-    if (p.kv_f16 == 1u) {
-        return unpack2x16float(vc[i / 2u])[i % 2u];
-    }
-    return bitcast<f32>(vc[i]);
+fn kdot_f16(w: vec4<u32>, i: u32) -> f32 {
+    return dot(vec4<f32>(lo16(w.x), lo16(w.y)), qs[2u * i])
+        + dot(vec4<f32>(lo16(w.z), lo16(w.w)), qs[2u * i + 1u]);
 }
 
-fn reduce(lid: u32, v: f32, is_max: bool) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            if (is_max) {
-                red[lid] = max(red[lid], red[lid + s]);
-            } else {
-                red[lid] += red[lid + s];
-            }
+// q . K row starting at vec4 index `vb` (nv vec4s). Four loads are issued before their sums,
+// so a thread waits for memory once per four loads rather than once per load.
+fn kdot(vb: u32, nv: u32) -> f32 {
+    var s = 0.0;
+    let n4 = nv & ~3u;
+    if (p.kv_f16 == 1u) {
+        for (var i = 0u; i < n4; i += 4u) {
+            let w0 = kc[vb + i];
+            let w1 = kc[vb + i + 1u];
+            let w2 = kc[vb + i + 2u];
+            let w3 = kc[vb + i + 3u];
+            s += kdot_f16(w0, i) + kdot_f16(w1, i + 1u) + kdot_f16(w2, i + 2u)
+                + kdot_f16(w3, i + 3u);
         }
-        workgroupBarrier();
+        for (var i = n4; i < nv; i++) {
+            s += kdot_f16(kc[vb + i], i);
+        }
+    } else {
+        for (var i = 0u; i < n4; i += 4u) {
+            let w0 = kc[vb + i];
+            let w1 = kc[vb + i + 1u];
+            let w2 = kc[vb + i + 2u];
+            let w3 = kc[vb + i + 3u];
+            s += dot(bitcast<vec4<f32>>(w0), qs[i]) + dot(bitcast<vec4<f32>>(w1), qs[i + 1u])
+                + dot(bitcast<vec4<f32>>(w2), qs[i + 2u]) + dot(bitcast<vec4<f32>>(w3), qs[i + 3u]);
+        }
+        for (var i = n4; i < nv; i++) {
+            s += dot(bitcast<vec4<f32>>(kc[vb + i]), qs[i]);
+        }
     }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
+    return s;
 }
 
 @compute @workgroup_size(256)
 fn attend(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
           @builtin(num_workgroups) nwg: vec3<u32>) {
-    let h = wid.x + wid.y * nwg.x;
-    if (h >= p.n_heads) {
+    let rh = wid.x + wid.y * nwg.x;
+    if (rh >= p.n_heads * p.t) {
         return;
     }
+    let row = rh / p.n_heads;
+    let h = rh % p.n_heads;
+    let pos = p.pos0 + row;
+    var lo = 0u;
+    if (p.window > 0u && pos + 1u > p.window) {
+        lo = pos + 1u - p.window;
+    }
+    let n = pos + 1u - lo;
     let d = p.head_dim;
+    let d4 = d / 4u;
     let kvh = h / (p.n_heads / p.n_kv_heads);
-    let kv_dim = p.n_kv_heads * d;
-    for (var x = lid; x < d; x += 256u) {
-        qs[x] = q[h * d + x];
+    // vec4s per head row and per cache slot
+    var nv = d / 4u;
+    if (p.kv_f16 == 1u) {
+        nv = d / 8u;
+    }
+    let slot_v = p.n_kv_heads * nv;
+    for (var x = lid; x < d4; x += 256u) {
+        let b = rh * d + 4u * x;
+        qs[x] = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]);
     }
     workgroupBarrier();
-    let srow = h * p.span;
+
+    let srow = rh * p.span;
     var m = -3.4028235e38;
-    for (var j = lid; j < p.n; j += 256u) {
-        let base = ((p.lo + j) % p.slots) * kv_dim + kvh * d;
-        var s = 0.0;
-        for (var x = 0u; x < d; x++) {
-            s += qs[x] * kval(base + x);
-        }
-        s *= p.scale;
+    for (var j = lid; j < n; j += 256u) {
+        var s = kdot(((lo + j) % p.slots) * slot_v + kvh * nv, nv) * p.scale;
         if (p.softcap > 0.0) {
             s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0));
         }
         scores[srow + j] = s;
         m = max(m, s);
     }
-    m = reduce(lid, m, true);
+    m = block_max(lid, m);
     var sum = 0.0;
-    for (var j = lid; j < p.n; j += 256u) {
+    for (var j = lid; j < n; j += 256u) {
         let e = exp(scores[srow + j] - m);
         scores[srow + j] = e;
         sum += e;
     }
-    sum = reduce(lid, sum, false);
+    sum = block_sum(lid, sum);
     storageBarrier();
     let inv = 1.0 / sum;
-    for (var x = lid; x < d; x += 256u) {
-        var acc = 0.0;
-        for (var j = 0u; j < p.n; j++) {
-            let base = ((p.lo + j) % p.slots) * kv_dim + kvh * d;
-            acc += scores[srow + j] * vval(base + x);
+
+    // values: groups of nv threads, group g takes keys g, g + groups, ...
+    let groups = 256u / nv;
+    let c = lid % nv;
+    let g = lid / nv;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    if (g < groups) {
+        // two keys per step: both rows' loads are in flight together
+        var j = g;
+        for (; j + groups < n; j += 2u * groups) {
+            let wa = scores[srow + j];
+            let wb = scores[srow + j + groups];
+            let va = vc[((lo + j) % p.slots) * slot_v + kvh * nv + c];
+            let vb = vc[((lo + j + groups) % p.slots) * slot_v + kvh * nv + c];
+            if (p.kv_f16 == 1u) {
+                a0 += wa * vec4<f32>(lo16(va.x), lo16(va.y)) + wb * vec4<f32>(lo16(vb.x), lo16(vb.y));
+                a1 += wa * vec4<f32>(lo16(va.z), lo16(va.w)) + wb * vec4<f32>(lo16(vb.z), lo16(vb.w));
+            } else {
+                a0 += wa * bitcast<vec4<f32>>(va) + wb * bitcast<vec4<f32>>(vb);
+            }
         }
-        out[h * d + x] = acc * inv;
+        if (j < n) {
+            let wgt = scores[srow + j];
+            let w = vc[((lo + j) % p.slots) * slot_v + kvh * nv + c];
+            if (p.kv_f16 == 1u) {
+                a0 += wgt * vec4<f32>(lo16(w.x), lo16(w.y));
+                a1 += wgt * vec4<f32>(lo16(w.z), lo16(w.w));
+            } else {
+                a0 += wgt * bitcast<vec4<f32>>(w);
+            }
+        }
+        if (p.kv_f16 == 1u) {
+            part[g * d4 + 2u * c] = a0;
+            part[g * d4 + 2u * c + 1u] = a1;
+        } else {
+            part[g * d4 + c] = a0;
+        }
+    }
+    workgroupBarrier();
+    for (var x = lid; x < d4; x += 256u) {
+        var acc = vec4<f32>(0.0);
+        for (var k = 0u; k < groups; k++) {
+            acc += part[k * d4 + x];
+        }
+        acc *= inv;
+        let b = rh * d + 4u * x;
+        out[b] = acc.x;
+        out[b + 1u] = acc.y;
+        out[b + 2u] = acc.z;
+        out[b + 3u] = acc.w;
     }
 }

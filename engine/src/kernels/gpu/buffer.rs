@@ -160,7 +160,7 @@ pub(crate) struct WeightPart {
 /// A weight matrix `[rows, cols]` resident on the device in its stored dtype.
 #[derive(Debug)]
 pub struct GpuWeight {
-    /// Q4, Q8, F16 or F32 (bf16 is uploaded as f32: f16 cannot hold its range).
+    /// Q4, Q8, Lut4, Lut6, F16 or F32 (bf16 is uploaded as f32: f16 cannot hold its range).
     pub dtype: DType,
     pub rows: usize,
     pub cols: usize,
@@ -194,11 +194,21 @@ impl GpuWeight {
             DType::Q4 => (cols / 2, cols / t.group_size * 2),
             DType::Q8 => (cols, cols / t.group_size * 2),
             DType::F16 => (cols * 2, 0),
+            // palettes go per row group (see `lut_palettes` below), not per row
+            DType::Lut4 | DType::Lut6 => (crate::tensor::lut::row_bytes(dtype, cols), 0),
             _ => (cols * 4, 0),
         };
-        let row_bytes = (row_vals + row_scales) as u64;
+        // lut: bytes of one palette; a part of n rows holds at most n / gs + 2 of them
+        let pal_bytes = if dtype.is_lut() {
+            crate::tensor::lut::palette_len(dtype) * 2
+        } else {
+            0
+        };
+        let gs = t.group_size.max(1);
+        let row_bytes = (row_vals + row_scales + pal_bytes.div_ceil(gs)) as u64;
         // keep a margin for the 16-byte padding of the values and of the scales
-        let per_part = ((max_bytes.saturating_sub(32)) / row_bytes.max(1)) as usize;
+        let margin = 32 + 2 * pal_bytes as u64;
+        let per_part = ((max_bytes.saturating_sub(margin)) / row_bytes.max(1)) as usize;
         if per_part == 0 {
             return Err(GpuError::Unsupported(format!(
                 "one row of {row_bytes} bytes exceeds the buffer limit {max_bytes}"
@@ -210,7 +220,12 @@ impl GpuWeight {
         while row0 < rows || (rows == 0 && parts.is_empty()) {
             let n = per_part.min(rows - row0);
             let v = &values[row0 * row_vals..(row0 + n) * row_vals];
-            let s = &scales[row0 * row_scales..(row0 + n) * row_scales];
+            let s = if pal_bytes > 0 && n > 0 {
+                // the palettes of the row groups of rows row0..row0+n
+                &scales[row0 / gs * pal_bytes..((row0 + n - 1) / gs + 1) * pal_bytes]
+            } else {
+                &scales[row0 * row_scales..(row0 + n) * row_scales]
+            };
             let vbytes = padded(v.len()) as usize;
             let buf = ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("weight"),

@@ -35,6 +35,93 @@ pub struct GpuContext {
     errors: Arc<Mutex<Option<String>>>,
     /// A 16-byte buffer bound where an op's optional input is absent.
     pub(crate) dummy: wgpu::Buffer,
+    /// Smallest subgroup size of the adapter, 0 where subgroup operations are not enabled.
+    pub(crate) subgroup_min: u32,
+    /// Bind groups reused across submits and the op-parameter buffer (see [`super::Encoder`]).
+    pub(crate) binds: Mutex<super::encoder::BindCache>,
+    /// Time spent encoding/submitting and waiting, printed at drop when `CELLM_GPU_PROFILE` is set.
+    pub(crate) profile: Option<Profile>,
+}
+
+/// Where a model's GPU time goes, from the host's side (see `CELLM_GPU_PROFILE`).
+#[derive(Default)]
+pub(crate) struct Profile {
+    pub submits: std::sync::atomic::AtomicU64,
+    pub dispatches: std::sync::atomic::AtomicU64,
+    pub encode_ns: std::sync::atomic::AtomicU64,
+    pub wait_ns: std::sync::atomic::AtomicU64,
+    pub waits: std::sync::atomic::AtomicU64,
+    /// Per kernel (pipeline key): dispatches and GPU nanoseconds, when timing.
+    pub kernels: Mutex<HashMap<String, (u64, f64)>>,
+    pub timing: bool,
+}
+
+impl Drop for GpuContext {
+    fn drop(&mut self) {
+        if let Some(p) = &self.profile {
+            use std::sync::atomic::Ordering::Relaxed;
+            let ms = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed) as f64 / 1e6;
+            eprintln!(
+                "gpu profile: {} submits, {} dispatches, encode+submit {:.1} ms, {} waits {:.1} ms",
+                p.submits.load(Relaxed),
+                p.dispatches.load(Relaxed),
+                ms(&p.encode_ns),
+                p.waits.load(Relaxed),
+                ms(&p.wait_ns)
+            );
+            let kernels = p.kernels.lock().map(|k| k.clone()).unwrap_or_default();
+            let mut rows: Vec<_> = kernels.into_iter().collect();
+            rows.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
+            for (name, (n, ns)) in rows {
+                eprintln!(
+                    "  {:>9.2} ms {:>7} x {:>7.2} us  {name}",
+                    ns / 1e6,
+                    n,
+                    ns / 1e3 / n.max(1) as f64
+                );
+            }
+        }
+    }
+}
+
+impl GpuContext {
+    /// Adds the nanoseconds since `since` to a profile counter (no-op unless profiling).
+    pub(crate) fn count(
+        &self,
+        pick: impl Fn(&Profile) -> &std::sync::atomic::AtomicU64,
+        since: Option<std::time::Instant>,
+    ) {
+        if let Some(t) = since {
+            self.add(pick, t.elapsed().as_nanos() as u64);
+        }
+    }
+
+    /// Adds `n` to a profile counter (no-op unless profiling).
+    pub(crate) fn add(&self, pick: impl Fn(&Profile) -> &std::sync::atomic::AtomicU64, n: u64) {
+        if let Some(p) = &self.profile {
+            pick(p).fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The pipeline key of `p` (for per-kernel timings).
+    pub(crate) fn pipeline_name(&self, p: &wgpu::ComputePipeline) -> String {
+        let cache = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache
+            .iter()
+            .find(|(_, v)| *v == p)
+            .map_or_else(|| "?".to_string(), |(k, _)| k.clone())
+    }
+
+    pub(crate) fn timing(&self) -> bool {
+        self.profile.as_ref().is_some_and(|p| p.timing)
+    }
+
+    pub(crate) fn clock(&self) -> Option<std::time::Instant> {
+        self.profile.as_ref().map(|_| std::time::Instant::now())
+    }
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -61,11 +148,23 @@ impl GpuContext {
         .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
         let info = adapter.get_info();
         let shader_f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
-        let required_features = if shader_f16 {
+        let mut required_features = if shader_f16 {
             wgpu::Features::SHADER_F16
         } else {
             wgpu::Features::empty()
         };
+        // CELLM_GPU_PROFILE=2: time every dispatch with timestamp queries (diagnostics only).
+        let timing = std::env::var("CELLM_GPU_PROFILE").is_ok_and(|v| v == "2")
+            && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        if timing {
+            required_features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        // Subgroup shuffles make the matmul lane reductions barrier-free (see matmul.rs).
+        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP)
+            && std::env::var_os("CELLM_GPU_NO_SUBGROUPS").is_none();
+        if subgroups {
+            required_features |= wgpu::Features::SUBGROUP;
+        }
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("cellm"),
@@ -100,6 +199,12 @@ impl GpuContext {
             pipelines: Mutex::default(),
             errors,
             dummy,
+            binds: Mutex::default(),
+            subgroup_min: if subgroups { info.subgroup_min_size } else { 0 },
+            profile: std::env::var_os("CELLM_GPU_PROFILE").map(|_| Profile {
+                timing,
+                ..Profile::default()
+            }),
         })
     }
 
@@ -132,6 +237,14 @@ impl GpuContext {
 
     /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<(), GpuError> {
+        let t = self.clock();
+        let r = self.wait_inner();
+        self.count(|p| &p.wait_ns, t);
+        self.add(|p| &p.waits, 1);
+        r
+    }
+
+    fn wait_inner(&self) -> Result<(), GpuError> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| GpuError::Device(e.to_string()))?;

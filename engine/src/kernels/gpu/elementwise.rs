@@ -22,10 +22,47 @@ pub fn gelu_mul(
     n: usize,
 ) -> Result<(), GpuError> {
     check("gelu_mul", n, &[gate, up])?;
+    record_gelu_mul(enc, gate, up, n, [n, 0, 0])
+}
+
+/// `gate[r, c] = gelu_tanh(gate[r, c]) * up[off + r * stride + c]` over `rows x cols`: the
+/// gate times a column slice of a wider matrix (Gemma 4's per-layer inputs), without a copy.
+pub fn gelu_mul_slice(
+    enc: &mut Encoder<'_>,
+    gate: &GpuBuffer,
+    rows: usize,
+    cols: usize,
+    up: &GpuBuffer,
+    off: usize,
+    stride: usize,
+) -> Result<(), GpuError> {
+    let n = rows * cols;
+    check("gelu_mul_slice", n, &[gate])?;
+    let end = off + rows.saturating_sub(1) * stride + cols;
+    if cols == 0 || stride < cols && rows > 1 {
+        return Err(shape_err(
+            "gelu_mul_slice",
+            format!("{cols} columns, stride {stride}"),
+        ));
+    }
+    check("gelu_mul_slice", end, &[up])?;
+    record_gelu_mul(enc, gate, up, n, [cols, off, stride])
+}
+
+fn record_gelu_mul(
+    enc: &mut Encoder<'_>,
+    gate: &GpuBuffer,
+    up: &GpuBuffer,
+    n: usize,
+    [cols, off, stride]: [usize; 3],
+) -> Result<(), GpuError> {
+    if n == 0 {
+        return Ok(());
+    }
     let pipeline = enc.ctx().pipeline("elementwise", SHADER, "gelu_mul", &[]);
     enc.dispatch(
         pipeline,
-        &[n as u32, 0],
+        &[n as u32, 0, cols as u32, off as u32, stride as u32],
         &[&gate.buf, &up.buf],
         n.div_ceil(256) as u32,
     );
@@ -43,7 +80,7 @@ pub fn add(
     let pipeline = enc.ctx().pipeline("elementwise", SHADER, "add", &[]);
     enc.dispatch(
         pipeline,
-        &[n as u32, 0],
+        &[n as u32, 0, n as u32, 0, 0],
         &[&dst.buf, &src.buf],
         n.div_ceil(256) as u32,
     );
@@ -59,7 +96,7 @@ pub fn softcap(enc: &mut Encoder<'_>, x: &GpuBuffer, n: usize, cap: f32) -> Resu
     let pipeline = enc.ctx().pipeline("elementwise", SHADER, "softcap", &[]);
     enc.dispatch(
         pipeline,
-        &[n as u32, cap.to_bits()],
+        &[n as u32, cap.to_bits(), n as u32, 0, 0],
         &[&x.buf],
         n.div_ceil(256) as u32,
     );
@@ -72,7 +109,7 @@ pub fn scale(enc: &mut Encoder<'_>, x: &GpuBuffer, n: usize, s: f32) -> Result<(
     let pipeline = enc.ctx().pipeline("elementwise", SHADER, "scale", &[]);
     enc.dispatch(
         pipeline,
-        &[n as u32, s.to_bits()],
+        &[n as u32, s.to_bits(), n as u32, 0, 0],
         &[&x.buf],
         n.div_ceil(256) as u32,
     );
@@ -135,5 +172,29 @@ mod tests {
         let mut want = x.clone();
         cpu::scale(&mut want[..n - 10], 0.37);
         assert_eq!(ctx.read_f32(&xb).unwrap(), want);
+    }
+
+    #[test]
+    fn gpu_gelu_mul_slice_reads_a_column_slice() {
+        let Some(ctx) = ctx() else { return };
+        let (rows, cols, stride, off) = (3, 40, 130, 25);
+        let g = random(rows * cols, 4);
+        let wide = random(rows * stride + off, 5);
+        let (gb, wb) = (
+            GpuBuffer::from_f32(ctx, &g),
+            GpuBuffer::from_f32(ctx, &wide),
+        );
+        let mut enc = Encoder::new(ctx);
+        gelu_mul_slice(&mut enc, &gb, rows, cols, &wb, off, stride).unwrap();
+        enc.submit().unwrap();
+        let mut want = g.clone();
+        for r in 0..rows {
+            let up = &wide[off + r * stride..off + r * stride + cols];
+            cpu::gelu_mul(&mut want[r * cols..(r + 1) * cols], up);
+        }
+        let tol = want.iter().fold(0f32, |m, v| m.max(v.abs())) * 2e-6;
+        assert!(max_abs_diff(&ctx.read_f32(&gb).unwrap(), &want) <= tol);
+        let mut enc = Encoder::new(ctx);
+        assert!(gelu_mul_slice(&mut enc, &gb, rows, cols, &wb, off + 200, stride).is_err());
     }
 }

@@ -6,6 +6,10 @@
 struct Params {
     n: u32,
     cap: f32,
+    // gelu_mul reads up[i] at b_off + (i / cols) * b_stride + i % cols (a strided slice)
+    cols: u32,
+    b_off: u32,
+    b_stride: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -27,7 +31,7 @@ fn gelu_mul(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
     if (i < p.n) {
         let x = a[i];
         let g = 0.5 * x * (1.0 + safe_tanh(0.7978846 * (x + 0.044715 * x * x * x)));
-        a[i] = g * b[i];
+        a[i] = g * b[p.b_off + (i / p.cols) * p.b_stride + i % p.cols];
     }
 }
 

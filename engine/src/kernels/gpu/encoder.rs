@@ -3,20 +3,42 @@
 use super::{GpuBuffer, GpuContext, GpuError};
 
 enum Cmd {
-    Dispatch {
-        pipeline: wgpu::ComputePipeline,
-        buffers: Vec<wgpu::Buffer>,
-        param_off: u64,
-        param_len: u64,
-        groups: [u32; 3],
-    },
-    Copy {
-        src: wgpu::Buffer,
-        src_off: u64,
-        dst: wgpu::Buffer,
-        dst_off: u64,
-        size: u64,
-    },
+    Dispatch(Dispatch),
+    Copy(Copy),
+}
+
+struct Dispatch {
+    key: BindKey,
+    groups: [u32; 3],
+}
+
+impl Dispatch {
+    fn record(
+        self,
+        pass: &mut wgpu::ComputePass<'_>,
+        cache: &mut BindCache,
+        dev: &wgpu::Device,
+        ubuf: &wgpu::Buffer,
+    ) {
+        pass.set_pipeline(&self.key.pipeline);
+        let bg = cache.bind_group(dev, ubuf, self.key);
+        pass.set_bind_group(0, &bg, &[]);
+        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
+}
+
+struct Copy {
+    src: wgpu::Buffer,
+    src_off: u64,
+    dst: wgpu::Buffer,
+    dst_off: u64,
+    size: u64,
+}
+
+impl Copy {
+    fn record(self, enc: &mut wgpu::CommandEncoder) {
+        enc.copy_buffer_to_buffer(&self.src, self.src_off, &self.dst, self.dst_off, self.size);
+    }
 }
 
 /// Collects dispatches; [`submit`](Self::submit) sends them all in one command buffer.
@@ -26,6 +48,8 @@ enum Cmd {
 pub struct Encoder<'c> {
     ctx: &'c GpuContext,
     params: Vec<u8>,
+    /// Bytes of `params` already written to the device by an earlier [`Encoder::flush`].
+    written: usize,
     cmds: Vec<Cmd>,
 }
 
@@ -34,6 +58,7 @@ impl<'c> Encoder<'c> {
         Encoder {
             ctx,
             params: Vec::new(),
+            written: 0,
             cmds: Vec::new(),
         }
     }
@@ -71,13 +96,15 @@ impl<'c> Encoder<'c> {
         let groups = groups.max(1);
         let gx = groups.min(max);
         let gy = groups.div_ceil(gx);
-        self.cmds.push(Cmd::Dispatch {
-            pipeline,
-            buffers: buffers.iter().map(|b| (*b).clone()).collect(),
-            param_off: off as u64,
-            param_len: len as u64,
+        self.cmds.push(Cmd::Dispatch(Dispatch {
+            key: BindKey {
+                pipeline,
+                buffers: buffers.iter().map(|b| (*b).clone()).collect(),
+                param_off: off as u64,
+                param_len: len as u64,
+            },
             groups: [gx, gy, 1],
-        });
+        }));
     }
 
     /// Records a copy of `n` elements from `src[src_at..]` to `dst[dst_at..]` (same element type).
@@ -103,91 +130,290 @@ impl<'c> Encoder<'c> {
                 "f16 copies must cover whole pairs",
             ));
         }
-        self.cmds.push(Cmd::Copy {
+        self.cmds.push(Cmd::Copy(Copy {
             src: src.buf.clone(),
             src_off: so,
             dst: dst.buf.clone(),
             dst_off: d_o,
             size,
-        });
+        }));
         Ok(())
     }
 
-    /// Builds the command buffer (bind groups, one compute pass per run of dispatches).
-    pub fn finish(self) -> Result<wgpu::CommandBuffer, GpuError> {
-        let dev = &self.ctx.device;
-        let ubuf = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("op params"),
-            size: (self.params.len().max(16) as u64).div_ceil(16) * 16,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        if !self.params.is_empty() {
-            let mut p = self.params;
-            p.resize(p.len().div_ceil(16) * 16, 0);
-            self.ctx.queue.write_buffer(&ubuf, 0, &p);
+    /// Writes the parameters, builds (or reuses) the bind groups and the command buffer, and
+    /// submits it. Runs under the context's bind-group cache lock, so the shared parameter
+    /// buffer is written and consumed by one submit at a time (queue writes are ordered with
+    /// submits, so an earlier submit still sees its own parameters).
+    pub fn submit(mut self) -> Result<(), GpuError> {
+        self.flush()
+    }
+
+    /// Submits what is recorded so far and goes on recording: the GPU starts on the first
+    /// layers of a token while the host records the rest.
+    pub fn flush(&mut self) -> Result<(), GpuError> {
+        let ctx = self.ctx;
+        if self.cmds.is_empty() {
+            return Ok(());
         }
+        let t0 = ctx.clock();
+        ctx.add(|p| &p.dispatches, self.cmds.len() as u64);
+        let mut cache = ctx
+            .binds
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if ctx.timing() {
+            return self.timed_submit(cache);
+        }
+        let cb = self.encode(&mut cache)?;
+        ctx.queue.submit([cb]);
+        drop(cache);
+        ctx.count(|p| &p.encode_ns, t0);
+        ctx.add(|p| &p.submits, 1);
+        ctx.take_error()
+    }
+
+    /// The command buffer without submitting it (benchmarks submit it themselves). Its
+    /// parameters are already written: submit it before recording the next encoder's.
+    pub fn finish(mut self) -> Result<wgpu::CommandBuffer, GpuError> {
+        let ctx = self.ctx;
+        let mut cache = ctx
+            .binds
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.encode(&mut cache)
+    }
+
+    /// Writes the parameters recorded since the last flush (all of them when the buffer is
+    /// new) and returns the parameter buffer.
+    fn write_params(&mut self, cache: &mut BindCache) -> wgpu::Buffer {
+        let (ubuf, fresh) = cache.params_buffer(&self.ctx.device, self.params.len() as u64);
+        let from = if fresh { 0 } else { self.written };
+        self.params.resize(self.params.len().div_ceil(16) * 16, 0);
+        if self.params.len() > from {
+            self.ctx
+                .queue
+                .write_buffer(&ubuf, from as u64, &self.params[from..]);
+        }
+        self.written = self.params.len();
+        ubuf
+    }
+
+    fn encode(&mut self, cache: &mut BindCache) -> Result<wgpu::CommandBuffer, GpuError> {
+        let ctx = self.ctx;
+        let dev = &ctx.device;
+        let ubuf = self.write_params(cache);
         let mut enc = dev.create_command_encoder(&Default::default());
-        let mut i = 0;
-        while i < self.cmds.len() {
-            match &self.cmds[i] {
-                Cmd::Copy {
-                    src,
-                    src_off,
-                    dst,
-                    dst_off,
-                    size,
-                } => {
-                    enc.copy_buffer_to_buffer(src, *src_off, dst, *dst_off, *size);
-                    i += 1;
-                }
-                Cmd::Dispatch { .. } => {
+        let mut cmds = std::mem::take(&mut self.cmds).into_iter().peekable();
+        while let Some(cmd) = cmds.next() {
+            match cmd {
+                Cmd::Copy(c) => c.record(&mut enc),
+                Cmd::Dispatch(d) => {
+                    // one compute pass per run of dispatches
                     let mut pass = enc.begin_compute_pass(&Default::default());
-                    while let Some(Cmd::Dispatch {
-                        pipeline,
-                        buffers,
-                        param_off,
-                        param_len,
-                        groups,
-                    }) = self.cmds.get(i)
-                    {
-                        let mut entries = vec![wgpu::BindGroupEntry {
-                            binding: 0,
-                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                buffer: &ubuf,
-                                offset: *param_off,
-                                size: wgpu::BufferSize::new(*param_len),
-                            }),
-                        }];
-                        for (b, buf) in buffers.iter().enumerate() {
-                            entries.push(wgpu::BindGroupEntry {
-                                binding: b as u32 + 1,
-                                resource: buf.as_entire_binding(),
-                            });
+                    d.record(&mut pass, cache, dev, &ubuf);
+                    while let Some(Cmd::Dispatch(_)) = cmds.peek() {
+                        if let Some(Cmd::Dispatch(d)) = cmds.next() {
+                            d.record(&mut pass, cache, dev, &ubuf);
                         }
-                        let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: None,
-                            layout: &pipeline.get_bind_group_layout(0),
-                            entries: &entries,
-                        });
-                        pass.set_pipeline(pipeline);
-                        pass.set_bind_group(0, &bg, &[]);
-                        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-                        i += 1;
                     }
                 }
             }
         }
-        self.ctx.take_error()?;
+        cache.end_submit();
+        ctx.take_error()?;
         Ok(enc.finish())
     }
 
-    /// Submits everything recorded (does not wait; see [`GpuContext::wait`] / `read_f32`).
-    pub fn submit(self) -> Result<(), GpuError> {
-        let ctx = self.ctx;
-        let cb = self.finish()?;
-        ctx.queue.submit([cb]);
-        ctx.take_error()
+    /// Diagnostics (`CELLM_GPU_PROFILE=2`): [`submit`](Self::submit) with every dispatch in
+    /// its own pass between two timestamps; waits and adds the times to the per-kernel table.
+    fn timed_submit(
+        &mut self,
+        mut cache: std::sync::MutexGuard<'_, BindCache>,
+    ) -> Result<(), GpuError> {
+        let ubuf = self.write_params(&mut cache);
+        let enc = self.ctx.device.create_command_encoder(&Default::default());
+        timed_submit(self.ctx, &ubuf, enc, std::mem::take(&mut self.cmds), cache)
+    }
+}
+
+/// Diagnostics (`CELLM_GPU_PROFILE=2`): every dispatch in its own pass between two timestamps;
+/// waits for the results and adds them to the context's per-kernel table.
+fn timed_submit(
+    ctx: &GpuContext,
+    ubuf: &wgpu::Buffer,
+    mut enc: wgpu::CommandEncoder,
+    cmds: Vec<Cmd>,
+    mut cache: std::sync::MutexGuard<'_, BindCache>,
+) -> Result<(), GpuError> {
+    let dev = &ctx.device;
+    let n = cmds
+        .iter()
+        .filter(|c| matches!(c, Cmd::Dispatch(_)))
+        .count();
+    let per_set = 2048usize;
+    let sets: Vec<wgpu::QuerySet> = (0..n.div_ceil(per_set))
+        .map(|_| {
+            dev.create_query_set(&wgpu::QuerySetDescriptor {
+                label: None,
+                ty: wgpu::QueryType::Timestamp,
+                count: (2 * per_set) as u32,
+            })
+        })
+        .collect();
+    let mut names = Vec::with_capacity(n);
+    for cmd in cmds {
+        match cmd {
+            Cmd::Copy(c) => c.record(&mut enc),
+            Cmd::Dispatch(d) => {
+                let i = names.len();
+                let (set, j) = (&sets[i / per_set], (i % per_set) as u32);
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: set,
+                        beginning_of_pass_write_index: Some(2 * j),
+                        end_of_pass_write_index: Some(2 * j + 1),
+                    }),
+                });
+                names.push(ctx.pipeline_name(&d.key.pipeline));
+                d.record(&mut pass, &mut cache, dev, ubuf);
+            }
+        }
+    }
+    cache.end_submit();
+    drop(cache);
+    let bytes = (2 * per_set * 8) as u64;
+    let mut reads = Vec::new();
+    for (k, set) in sets.iter().enumerate() {
+        let used = (n - k * per_set).min(per_set);
+        let resolve = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let read = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        enc.resolve_query_set(set, 0..(2 * used) as u32, &resolve, 0);
+        enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, bytes);
+        reads.push((read, used));
+    }
+    ctx.queue.submit([enc.finish()]);
+    let period = ctx.queue.get_timestamp_period() as f64;
+    for (read, _) in &reads {
+        read.map_async(wgpu::MapMode::Read, .., |_| {});
+    }
+    ctx.wait()?;
+    let mut table = match ctx.profile.as_ref().map(|p| p.kernels.lock()) {
+        Some(Ok(t)) => t,
+        _ => return ctx.take_error(),
+    };
+    for (k, (read, used)) in reads.iter().enumerate() {
+        let view = read
+            .get_mapped_range(..)
+            .map_err(|e| GpuError::Map(e.to_string()))?;
+        let ts: &[u64] = bytemuck::cast_slice(&view);
+        for j in 0..*used {
+            let ns = ts[2 * j + 1].saturating_sub(ts[2 * j]) as f64 * period;
+            let e = table.entry(names[k * per_set + j].clone()).or_default();
+            e.0 += 1;
+            e.1 += ns;
+        }
+    }
+    ctx.take_error()
+}
+
+/// What a bind group binds: the pipeline's layout, the parameter block, the buffers.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct BindKey {
+    pipeline: wgpu::ComputePipeline,
+    buffers: Vec<wgpu::Buffer>,
+    param_off: u64,
+    param_len: u64,
+}
+
+/// Bind groups kept across submits, and the parameter buffer they bind.
+///
+/// A model records the same dispatches with the same buffers every token, so after the first
+/// token every bind group is found here instead of being created again (creating ~1000 bind
+/// groups per token cost more CPU time than the GPU spent on the token). Entries unused for
+/// [`BindCache::KEEP`] submits are dropped, so buffers that a model replaced are released.
+#[derive(Default)]
+pub(crate) struct BindCache {
+    params: Option<wgpu::Buffer>,
+    groups: std::collections::HashMap<BindKey, (wgpu::BindGroup, u64)>,
+    submit: u64,
+}
+
+impl BindCache {
+    const KEEP: u64 = 64;
+
+    /// The shared uniform buffer, grown (and the cache emptied) when `need` bytes do not fit;
+    /// `true` when it is new.
+    fn params_buffer(&mut self, dev: &wgpu::Device, need: u64) -> (wgpu::Buffer, bool) {
+        let need = need.max(16).div_ceil(16) * 16;
+        if let Some(b) = &self.params
+            && b.size() >= need
+        {
+            return (b.clone(), false);
+        }
+        // Room to grow without re-creating every token.
+        let size = need.next_power_of_two().max(64 * 1024);
+        let b = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("op params"),
+            size,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.groups.clear();
+        self.params = Some(b.clone());
+        (b, true)
+    }
+
+    fn bind_group(
+        &mut self,
+        dev: &wgpu::Device,
+        ubuf: &wgpu::Buffer,
+        key: BindKey,
+    ) -> wgpu::BindGroup {
+        let now = self.submit;
+        if let Some((bg, used)) = self.groups.get_mut(&key) {
+            *used = now;
+            return bg.clone();
+        }
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: ubuf,
+                offset: key.param_off,
+                size: wgpu::BufferSize::new(key.param_len),
+            }),
+        }];
+        for (b, buf) in key.buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: b as u32 + 1,
+                resource: buf.as_entire_binding(),
+            });
+        }
+        let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &key.pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        self.groups.insert(key, (bg.clone(), now));
+        bg
+    }
+
+    fn end_submit(&mut self) {
+        self.submit += 1;
+        if self.submit.is_multiple_of(Self::KEEP) {
+            let oldest = self.submit.saturating_sub(Self::KEEP);
+            self.groups.retain(|_, (_, used)| *used >= oldest);
+        }
     }
 }
 

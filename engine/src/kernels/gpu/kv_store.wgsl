@@ -7,6 +7,8 @@ struct Params {
     t: u32,
     slots: u32,
     kv_f16: u32,
+    head_dim: u32, // store_kv_pair
+    eps: f32,      // store_kv_pair: RMS-normalize V rows (no weight) when > 0
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -29,5 +31,58 @@ fn store_kv(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
         dst[slot * per_row + c] = pack2x16float(vec2<f32>(src[s], src[s + 1u]));
     } else {
         dst[slot * per_row + c] = bitcast<u32>(src[i * p.kv_dim + c]);
+    }
+}
+
+// store_kv_pair: the K and V rows of a chunk in one dispatch, V optionally RMS-normalized per
+// head first (Gemma 4's weightless v norm). One workgroup per (token, kv head), one thread per
+// pair of values (head_dim <= 512).
+@group(0) @binding(3) var<storage, read> vsrc: array<f32>;
+@group(0) @binding(4) var<storage, read_write> vdst: array<u32>;
+
+fn put(to_v: bool, at: u32, a: f32, b: f32) {
+    if (p.kv_f16 == 1u) {
+        let w = pack2x16float(vec2<f32>(a, b));
+        if (to_v) {
+            vdst[at / 2u] = w;
+        } else {
+            dst[at / 2u] = w;
+        }
+    } else if (to_v) {
+        vdst[at] = bitcast<u32>(a);
+        vdst[at + 1u] = bitcast<u32>(b);
+    } else {
+        dst[at] = bitcast<u32>(a);
+        dst[at + 1u] = bitcast<u32>(b);
+    }
+}
+
+@compute @workgroup_size(256)
+fn store_kv_pair(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let heads = p.kv_dim / p.head_dim;
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.t * heads) {
+        return;
+    }
+    let i = row / heads;
+    let h = row % heads;
+    let half = p.head_dim / 2u;
+    let s = i * p.kv_dim + h * p.head_dim + 2u * lid;
+    var v0 = 0.0;
+    var v1 = 0.0;
+    if (lid < half) {
+        v0 = vsrc[s];
+        v1 = vsrc[s + 1u];
+    }
+    if (p.eps > 0.0) {
+        let inv = 1.0 / sqrt(block_sum(lid, v0 * v0 + v1 * v1) / f32(p.head_dim) + p.eps);
+        v0 *= inv;
+        v1 *= inv;
+    }
+    if (lid < half) {
+        let at = ((p.pos0 + i) % p.slots) * p.kv_dim + h * p.head_dim + 2u * lid;
+        put(false, at, src[s], src[s + 1u]);
+        put(true, at, v0, v1);
     }
 }

@@ -6,10 +6,36 @@
 //! weights are dequantized in registers (`(q - 8) * scale`, f32) and multiplied with f32
 //! activations, so the result equals the scalar dequantize reference up to f32 summation order.
 
-use super::{Encoder, GpuBuffer, GpuError, GpuWeight, buffer::ElemType, shape_err};
+use super::{Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, buffer::ElemType, shape_err};
 use crate::tensor::DType;
 
 const SHADER: &str = include_str!("matmul.wgsl");
+
+/// The kernels with their lane reductions: through workgroup memory (everywhere) or subgroup
+/// shuffles (adapters with subgroups at least LANES wide).
+static SMEM_SRC: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{SHADER}\n{}", include_str!("matmul_reduce_smem.wgsl")));
+static SUBGROUP_SRC: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("{SHADER}\n{}", include_str!("matmul_reduce_subgroup.wgsl"))
+});
+
+/// The shader (cache key, source) for row groups of `lanes` lanes.
+fn source(ctx: &GpuContext, lanes: u32) -> (&'static str, &'static str) {
+    if ctx.subgroup_min >= lanes {
+        ("matmul_sg", SUBGROUP_SRC.as_str())
+    } else {
+        ("matmul", SMEM_SRC.as_str())
+    }
+}
+
+/// Lanes per row no wider than the adapter's subgroups, where those reduce the lanes.
+fn fit_lanes(ctx: &GpuContext, lanes: u32) -> u32 {
+    if ctx.subgroup_min >= 4 {
+        lanes.min(ctx.subgroup_min)
+    } else {
+        lanes
+    }
+}
 
 /// 16-byte units per row.
 fn units(w: &GpuWeight) -> usize {
@@ -33,17 +59,16 @@ pub struct Tiling {
 }
 
 impl Tiling {
-    /// The default for a row of `units` 16-byte units: enough units per lane to keep several
-    /// loads in flight.
-    pub fn for_units(units: usize) -> Tiling {
-        // From the H100 sweep (`gpu_bench --sweep`): 4..8 units per lane and two rows per
-        // row group were best or near best for every dtype and shape measured.
-        let mut lanes = 4u32;
-        while lanes < 64 && (lanes as usize) * 2 * 4 <= units {
-            lanes *= 2;
-        }
+    /// The default for `rows` rows of `units` 16-byte units: enough lanes per row that the
+    /// dispatch has tens of thousands of threads in flight (a decode matvec of a few thousand
+    /// rows is otherwise too narrow to fill the GPU), but no more lanes than units.
+    pub fn for_shape(rows: usize, units: usize) -> Tiling {
+        // From the H200 sweep over Gemma 4 E2B shapes (`gpu_bench --e2b --sweep`): 128-thread
+        // workgroups won everywhere; small row counts want 32-64 lanes per row.
+        let want = (65536 * 2 / rows.max(1)).next_power_of_two();
+        let lanes = want.clamp(4, 64).min(units.next_power_of_two().max(4)) as u32;
         Tiling {
-            wg: 256,
+            wg: 128,
             lanes,
             rows: 2,
         }
@@ -73,7 +98,7 @@ pub fn matmul(
     matmul_tiled(enc, x, t, w, out, None)
 }
 
-/// [`matmul`] with an explicit [`Tiling`] (None: [`Tiling::for_units`]).
+/// [`matmul`] with an explicit [`Tiling`] (None: [`Tiling::for_shape`]).
 pub fn matmul_tiled(
     enc: &mut Encoder<'_>,
     x: &GpuBuffer,
@@ -82,6 +107,9 @@ pub fn matmul_tiled(
     out: &GpuBuffer,
     tiling: Option<Tiling>,
 ) -> Result<(), GpuError> {
+    if w.dtype.is_lut() {
+        return super::matmul_lut::matmul_lut(enc, x, t, w, out);
+    }
     let (n, k) = (w.rows, w.cols);
     let need_k = match w.dtype {
         DType::F16 => 8,
@@ -112,7 +140,13 @@ pub fn matmul_tiled(
         return Ok(());
     }
     let u = units(w);
-    let tiling = tiling.unwrap_or_else(|| Tiling::for_units(u));
+    let tiling = tiling.unwrap_or_else(|| {
+        let t = Tiling::for_shape(n, u);
+        Tiling {
+            lanes: fit_lanes(enc.ctx(), t.lanes),
+            ..t
+        }
+    });
     tiling.check()?;
     let (entry, quantized) = match (w.dtype, t) {
         (DType::Q4, 1) => ("matvec_q4", true),
@@ -129,9 +163,10 @@ pub fn matmul_tiled(
     }
     // prefill: 4 tokens per tile, so each weight load serves 4 tokens
     let tt = if t > 1 { 4 } else { 1 };
+    let (key, src) = source(enc.ctx(), tiling.lanes);
     let pipeline = enc.ctx().pipeline(
-        "matmul",
-        SHADER,
+        key,
+        src,
         entry,
         &[
             ("WG", tiling.wg as f64),
@@ -151,6 +186,7 @@ pub fn matmul_tiled(
             u as u32,
             w.group_size.max(1) as u32,
             part.scale_word as u32,
+            0,
         ];
         let groups = part.rows.div_ceil(rows_per_group) as u32;
         let bufs: &[&wgpu::Buffer] = if quantized {
@@ -160,6 +196,146 @@ pub fn matmul_tiled(
         };
         enc.dispatch(pipeline.clone(), &params, bufs, groups);
     }
+    Ok(())
+}
+
+/// Records `out[n] = gelu_tanh(gate[n] . x) * (up[n] . x)`, the gated MLP's first half. One
+/// dispatch for a decode step (t = 1) with single-buffer q4 weights of one shape; otherwise
+/// two matmuls into `out` and `up_out` and the element-wise op.
+pub fn matmul_glu(
+    enc: &mut Encoder<'_>,
+    x: &GpuBuffer,
+    t: usize,
+    gate: &GpuWeight,
+    up: &GpuWeight,
+    out: &GpuBuffer,
+    up_out: &GpuBuffer,
+) -> Result<(), GpuError> {
+    let fused = t == 1
+        && gate.dtype == DType::Q4
+        && up.dtype == DType::Q4
+        && (gate.rows, gate.cols, gate.group_size) == (up.rows, up.cols, up.group_size)
+        && gate.parts.len() == 1
+        && up.parts.len() == 1
+        && gate.parts[0].scale_word == up.parts[0].scale_word;
+    if !fused {
+        matmul(enc, x, t, gate, out)?;
+        matmul(enc, x, t, up, up_out)?;
+        return super::elementwise::gelu_mul(enc, out, up_out, t * gate.rows);
+    }
+    let (n, k) = (gate.rows, gate.cols);
+    if x.elem != ElemType::F32 || out.elem != ElemType::F32 || x.len < k || out.len < n {
+        return Err(shape_err(
+            "matmul_glu",
+            format!("x[{}] out[{}] for {n}x{k}", x.len, out.len),
+        ));
+    }
+    if n == 0 || k == 0 {
+        return Ok(());
+    }
+    let u = units(gate);
+    let lanes = fit_lanes(enc.ctx(), Tiling::for_shape(n / 2, u).lanes);
+    let wg = 128u32;
+    let (key, src) = source(enc.ctx(), lanes);
+    let pipeline = enc.ctx().pipeline(
+        key,
+        src,
+        "matvec_q4_glu",
+        &[
+            ("WG", wg as f64),
+            ("LANES", lanes as f64),
+            ("NR", 1.0),
+            ("TT", 1.0),
+        ],
+    );
+    let (g, v) = (&gate.parts[0], &up.parts[0]);
+    let params = [
+        k as u32,
+        n as u32,
+        1,
+        n as u32,
+        0,
+        u as u32,
+        gate.group_size.max(1) as u32,
+        g.scale_word as u32,
+        0,
+    ];
+    let groups = n.div_ceil((wg / lanes) as usize) as u32;
+    enc.dispatch(
+        pipeline,
+        &params,
+        &[&g.buf, &x.buf, &out.buf, &g.buf, &v.buf, &v.buf],
+        groups,
+    );
+    Ok(())
+}
+
+/// Records `out[n] = gelu_tanh(w[n] . x) * aux[off + n]` for one token (Gemma 4's per-layer
+/// input gate times its slice of the per-layer inputs). One dispatch for a single-buffer q4
+/// weight; otherwise the matmul and [`super::elementwise::gelu_mul_slice`].
+pub fn matvec_gelu_mul(
+    enc: &mut Encoder<'_>,
+    x: &GpuBuffer,
+    w: &GpuWeight,
+    out: &GpuBuffer,
+    aux: &GpuBuffer,
+    off: usize,
+) -> Result<(), GpuError> {
+    let (n, k) = (w.rows, w.cols);
+    if w.dtype != DType::Q4 || w.parts.len() != 1 {
+        matmul(enc, x, 1, w, out)?;
+        return super::elementwise::gelu_mul_slice(enc, out, 1, n, aux, off, n);
+    }
+    let ok = x.elem == ElemType::F32
+        && out.elem == ElemType::F32
+        && aux.elem == ElemType::F32
+        && x.len >= k
+        && out.len >= n
+        && aux.len >= off + n;
+    if !ok {
+        return Err(shape_err(
+            "matvec_gelu_mul",
+            format!(
+                "x[{}] out[{}] aux[{}] at {off} for {n}x{k}",
+                x.len, out.len, aux.len
+            ),
+        ));
+    }
+    if n == 0 || k == 0 {
+        return Ok(());
+    }
+    let u = units(w);
+    let lanes = fit_lanes(enc.ctx(), Tiling::for_shape(n / 2, u).lanes);
+    let wg = 128u32;
+    let (key, src) = source(enc.ctx(), lanes);
+    let constants = [
+        ("WG", wg as f64),
+        ("LANES", lanes as f64),
+        ("NR", 1.0),
+        ("TT", 1.0),
+    ];
+    let pipeline = enc
+        .ctx()
+        .pipeline(key, src, "matvec_q4_gelu_mul", &constants);
+    let part = &w.parts[0];
+    let params = [
+        k as u32,
+        n as u32,
+        1,
+        n as u32,
+        0,
+        u as u32,
+        w.group_size.max(1) as u32,
+        part.scale_word as u32,
+        off as u32,
+    ];
+    let groups = n.div_ceil((wg / lanes) as usize) as u32;
+    enc.dispatch(
+        pipeline,
+        &params,
+        &[&part.buf, &x.buf, &out.buf, &part.buf, &aux.buf],
+        groups,
+    );
     Ok(())
 }
 
@@ -276,5 +452,79 @@ mod tests {
         // ~3 parts: every part writes its own rows of the output
         check(DType::Q4, 100, 128, 2, 32, Some(100 * 80 / 3));
         check(DType::F16, 50, 64, 1, 0, Some(50 * 128 / 2));
+    }
+
+    #[test]
+    fn gpu_matmul_glu_matches_separate_ops() {
+        let Some(ctx) = ctx() else { return };
+        for (dtype, t) in [(DType::Q4, 1), (DType::Q4, 3), (DType::Q8, 1)] {
+            let (n, k) = (70, 256);
+            let shape = [n, k];
+            let gb = encode(dtype, &random(n * k, 31), &shape, 32).unwrap();
+            let ub = encode(dtype, &random(n * k, 32), &shape, 32).unwrap();
+            let gv = TensorView::new(dtype, &shape, 32, &gb).unwrap();
+            let uv = TensorView::new(dtype, &shape, 32, &ub).unwrap();
+            let (gw, uw) = (
+                GpuWeight::upload(ctx, &gv).unwrap(),
+                GpuWeight::upload(ctx, &uv).unwrap(),
+            );
+            let x: Vec<f32> = random(t * k, 33).iter().map(|v| v * 0.3).collect();
+            let xb = GpuBuffer::from_f32(ctx, &x);
+            let out = GpuBuffer::zeros(ctx, t * n, ElemType::F32);
+            let up_out = GpuBuffer::zeros(ctx, t * n, ElemType::F32);
+            let mut enc = Encoder::new(ctx);
+            matmul_glu(&mut enc, &xb, t, &gw, &uw, &out, &up_out).unwrap();
+            enc.submit().unwrap();
+            let got = ctx.read_f32(&out).unwrap();
+            // reference: the separate GPU ops (same f32 math, other order)
+            let (ra, rb) = (
+                GpuBuffer::zeros(ctx, t * n, ElemType::F32),
+                GpuBuffer::zeros(ctx, t * n, ElemType::F32),
+            );
+            let mut enc = Encoder::new(ctx);
+            matmul(&mut enc, &xb, t, &gw, &ra).unwrap();
+            matmul(&mut enc, &xb, t, &uw, &rb).unwrap();
+            crate::kernels::gpu::elementwise::gelu_mul(&mut enc, &ra, &rb, t * n).unwrap();
+            enc.submit().unwrap();
+            let want = ctx.read_f32(&ra).unwrap();
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for i in 0..t * n {
+                assert!(
+                    (got[i] - want[i]).abs() <= 1e-5 * scale,
+                    "{dtype} t={t} [{i}]: {} vs {}",
+                    got[i],
+                    want[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn gpu_matvec_gelu_mul_matches_separate_ops() {
+        let Some(ctx) = ctx() else { return };
+        for dtype in [DType::Q4, DType::Q8] {
+            let (n, k, off) = (40, 128, 17);
+            let shape = [n, k];
+            let bytes = encode(dtype, &random(n * k, 51), &shape, 32).unwrap();
+            let view = TensorView::new(dtype, &shape, 32, &bytes).unwrap();
+            let w = GpuWeight::upload(ctx, &view).unwrap();
+            let xb = GpuBuffer::from_f32(ctx, &random(k, 52));
+            let aux = GpuBuffer::from_f32(ctx, &random(off + n + 9, 53));
+            let (got, want) = (
+                GpuBuffer::zeros(ctx, n, ElemType::F32),
+                GpuBuffer::zeros(ctx, n, ElemType::F32),
+            );
+            let mut enc = Encoder::new(ctx);
+            matvec_gelu_mul(&mut enc, &xb, &w, &got, &aux, off).unwrap();
+            matmul(&mut enc, &xb, 1, &w, &want).unwrap();
+            crate::kernels::gpu::elementwise::gelu_mul_slice(&mut enc, &want, 1, n, &aux, off, n)
+                .unwrap();
+            enc.submit().unwrap();
+            let (g, wv) = (ctx.read_f32(&got).unwrap(), ctx.read_f32(&want).unwrap());
+            let scale = wv.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for i in 0..n {
+                assert!((g[i] - wv[i]).abs() <= 1e-5 * scale, "{dtype} [{i}]");
+            }
+        }
     }
 }

@@ -1,5 +1,9 @@
 // y[t, out_row0 + n] = sum_k x[t, k] * W[n, k] for one buffer (row range) of a weight.
 //
+// The lane reductions (`reduce_store`, `reduce_pair`) come from matmul_reduce_smem.wgsl
+// (workgroup memory, runs everywhere) or matmul_reduce_subgroup.wgsl (subgroup shuffles, where
+// the adapter's subgroups are at least LANES wide), appended by the host.
+//
 // Work split: a workgroup of WG threads is WG / LANES row groups of LANES lanes; a row group
 // owns NR consecutive rows and its lanes stride over the rows' 16-byte "units" (one q4 block
 // of 32 values, 16 q8 values, 8 f16 or 4 f32 values), so a row group reads NR rows with
@@ -17,6 +21,7 @@ struct Params {
     units: u32,      // 16-byte units per row
     gs: u32,         // quantization group size
     scale_word: u32, // u32 index of the first f16 scale
+    aux_off: u32,    // matvec_q4_gelu_mul: first index of the multiplier row in `aux`
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -31,8 +36,6 @@ override LANES: u32 = 32u;
 override NR: u32 = 2u; // rows per row group, <= 4
 override TT: u32 = 1u; // tokens per tile, <= 4
 
-var<workgroup> red: array<f32, 4096>; // TT * NR * WG <= 16 * 256
-
 fn scale_at(s: u32) -> f32 {
     return unpack2x16float(ws[p.scale_word + s / 2u])[s % 2u];
 }
@@ -41,40 +44,21 @@ fn first_row(lid: u32, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return ((wid.x + wid.y * nwg.x) * (WG / LANES) + lid / LANES) * NR;
 }
 
-// Sums the LANES partial sums of every (token, row) and stores them.
-fn reduce_store(acc: array<f32, 16>, lid: u32, row0: u32, t0: u32) {
-    let lane = lid % LANES;
-    for (var j = 0u; j < TT * NR; j++) {
-        red[j * WG + lid] = acc[j];
-    }
-    workgroupBarrier();
-    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-        if (lane < s) {
-            for (var j = 0u; j < TT * NR; j++) {
-                red[j * WG + lid] += red[j * WG + lid + s];
-            }
-        }
-        workgroupBarrier();
-    }
-    if (lane == 0u) {
-        for (var i = 0u; i < TT; i++) {
-            for (var r = 0u; r < NR; r++) {
-                if (t0 + i < p.t && row0 + r < p.n) {
-                    y[(t0 + i) * p.out_stride + p.out_row0 + row0 + r] = red[(i * NR + r) * WG + lid];
-                }
-            }
-        }
-    }
-    workgroupBarrier();
-}
+// Integers to floats without conversion instructions (quarter rate on many GPUs): a value
+// 0 <= v < 2^23 OR-ed into the mantissa of 2^23 is the float 2^23 + v, exactly.
+const MAGIC: u32 = 0x4B000000u;
 
+// The four low nibbles of the bytes of v, as q - 8.
 fn nib(v: u32) -> vec4<f32> {
-    return vec4<f32>((vec4<u32>(v, v >> 8u, v >> 16u, v >> 24u)) & vec4<u32>(15u)) - 8.0;
+    let u = (vec4<u32>(v, v >> 8u, v >> 16u, v >> 24u) & vec4<u32>(15u)) | vec4<u32>(MAGIC);
+    return bitcast<vec4<f32>>(u) - vec4<f32>(8388616.0);
 }
 
+// The four bytes of v as signed values (flipping the sign bit makes them unsigned + 128).
 fn sbytes(v: u32) -> vec4<f32> {
-    let u = vec4<u32>(v << 24u, v << 16u, v << 8u, v);
-    return vec4<f32>(bitcast<vec4<i32>>(u) >> vec4<u32>(24u));
+    let f = v ^ 0x80808080u;
+    let u = (vec4<u32>(f, f >> 8u, f >> 16u, f >> 24u) & vec4<u32>(255u)) | vec4<u32>(MAGIC);
+    return bitcast<vec4<f32>>(u) - vec4<f32>(8388736.0);
 }
 
 @compute @workgroup_size(WG)
@@ -230,6 +214,11 @@ fn store2(a: f32, b: f32, lid: u32, row0: u32) {
     reduce_store(acc, lid, row0, 0u);
 }
 
+// One q4 unit (32 weights of row `row`, 16 bytes) times x, scaled.
+fn q4_unit(row: u32, u: u32, gpr: u32) -> f32 {
+    return q4_dot(w[row * p.units + u], u * 8u) * scale_at(row * gpr + (u * 32u) / p.gs);
+}
+
 @compute @workgroup_size(WG)
 fn matvec_q4(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -239,16 +228,20 @@ fn matvec_q4(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
     let gpr = p.k / p.gs;
     var a = 0.0;
     var b = 0.0;
-    for (var u = lid % LANES; u < p.units; u += LANES) {
-        let g = (u * 32u) / p.gs;
-        let qa = w[ra * p.units + u];
-        let sa = scale_at(ra * gpr + g);
+    // two units per step, so each lane has twice the loads in flight
+    var u = lid % LANES;
+    for (; u + LANES < p.units; u += 2u * LANES) {
+        let v = u + LANES;
         if (NR == 2u) {
-            let qb = w[rb * p.units + u];
-            let sb = scale_at(rb * gpr + g);
-            b += q4_dot(qb, u * 8u) * sb;
+            b += q4_unit(rb, u, gpr) + q4_unit(rb, v, gpr);
         }
-        a += q4_dot(qa, u * 8u) * sa;
+        a += q4_unit(ra, u, gpr) + q4_unit(ra, v, gpr);
+    }
+    if (u < p.units) {
+        if (NR == 2u) {
+            b += q4_unit(rb, u, gpr);
+        }
+        a += q4_unit(ra, u, gpr);
     }
     store2(a, b, lid, row0);
 }
@@ -311,4 +304,62 @@ fn matvec_f32(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
         a += dot(qa, xv);
     }
     store2(a, b, lid, row0);
+}
+
+// ---- decode MLP (t = 1): gate and up rows in one pass, y[r] = gelu_tanh(gate_r . x) * (up_r . x)
+// (both q4 with the same shape and groups; row groups of LANES lanes, one row index each).
+
+@group(0) @binding(5) var<storage, read> w2: array<vec4<u32>>;
+@group(0) @binding(6) var<storage, read> ws2: array<u32>;
+
+fn scale2_at(s: u32) -> f32 {
+    return unpack2x16float(ws2[p.scale_word + s / 2u])[s % 2u];
+}
+
+fn gelu_tanh(v: f32) -> f32 {
+    return 0.5 * v * (1.0 + tanh(clamp(0.7978846 * (v + 0.044715 * v * v * v), -15.0, 15.0)));
+}
+
+@compute @workgroup_size(WG)
+fn matvec_q4_glu(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = ((wid.x + wid.y * nwg.x) * (WG / LANES) + lid / LANES);
+    let r = min(row, p.n - 1u);
+    let gpr = p.k / p.gs;
+    var a = 0.0;
+    var b = 0.0;
+    for (var u = lid % LANES; u < p.units; u += LANES) {
+        let g = r * gpr + (u * 32u) / p.gs;
+        let qa = w[r * p.units + u];
+        let qb = w2[r * p.units + u];
+        a += q4_dot(qa, u * 8u) * scale_at(g);
+        b += q4_dot(qb, u * 8u) * scale2_at(g);
+    }
+    let ab = reduce_pair(a, b, lid);
+    if (lid % LANES == 0u && row < p.n) {
+        y[p.out_row0 + row] = gelu_tanh(ab.x) * ab.y;
+    }
+}
+
+// ---- decode (t = 1) with an epilogue: y[r] = gelu_tanh(W_r . x) * aux[aux_off + r]
+// (Gemma 4's per-layer-input gate: the gated activations without a separate pass).
+
+// (binding 5 is also matvec_q4_glu's `w2`: no entry point uses both)
+@group(0) @binding(5) var<storage, read> aux: array<f32>;
+
+@compute @workgroup_size(WG)
+fn matvec_q4_gelu_mul(@builtin(local_invocation_index) lid: u32,
+                      @builtin(workgroup_id) wid: vec3<u32>,
+                      @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = (wid.x + wid.y * nwg.x) * (WG / LANES) + lid / LANES;
+    let r = min(row, p.n - 1u);
+    let gpr = p.k / p.gs;
+    var a = 0.0;
+    for (var u = lid % LANES; u < p.units; u += LANES) {
+        a += q4_unit(r, u, gpr);
+    }
+    let s = reduce_pair(a, 0.0, lid);
+    if (lid % LANES == 0u && row < p.n) {
+        y[row] = gelu_tanh(s.x) * aux[p.aux_off + row];
+    }
 }

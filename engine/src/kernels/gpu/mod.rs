@@ -10,23 +10,35 @@
 //! - Activations, KV caches and scratch live in [`GpuBuffer`]s allocated once per session.
 //! - Per token, the model records every op into one [`Encoder`] (`matmul::matmul(&mut enc, ..)`,
 //!   `norm::rmsnorm(&mut enc, ..)`, ...). Recording only notes the pipeline, the buffers and a few
-//!   bytes of parameters; [`Encoder::submit`] packs all parameters into one uniform buffer, builds
-//!   the bind groups and one compute pass, and submits a single command buffer. Nothing is read
-//!   back except what the caller asks for with [`GpuContext::read_f32`] (the logits).
+//!   bytes of parameters. [`Encoder::flush`] (every few layers) and [`Encoder::submit`] write the
+//!   parameters into one shared uniform buffer and submit a command buffer, so the GPU runs the
+//!   first layers while the host records the rest. Bind groups are cached across submits (keyed by
+//!   pipeline, buffers and parameter offset): a model records the same dispatches every token, so
+//!   after the first token none is created. Nothing is read back except what the caller asks
+//!   for with [`GpuContext::read_f32`] (the logits).
 //! - Ops run in recording order; wgpu inserts the barriers between dispatches that share buffers.
-//!
+//! - Fused ops keep the dispatch count down (each dispatch and barrier costs ~5 us on the GPU):
+//!   post-norm + residual add + next pre-norm (`norm::rmsnorm_add_norm`), q/k norm + RoPE
+//!   (`rope::rmsnorm_rope`), gate/up + GELU (`matmul::matmul_glu`), K and V stores with the v norm
+//!   (`attention::store_kv_pair`), chunk attention in one dispatch per layer.
+//! - `CELLM_GPU_PROFILE=1` prints submits, dispatches and host/wait times when the context drops;
+//!   `=2` also times every dispatch with timestamp queries and prints a per-kernel table.
+
 //! # Numerics
 //! Every kernel accumulates in f32. Quantized matmuls dequantize the weights in the shader and
 //! multiply float activations (no int8 activations as on the CPU), so they match the scalar
 //! dequantize reference to f32 rounding. f16 KV caches are read through `unpack2x16float`, so
 //! no `shader-f16` support is needed.
 //!
-//! # Speed (decode matvec, `examples/gpu_bench.rs`, effective weight GB/s)
-//! H100 (Vulkan, 3.35 TB/s peak): LM head [262144x640] q4 1380, q8 1850, f16 2320 (69%);
-//! [6144x1536] and [1536x6144]: q4 ~380, q8 ~940, f16 ~1430-1600. q4 is bound by the in-shader
-//! unpacking and the 8 activation loads per 16 weight bytes, not by memory; small matrices also
-//! pay a few microseconds per dispatch. lavapipe runs the same shaders at well under 1 GB/s:
-//! it is for parity tests, never for speed.
+//! # Speed
+//! Whole model, H200 (Vulkan), random int4 weights, `cellm bench --backend gpu --prompt-tokens 128
+//! --gen-tokens 128`: Gemma 4 E2B shape decode 164 tok/s, prefill 1320 tok/s; Gemma 3 270M shape
+//! decode 430, prefill 3960. Decode matvecs (`examples/gpu_bench.rs --e2b --q4`) reach 250-680
+//! GB/s on E2B shapes, far below the card's 4.8 TB/s: small matrices are bound by launch and
+//! reduction latency, which is where the next gains are. Lane reductions use subgroup shuffles
+//! where the adapter has subgroups at least LANES wide (`CELLM_GPU_NO_SUBGROUPS=1` disables),
+//! else workgroup memory. lavapipe runs the same shaders at well under 1 GB/s: it is for parity
+//! tests, never for speed.
 //!
 //! # Files
 //! One file per op with its WGSL next to it (`*.wgsl`, `include_str!`), its checks, its dispatch
@@ -39,6 +51,7 @@ mod encoder;
 pub mod attention;
 pub mod elementwise;
 pub mod matmul;
+pub mod matmul_lut;
 pub mod norm;
 pub mod rope;
 pub mod softmax;
@@ -62,6 +75,11 @@ pub enum GpuError {
     Device(String),
     #[error("GPU read-back failed: {0}")]
     Map(String),
+}
+
+/// `source` with the workgroup reductions of `block_reduce.wgsl` appended.
+pub(crate) fn with_block_reduce(source: &str) -> String {
+    format!("{source}\n{}", include_str!("block_reduce.wgsl"))
 }
 
 pub(crate) fn shape_err(op: &'static str, msg: impl Into<String>) -> GpuError {

@@ -1,18 +1,44 @@
-// In-place RMSNorm of `rows` consecutive rows of `dim`: x * (mean(x^2) + eps)^-1/2 * s,
-// s = 1 (mode 0), w (mode 1), 1 + w (mode 2, Gemma 3). One workgroup per row.
+// RMSNorm of `rows` consecutive rows of `dim`: x * (mean(x^2) + eps)^-1/2 * s, s = 1 (mode 0),
+// w (mode 1), 1 + w (mode 2, Gemma 3). One workgroup per row. `rmsnorm` works in place;
+// `rmsnorm_to` reads `x` and stores into `dst` (add = 0) or adds into it and scales the sum
+// (add = 1: the residual add after a post-norm, with Gemma 4's layer scalar).
 
 struct Params {
     dim: u32,
     rows: u32,
     eps: f32,
     mode: u32,
+    add: u32,
+    out_scale: f32,
+    mode2: u32, // rmsnorm_add_norm: the second norm's weight mode
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 
-var<workgroup> red: array<f32, 256>;
+// rmsnorm_add_norm holds a row of up to 2048 values in registers (PER a thread): it reads the
+// row it has just written.
+const PER: u32 = 8u;
+
+fn weight(i: u32) -> f32 {
+    if (p.mode == 1u) {
+        return w[i];
+    } else if (p.mode == 2u) {
+        return 1.0 + w[i];
+    }
+    return 1.0;
+}
+
+// 1 / rms of the row at `base`.
+fn inv_rms(lid: u32, base: u32) -> f32 {
+    var ss = 0.0;
+    for (var i = lid; i < p.dim; i += 256u) {
+        let v = x[base + i];
+        ss += v * v;
+    }
+    return 1.0 / sqrt(block_sum(lid, ss) / f32(p.dim) + p.eps);
+}
 
 @compute @workgroup_size(256)
 fn rmsnorm(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
@@ -22,27 +48,90 @@ fn rmsnorm(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
         return;
     }
     let base = r * p.dim;
+    let inv = inv_rms(lid, base);
+    for (var i = lid; i < p.dim; i += 256u) {
+        x[base + i] = x[base + i] * inv * weight(i);
+    }
+}
+
+@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+
+fn put(i: u32, v: f32, d: f32) {
+    if (p.add == 1u) {
+        dst[i] = (d + v) * p.out_scale;
+    } else {
+        dst[i] = v;
+    }
+}
+
+@compute @workgroup_size(256)
+fn rmsnorm_to(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = wid.x + wid.y * nwg.x;
+    if (r >= p.rows) {
+        return;
+    }
+    let base = r * p.dim;
+    let inv = inv_rms(lid, base);
+    for (var i = lid; i < p.dim; i += 256u) {
+        var d = 0.0;
+        if (p.add == 1u) {
+            d = dst[base + i];
+        }
+        put(base + i, x[base + i] * inv * weight(i), d);
+    }
+}
+
+// rmsnorm_add_norm: dst = (dst + norm(x) * w) * out_scale, then h = norm(dst) * w2 (a post-norm's
+// residual add and the next block's pre-norm in one pass over the row, held in registers).
+@group(0) @binding(4) var<storage, read> w2: array<f32>;
+@group(0) @binding(5) var<storage, read_write> h: array<f32>;
+
+fn weight2(i: u32) -> f32 {
+    if (p.mode2 == 1u) {
+        return w2[i];
+    } else if (p.mode2 == 2u) {
+        return 1.0 + w2[i];
+    }
+    return 1.0;
+}
+
+@compute @workgroup_size(256)
+fn rmsnorm_add_norm(@builtin(local_invocation_index) lid: u32,
+                    @builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = wid.x + wid.y * nwg.x;
+    if (r >= p.rows) {
+        return;
+    }
+    let base = r * p.dim;
+    // rows wider than 256 * PER take the general path in the host code
+    var xv: array<f32, PER>;
+    var rv: array<f32, PER>;
     var ss = 0.0;
-    for (var i = lid; i < p.dim; i += 256u) {
-        let v = x[base + i];
-        ss += v * v;
-    }
-    red[lid] = ss;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
+    for (var j = 0u; j < PER; j++) {
+        let i = lid + 256u * j;
+        if (i < p.dim) {
+            xv[j] = x[base + i] * weight(i);
+            rv[j] = dst[base + i];
+            ss += x[base + i] * x[base + i];
         }
-        workgroupBarrier();
     }
-    let inv = 1.0 / sqrt(red[0] / f32(p.dim) + p.eps);
-    for (var i = lid; i < p.dim; i += 256u) {
-        var v = x[base + i] * inv;
-        if (p.mode == 1u) {
-            v *= w[i];
-        } else if (p.mode == 2u) {
-            v *= 1.0 + w[i];
+    let inv = 1.0 / sqrt(block_sum(lid, ss) / f32(p.dim) + p.eps);
+    var ss2 = 0.0;
+    for (var j = 0u; j < PER; j++) {
+        let i = lid + 256u * j;
+        if (i < p.dim) {
+            rv[j] = (rv[j] + xv[j] * inv) * p.out_scale;
+            dst[base + i] = rv[j];
+            ss2 += rv[j] * rv[j];
         }
-        x[base + i] = v;
+    }
+    let inv2 = 1.0 / sqrt(block_sum(lid, ss2) / f32(p.dim) + p.eps);
+    for (var j = 0u; j < PER; j++) {
+        let i = lid + 256u * j;
+        if (i < p.dim) {
+            h[base + i] = rv[j] * inv2 * weight2(i);
+        }
     }
 }

@@ -8,11 +8,15 @@ struct Params {
     pos0: u32,
     t: u32,
     row_stride: u32, // floats between consecutive tokens
+    eps: f32,        // rmsnorm_rope only
+    mode: u32,       // rmsnorm_rope: norm weight 1 (0), w (1), 1 + w (2)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read> inv_freq: array<f32>;
+
+@group(0) @binding(3) var<storage, read> nw: array<f32>;
 
 const TWO_PI_HI: f32 = 6.28125;
 const TWO_PI_LO: f32 = 0.0019353071795864769;
@@ -34,14 +38,60 @@ fn rope(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     if (f == 0.0) {
         return;
     }
-    let a = f32(p.pos0 + i) * f;
-    let k = round(a * INV_TWO_PI);
-    let r = fma(-k, TWO_PI_LO, fma(-k, TWO_PI_HI, a));
-    let c = cos(r);
-    let s = sin(r);
+    let cs = cos_sin(f32(p.pos0 + i) * f);
     let base = i * p.row_stride + h * p.head_dim;
     let x0 = x[base + j];
     let x1 = x[base + j + half];
-    x[base + j] = x0 * c - x1 * s;
-    x[base + j + half] = x1 * c + x0 * s;
+    x[base + j] = x0 * cs.x - x1 * cs.y;
+    x[base + j + half] = x1 * cs.x + x0 * cs.y;
+}
+
+fn cos_sin(a: f32) -> vec2<f32> {
+    let k = round(a * INV_TWO_PI);
+    let r = fma(-k, TWO_PI_LO, fma(-k, TWO_PI_HI, a));
+    return vec2<f32>(cos(r), sin(r));
+}
+
+fn nweight(i: u32) -> f32 {
+    if (p.mode == 1u) {
+        return nw[i];
+    } else if (p.mode == 2u) {
+        return 1.0 + nw[i];
+    }
+    return 1.0;
+}
+
+// RMSNorm of each head row (q/k norm) and then RoPE, in place: one workgroup per (token, head),
+// one thread per rotated pair (head_dim <= 512), the row never leaves registers.
+@compute @workgroup_size(256)
+fn rmsnorm_rope(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.t * p.n_heads) {
+        return;
+    }
+    let i = row / p.n_heads;
+    let h = row % p.n_heads;
+    let half = p.head_dim / 2u;
+    let base = i * p.row_stride + h * p.head_dim;
+    var x0 = 0.0;
+    var x1 = 0.0;
+    if (lid < half) {
+        x0 = x[base + lid];
+        x1 = x[base + lid + half];
+    }
+    let inv = 1.0 / sqrt(block_sum(lid, x0 * x0 + x1 * x1) / f32(p.head_dim) + p.eps);
+    if (lid < half) {
+        x0 *= inv * nweight(lid);
+        x1 *= inv * nweight(lid + half);
+        let f = inv_freq[lid];
+        if (f != 0.0) {
+            let cs = cos_sin(f32(p.pos0 + i) * f);
+            let r0 = x0 * cs.x - x1 * cs.y;
+            x1 = x1 * cs.x + x0 * cs.y;
+            x0 = r0;
+        }
+        x[base + lid] = x0;
+        x[base + lid + half] = x1;
+    }
 }

@@ -2,7 +2,8 @@
 
 use super::{Encoder, GpuBuffer, GpuError, buffer::ElemType, shape_err};
 
-const SHADER: &str = include_str!("softmax.wgsl");
+static SHADER: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| super::with_block_reduce(include_str!("softmax.wgsl")));
 
 /// Records an in-place softmax of each of `rows` rows of `n` values of `x`.
 pub fn softmax(
@@ -14,7 +15,7 @@ pub fn softmax(
     if x.elem != ElemType::F32 || x.len < rows * n {
         return Err(shape_err("softmax", format!("x[{}] for {rows}x{n}", x.len)));
     }
-    let pipeline = enc.ctx().pipeline("softmax", SHADER, "softmax", &[]);
+    let pipeline = enc.ctx().pipeline("softmax", &SHADER, "softmax", &[]);
     enc.dispatch(pipeline, &[n as u32, rows as u32], &[&x.buf], rows as u32);
     Ok(())
 }

@@ -9,26 +9,6 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 
-var<workgroup> red: array<f32, 256>;
-
-fn reduce(lid: u32, v: f32, is_max: bool) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            if (is_max) {
-                red[lid] = max(red[lid], red[lid + s]);
-            } else {
-                red[lid] += red[lid + s];
-            }
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
 @compute @workgroup_size(256)
 fn softmax(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -46,8 +26,8 @@ fn softmax(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
             m = max(m, v);
         }
     }
-    m = reduce(lid, m, true);
-    let live = reduce(lid, select(1.0, 0.0, masked), true);
+    m = block_max(lid, m);
+    let live = block_max(lid, select(1.0, 0.0, masked));
     var sum = 0.0;
     for (var i = lid; i < p.n; i += 256u) {
         let v = x[base + i];
@@ -58,7 +38,7 @@ fn softmax(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
         x[base + i] = e;
         sum += e;
     }
-    sum = reduce(lid, sum, false);
+    sum = block_sum(lid, sum);
     let inv = select(0.0, 1.0 / sum, live > 0.0);
     for (var i = lid; i < p.n; i += 256u) {
         x[base + i] *= inv;

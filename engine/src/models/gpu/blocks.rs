@@ -2,19 +2,17 @@
 //! chunk's query rows over a layer's device KV cache, and the gated-GELU MLP with its two norms
 //! and the residual add.
 
-use super::kv::LayerKv;
+use super::kv::{GpuKv, LayerKv};
 use crate::kernels::cpu::attention::AttnParams;
+use crate::kernels::gpu::norm::{Into, NormWeight};
 use crate::kernels::gpu::{
-    Encoder, GpuBuffer, GpuError, GpuWeight, attention, elementwise, matmul, norm,
+    ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, attention, matmul, norm,
 };
 
 /// Device buffers the attention of a chunk uses.
 pub(super) struct AttnBufs<'b> {
     /// Queries of the chunk, [t, heads * head_dim].
     pub q: &'b GpuBuffer,
-    /// One query row and its output (the kernel takes one row at a time).
-    pub q1: &'b GpuBuffer,
-    pub o1: &'b GpuBuffer,
     pub scratch: &'b GpuBuffer,
     /// Output, [t, heads * head_dim].
     pub out: &'b GpuBuffer,
@@ -30,38 +28,44 @@ pub(super) fn record_attention(
     kv: &LayerKv,
     params: &AttnParams,
 ) -> Result<(), GpuError> {
-    if t == 1 {
-        return attention::attention(
-            enc, b.q, p, &kv.k, &kv.v, kv.slots, params, b.scratch, b.out,
-        );
-    }
-    let qd = params.n_heads * params.head_dim;
-    for i in 0..t {
-        enc.copy(b.q, i * qd, b.q1, 0, qd)?;
-        attention::attention(
-            enc,
-            b.q1,
-            p + i,
-            &kv.k,
-            &kv.v,
-            kv.slots,
-            params,
-            b.scratch,
-            b.o1,
-        )?;
-        enc.copy(b.o1, 0, b.out, i * qd, qd)?;
+    attention::attention(
+        enc, b.q, t, p, &kv.k, &kv.v, kv.slots, params, b.scratch, b.out,
+    )
+}
+
+/// Before layer `li`: every few layers, submits what is recorded so the GPU works on the first
+/// layers of a token while the host records the rest (recording ~20 ops per layer costs the host
+/// about as long as the GPU needs to run them).
+pub(super) fn flush_before_layer(enc: &mut Encoder<'_>, li: usize) -> Result<(), GpuError> {
+    const EVERY: usize = 4;
+    if li > 0 && li.is_multiple_of(EVERY) {
+        enc.flush()?;
     }
     Ok(())
 }
 
+/// Grows the attention scratch for chunks of up to `chunk` rows of `heads` query heads ending at
+/// position `end` over `kv` (doubling, so a growing context reallocates rarely).
+pub(super) fn ensure_attn_scratch(
+    ctx: &GpuContext,
+    scratch: &mut GpuBuffer,
+    kv: &GpuKv,
+    heads: usize,
+    chunk: usize,
+    end: usize,
+) {
+    let need = chunk * heads * end.min(kv.max_slots()).max(1);
+    if scratch.len < need {
+        *scratch = GpuBuffer::zeros(ctx, need.max(2 * scratch.len), ElemType::F32);
+    }
+}
+
 /// Weights of one gated-GELU MLP block with its pre/post norms.
 pub(super) struct MlpWeights<'l> {
-    pub pre_norm: &'l GpuBuffer,
     pub post_norm: &'l GpuBuffer,
     pub gate: &'l GpuWeight,
     pub up: &'l GpuWeight,
     pub down: &'l GpuWeight,
-    pub inter: usize,
 }
 
 /// Device buffers of the MLP block: the residual stream `x` and scratch.
@@ -73,8 +77,30 @@ pub(super) struct MlpBufs<'b> {
     pub up: &'b GpuBuffer,
 }
 
-/// `x += post_norm(down(gelu(gate(n)) * up(n)))` with `n = pre_norm(x)`, over `t` rows of
-/// width `hidden`. `plus_one` selects Gemma 3's (1 + w) norm scaling.
+/// `x = (x + post(src)) * scale`, then `h = next(x)` when the next block's pre-norm is given (one
+/// dispatch for both).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn record_post_add(
+    enc: &mut Encoder<'_>,
+    src: &GpuBuffer,
+    x: &GpuBuffer,
+    h: &GpuBuffer,
+    t: usize,
+    hidden: usize,
+    post: NormWeight<'_>,
+    scale: f32,
+    next: Option<NormWeight<'_>>,
+) -> Result<(), GpuError> {
+    match next {
+        Some(next) => norm::rmsnorm_add_norm(enc, src, x, t, hidden, post, scale, next, h),
+        None => norm::rmsnorm_to(enc, src, x, t, hidden, post, Into::AddScaled(scale)),
+    }
+}
+
+/// The MLP block on `h = pre_norm(x)` (already computed, see [`record_post_add`]):
+/// `x = (x + post_norm(down(gelu(gate(h)) * up(h)))) * out_scale`, then `h = next(x)` if given.
+/// `plus_one` selects Gemma 3's (1 + w) norm scaling.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn record_mlp(
     enc: &mut Encoder<'_>,
     w: &MlpWeights<'_>,
@@ -83,14 +109,16 @@ pub(super) fn record_mlp(
     hidden: usize,
     eps: f32,
     plus_one: bool,
+    out_scale: f32,
+    next: Option<&GpuBuffer>,
 ) -> Result<(), GpuError> {
-    let n = t * hidden;
-    enc.copy(b.x, 0, b.h, 0, n)?;
-    norm::rmsnorm(enc, b.h, t, hidden, Some(w.pre_norm), eps, plus_one)?;
-    matmul::matmul(enc, b.h, t, w.gate, b.gate)?;
-    matmul::matmul(enc, b.h, t, w.up, b.up)?;
-    elementwise::gelu_mul(enc, b.gate, b.up, t * w.inter)?;
+    let nw = |w| NormWeight {
+        w: Some(w),
+        eps,
+        plus_one,
+    };
+    matmul::matmul_glu(enc, b.h, t, w.gate, w.up, b.gate, b.up)?;
     matmul::matmul(enc, b.gate, t, w.down, b.a)?;
-    norm::rmsnorm(enc, b.a, t, hidden, Some(w.post_norm), eps, plus_one)?;
-    elementwise::add(enc, b.x, b.a, n)
+    let post = nw(w.post_norm);
+    record_post_add(enc, b.a, b.x, b.h, t, hidden, post, out_scale, next.map(nw))
 }

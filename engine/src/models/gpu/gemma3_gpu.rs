@@ -6,14 +6,17 @@
 //! attended at its own position and copied back (all in the same encoder). The K/V of the whole
 //! chunk is stored before any query attends, which the ring size `window + chunk - 1` allows.
 
-use super::blocks::{AttnBufs, MlpBufs, MlpWeights, record_attention, record_mlp};
+use super::blocks::{
+    AttnBufs, MlpBufs, MlpWeights, ensure_attn_scratch, flush_before_layer, record_attention,
+    record_mlp, record_post_add,
+};
 use super::head::{GpuHead, HeadSpec};
 use super::kv::GpuKv;
 use crate::format::CellmFile;
 use crate::kernels::cpu::attention::AttnParams;
+use crate::kernels::gpu::norm::{Into, NormWeight};
 use crate::kernels::gpu::{
-    ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, attention, elementwise, matmul,
-    norm, rope,
+    ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, attention, matmul, norm, rope,
 };
 use crate::kv_cache::{KvCache, KvError, KvPrecision};
 use crate::models::common::embed_row;
@@ -22,6 +25,7 @@ use crate::models::gemma3::media_in_chunk;
 use crate::models::weights::Weights;
 use crate::models::{Logits, MediaRows, ModelError, TextModel};
 use crate::tensor::TensorView;
+use std::ops::Range;
 
 struct Layer {
     input_norm: GpuBuffer,
@@ -56,9 +60,6 @@ struct Acts {
     att: GpuBuffer,
     gate: GpuBuffer,
     up: GpuBuffer,
-    /// One query row and its attention output (prefill chunks).
-    q1: GpuBuffer,
-    o1: GpuBuffer,
 }
 
 /// Device state that depends on the session's cache (sizes learnt at the first forward).
@@ -213,8 +214,6 @@ impl<'a> Gemma3Gpu<'a> {
             att: z(rows * qd),
             gate: z(rows * inter),
             up: z(rows * inter),
-            q1: z(qd),
-            o1: z(qd),
         });
     }
 
@@ -245,11 +244,8 @@ impl<'a> Gemma3Gpu<'a> {
             return Err(ModelError::Gpu("device state missing".into()));
         };
         s.kv.reserve(&self.ctx, end, limit)?;
-        let nh = self.cfg.num_heads;
-        let need = nh * s.kv.max_slots();
-        if s.scratch.len < need {
-            s.scratch = GpuBuffer::zeros(&self.ctx, need, ElemType::F32);
-        }
+        let heads = self.cfg.num_heads;
+        ensure_attn_scratch(&self.ctx, &mut s.scratch, &s.kv, heads, chunk, end);
         Ok(())
     }
 
@@ -258,50 +254,55 @@ impl<'a> Gemma3Gpu<'a> {
         &self,
         enc: &mut Encoder<'_>,
         li: usize,
+        run: &Range<usize>,
         t: usize,
         p: usize,
     ) -> Result<(), GpuError> {
         let (Some(a), Some(s)) = (self.acts.as_ref(), self.state.as_ref()) else {
             return Err(GpuError::Unsupported("buffers not allocated".into()));
         };
+        flush_before_layer(enc, li)?;
+        // Within a run of layers over the same rows, each layer's last residual add also
+        // computes the next layer's input norm (one dispatch instead of two).
+        let normed = li > run.start;
+        let next = (li + 1 < run.end).then(|| &self.layers[li + 1].input_norm);
         let l = &self.layers[li];
         let kvl = &s.kv.layers[li];
         let pr = &l.params;
         let (h, eps) = (self.cfg.hidden_size, self.cfg.eps);
         let (d, nh, nkv) = (pr.head_dim, pr.n_heads, pr.n_kv_heads);
         let (qd, kvd) = (nh * d, nkv * d);
-        let n = t * h;
 
-        enc.copy(&a.x, 0, &a.h, 0, n)?;
-        norm::rmsnorm(enc, &a.h, t, h, Some(&l.input_norm), eps, true)?;
+        let nw = |w| NormWeight {
+            w: Some(w),
+            eps,
+            plus_one: true,
+        };
+        if !normed {
+            norm::rmsnorm_to(enc, &a.x, &a.h, t, h, nw(&l.input_norm), Into::Store)?;
+        }
         matmul::matmul(enc, &a.h, t, &l.q, &a.q)?;
         matmul::matmul(enc, &a.h, t, &l.k, &a.k)?;
         matmul::matmul(enc, &a.h, t, &l.v, &a.v)?;
-        norm::rmsnorm(enc, &a.q, t * nh, d, Some(&l.q_norm), eps, true)?;
-        norm::rmsnorm(enc, &a.k, t * nkv, d, Some(&l.k_norm), eps, true)?;
-        rope::rope(enc, &a.q, t, qd, nh, d, p, &l.inv_freq)?;
-        rope::rope(enc, &a.k, t, kvd, nkv, d, p, &l.inv_freq)?;
-        attention::store_kv(enc, &a.k, t, kvd, p, &kvl.k, kvl.slots)?;
-        attention::store_kv(enc, &a.v, t, kvd, p, &kvl.v, kvl.slots)?;
+        rope::rmsnorm_rope(enc, &a.q, t, qd, nh, d, p, &l.inv_freq, nw(&l.q_norm))?;
+        rope::rmsnorm_rope(enc, &a.k, t, kvd, nkv, d, p, &l.inv_freq, nw(&l.k_norm))?;
+        let (src, caches) = ((&a.k, &a.v), (&kvl.k, &kvl.v));
+        attention::store_kv_pair(enc, src, t, (kvd, d), p, caches, kvl.slots, None)?;
         let bufs = AttnBufs {
             q: &a.q,
-            q1: &a.q1,
-            o1: &a.o1,
             scratch: &s.scratch,
             out: &a.att,
         };
         record_attention(enc, &bufs, t, p, kvl, pr)?;
         matmul::matmul(enc, &a.att, t, &l.o, &a.a)?;
-        norm::rmsnorm(enc, &a.a, t, h, Some(&l.post_attn_norm), eps, true)?;
-        elementwise::add(enc, &a.x, &a.a, n)?;
+        let (post, pre_ff) = (nw(&l.post_attn_norm), Some(nw(&l.pre_ff_norm)));
+        record_post_add(enc, &a.a, &a.x, &a.h, t, h, post, 1.0, pre_ff)?;
 
         let mlp = MlpWeights {
-            pre_norm: &l.pre_ff_norm,
             post_norm: &l.post_ff_norm,
             gate: &l.gate,
             up: &l.up,
             down: &l.down,
-            inter: l.inter,
         };
         let mlp_bufs = MlpBufs {
             x: &a.x,
@@ -310,7 +311,7 @@ impl<'a> Gemma3Gpu<'a> {
             gate: &a.gate,
             up: &a.up,
         };
-        record_mlp(enc, &mlp, &mlp_bufs, t, h, eps, true)?;
+        record_mlp(enc, &mlp, &mlp_bufs, t, h, eps, true, 1.0, next)?;
         Ok(())
     }
 
@@ -386,8 +387,9 @@ impl TextModel for Gemma3Gpu<'_> {
             media_in_chunk(media, self.cfg.hidden_size, c0, t, &mut rows)?;
             self.embed(&tokens[c0..c0 + t], &rows)?;
             let mut enc = Encoder::new(&self.ctx);
-            for li in 0..self.layers.len() {
-                self.record_layer(&mut enc, li, t, p)?;
+            let run = 0..self.layers.len();
+            for li in run.clone() {
+                self.record_layer(&mut enc, li, &run, t, p)?;
             }
             match want {
                 Logits::Last if c0 + t == total => {

@@ -7,11 +7,15 @@
 //! P-wide slice of every row into a small buffer for the gate. KV-sharing consumers attend over
 //! their producer's device cache and, for `Logits::Last`, run on the last row only.
 
-use super::blocks::{AttnBufs, MlpBufs, MlpWeights, record_attention, record_mlp};
+use super::blocks::{
+    AttnBufs, MlpBufs, MlpWeights, ensure_attn_scratch, flush_before_layer, record_attention,
+    record_mlp, record_post_add,
+};
 use super::head::{GpuHead, HeadSpec};
 use super::kv::GpuKv;
 use crate::format::CellmFile;
 use crate::kernels::cpu::attention::AttnParams;
+use crate::kernels::gpu::norm::{Into, NormWeight};
 use crate::kernels::gpu::{
     ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, attention, elementwise, matmul,
     norm, rope,
@@ -23,6 +27,7 @@ use crate::models::gemma3::media_in_chunk;
 use crate::models::weights::Weights;
 use crate::models::{Logits, MediaRows, ModelError, TextModel};
 use crate::tensor::TensorView;
+use std::ops::Range;
 
 struct KvProj {
     k: GpuWeight,
@@ -71,13 +76,10 @@ struct Acts {
     att: GpuBuffer,
     gate: GpuBuffer,
     up: GpuBuffer,
-    q1: GpuBuffer,
-    o1: GpuBuffer,
     /// PLE inputs [rows, L * P], the token part [rows, L * P], one layer's slice [rows, P] and
     /// the gate activations [rows, P].
     ple: GpuBuffer,
     ple_tok: GpuBuffer,
-    ple_slice: GpuBuffer,
     g: GpuBuffer,
 }
 
@@ -304,11 +306,8 @@ impl<'a> Gemma4Gpu<'a> {
             att: z(rows * qd),
             gate: z(rows * inter),
             up: z(rows * inter),
-            q1: z(qd),
-            o1: z(qd),
             ple: z(rows * lp),
             ple_tok: z(rows * lp),
-            ple_slice: z(rows * np),
             g: z(rows * np),
         });
     }
@@ -334,10 +333,8 @@ impl<'a> Gemma4Gpu<'a> {
             return Err(ModelError::Gpu("device state missing".into()));
         };
         s.kv.reserve(&self.ctx, end, limit)?;
-        let need = self.cfg.num_heads * s.kv.max_slots();
-        if s.scratch.len < need {
-            s.scratch = GpuBuffer::zeros(&self.ctx, need, ElemType::F32);
-        }
+        let heads = self.cfg.num_heads;
+        ensure_attn_scratch(&self.ctx, &mut s.scratch, &s.kv, heads, chunk, end);
         Ok(())
     }
 
@@ -347,6 +344,7 @@ impl<'a> Gemma4Gpu<'a> {
         &self,
         enc: &mut Encoder<'_>,
         li: usize,
+        run: &Range<usize>,
         t: usize,
         p: usize,
         ple_row0: usize,
@@ -354,47 +352,51 @@ impl<'a> Gemma4Gpu<'a> {
         let (Some(a), Some(s)) = (self.acts.as_ref(), self.state.as_ref()) else {
             return Err(missing());
         };
+        flush_before_layer(enc, li)?;
+        // Within a run of layers over the same rows, each layer's last residual add also
+        // computes the next layer's input norm (one dispatch instead of two).
+        let normed = li > run.start;
+        let next = (li + 1 < run.end).then(|| &self.layers[li + 1].input_norm);
         let l = &self.layers[li];
         let kvl = &s.kv.layers[l.kv_slot];
         let pr = &l.params;
         let (h, eps) = (self.cfg.hidden_size, self.cfg.eps);
         let (d, nh, nkv) = (pr.head_dim, pr.n_heads, pr.n_kv_heads);
         let (qd, kvd) = (nh * d, nkv * d);
-        let n = t * h;
 
-        enc.copy(&a.x, 0, &a.h, 0, n)?;
-        norm::rmsnorm(enc, &a.h, t, h, Some(&l.input_norm), eps, false)?;
+        let nw = |w| NormWeight {
+            w: Some(w),
+            eps,
+            plus_one: false,
+        };
+        if !normed {
+            norm::rmsnorm_to(enc, &a.x, &a.h, t, h, nw(&l.input_norm), Into::Store)?;
+        }
         matmul::matmul(enc, &a.h, t, &l.q, &a.q)?;
-        norm::rmsnorm(enc, &a.q, t * nh, d, Some(&l.q_norm), eps, false)?;
-        rope::rope(enc, &a.q, t, qd, nh, d, p, &l.inv_freq)?;
+        rope::rmsnorm_rope(enc, &a.q, t, qd, nh, d, p, &l.inv_freq, nw(&l.q_norm))?;
         if let Some(kv) = &l.kv {
             matmul::matmul(enc, &a.h, t, &kv.k, &a.k)?;
             matmul::matmul(enc, &a.h, t, &kv.v, &a.v)?;
-            norm::rmsnorm(enc, &a.k, t * nkv, d, Some(&kv.k_norm), eps, false)?;
-            norm::rmsnorm(enc, &a.v, t * nkv, d, None, eps, false)?;
-            rope::rope(enc, &a.k, t, kvd, nkv, d, p, &l.inv_freq)?;
-            attention::store_kv(enc, &a.k, t, kvd, p, &kvl.k, kvl.slots)?;
-            attention::store_kv(enc, &a.v, t, kvd, p, &kvl.v, kvl.slots)?;
+            rope::rmsnorm_rope(enc, &a.k, t, kvd, nkv, d, p, &l.inv_freq, nw(&kv.k_norm))?;
+            let (src, caches) = ((&a.k, &a.v), (&kvl.k, &kvl.v));
+            let dims = (kvd, d);
+            attention::store_kv_pair(enc, src, t, dims, p, caches, kvl.slots, Some(eps))?;
         }
         let bufs = AttnBufs {
             q: &a.q,
-            q1: &a.q1,
-            o1: &a.o1,
             scratch: &s.scratch,
             out: &a.att,
         };
         record_attention(enc, &bufs, t, p, kvl, pr)?;
         matmul::matmul(enc, &a.att, t, &l.o, &a.a)?;
-        norm::rmsnorm(enc, &a.a, t, h, Some(&l.post_attn_norm), eps, false)?;
-        elementwise::add(enc, &a.x, &a.a, n)?;
+        let (post, pre_ff) = (nw(&l.post_attn_norm), Some(nw(&l.pre_ff_norm)));
+        record_post_add(enc, &a.a, &a.x, &a.h, t, h, post, 1.0, pre_ff)?;
 
         let mlp = MlpWeights {
-            pre_norm: &l.pre_ff_norm,
             post_norm: &l.post_ff_norm,
             gate: &l.gate,
             up: &l.up,
             down: &l.down,
-            inter: l.inter,
         };
         let mlp_bufs = MlpBufs {
             x: &a.x,
@@ -403,28 +405,27 @@ impl<'a> Gemma4Gpu<'a> {
             gate: &a.gate,
             up: &a.up,
         };
-        record_mlp(enc, &mlp, &mlp_bufs, t, h, eps, false)?;
+        // The layer scalar scales the layer's last residual add.
+        let (mlp_scale, mlp_next) = if l.per_layer.is_some() {
+            (1.0, None)
+        } else {
+            (l.layer_scalar, next)
+        };
+        record_mlp(enc, &mlp, &mlp_bufs, t, h, eps, false, mlp_scale, mlp_next)?;
 
         if let Some((gate, proj, pnorm)) = &l.per_layer {
             let np = self.cfg.per_layer_input;
             let lp = self.cfg.num_layers * np;
-            matmul::matmul(enc, &a.x, t, gate, &a.g)?;
-            for i in 0..t {
-                enc.copy(
-                    &a.ple,
-                    (ple_row0 + i) * lp + li * np,
-                    &a.ple_slice,
-                    i * np,
-                    np,
-                )?;
+            let off = ple_row0 * lp + li * np;
+            if t == 1 {
+                matmul::matvec_gelu_mul(enc, &a.x, gate, &a.g, &a.ple, off)?;
+            } else {
+                matmul::matmul(enc, &a.x, t, gate, &a.g)?;
+                elementwise::gelu_mul_slice(enc, &a.g, t, np, &a.ple, off, lp)?;
             }
-            elementwise::gelu_mul(enc, &a.g, &a.ple_slice, t * np)?;
             matmul::matmul(enc, &a.g, t, proj, &a.a)?;
-            norm::rmsnorm(enc, &a.a, t, h, Some(pnorm), eps, false)?;
-            elementwise::add(enc, &a.x, &a.a, n)?;
-        }
-        if l.layer_scalar != 1.0 {
-            elementwise::scale(enc, &a.x, n, l.layer_scalar)?;
+            let next = next.map(nw);
+            record_post_add(enc, &a.a, &a.x, &a.h, t, h, nw(pnorm), l.layer_scalar, next)?;
         }
         Ok(())
     }
@@ -549,13 +550,15 @@ impl TextModel for Gemma4Gpu<'_> {
             self.embed(&tokens[c0..c0 + t], &rows)?;
             let mut enc = Encoder::new(&self.ctx);
             self.record_ple(&mut enc, t)?;
-            for li in 0..self.first_consumer {
-                self.record_layer(&mut enc, li, t, p, 0)?;
+            let producers = 0..self.first_consumer;
+            for li in producers.clone() {
+                self.record_layer(&mut enc, li, &producers, t, p, 0)?;
             }
+            let consumers = self.first_consumer..n_layers;
             match want {
                 Logits::All => {
-                    for li in self.first_consumer..n_layers {
-                        self.record_layer(&mut enc, li, t, p, 0)?;
+                    for li in consumers.clone() {
+                        self.record_layer(&mut enc, li, &consumers, t, p, 0)?;
                     }
                     enc.submit()?;
                     let head_rows = self.head.ensure(&self.ctx, t);
@@ -581,8 +584,8 @@ impl TextModel for Gemma4Gpu<'_> {
                         enc.copy(&a.h, 0, &a.x, 0, h)?;
                     }
                     let row = if self.first_consumer < n_layers {
-                        for li in self.first_consumer..n_layers {
-                            self.record_layer(&mut enc, li, 1, p + last, last)?;
+                        for li in consumers.clone() {
+                            self.record_layer(&mut enc, li, &consumers, 1, p + last, last)?;
                         }
                         0
                     } else {

@@ -9,7 +9,7 @@
 
 use super::acts::{self, QActs};
 use super::isa::{self, Isa};
-use super::{OutPtr, matmul_rows_isa, quant};
+use super::{OutPtr, lut, matmul_rows_isa, quant};
 use crate::tensor::{DType, TensorView};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -40,6 +40,14 @@ pub fn matmul_many<const N: usize>(
     let isa = isa::detected();
     let first = ws[0];
     let k = first.cols();
+    if first.dtype.is_lut()
+        && k > 0
+        && t > 0
+        && ws.iter().all(|w| w.dtype == first.dtype && w.cols() == k)
+    {
+        matmul_many_lut(isa, x, t, ws, outs);
+        return;
+    }
     let fused = matches!(first.dtype, DType::Q8 | DType::Q4)
         && k > 0
         && t > 0
@@ -126,6 +134,51 @@ pub fn matmul_many<const N: usize>(
     });
 }
 
+/// lut weights: the row chunks of all N weights in one parallel region (no activation
+/// quantization to share, only the fork/join).
+fn matmul_many_lut<const N: usize>(
+    isa: Isa,
+    x: &[f32],
+    t: usize,
+    ws: [&TensorView<'_>; N],
+    mut outs: [&mut [f32]; N],
+) {
+    let k = ws[0].cols();
+    assert_eq!(x.len(), t * k, "matmul_many: x length");
+    for (w, out) in ws.iter().zip(outs.iter()) {
+        assert_eq!(out.len(), t * w.rows(), "matmul_many: out length");
+    }
+    let wl: [lut::LutWeights<'_>; N] = std::array::from_fn(|j| lut::LutWeights::new(ws[j]));
+    let dst: [OutPtr; N] = std::array::from_fn(|j| OutPtr {
+        ptr: outs[j].as_mut_ptr(),
+        stride: ws[j].rows(),
+        n0: 0,
+    });
+    let rows: [usize; N] = std::array::from_fn(|j| ws[j].rows());
+    let threads = rayon::current_num_threads().max(1);
+    let min_chunk = (65536 / (k * t).max(1)).clamp(4, 256);
+    let chunk: [usize; N] =
+        std::array::from_fn(|j| rows[j].div_ceil(threads * 4).max(min_chunk).max(1));
+    let count: [usize; N] = std::array::from_fn(|j| rows[j].div_ceil(chunk[j]));
+    let total: usize = count.iter().sum();
+    let one = |c: usize| {
+        let mut c = c;
+        for j in 0..N {
+            if c < count[j] {
+                let r0 = c * chunk[j];
+                lut::rows(isa, &wl[j], x, t, r0, (r0 + chunk[j]).min(rows[j]), dst[j]);
+                return;
+            }
+            c -= count[j];
+        }
+    };
+    if threads == 1 || total <= 1 {
+        (0..total).for_each(one);
+    } else {
+        (0..total).into_par_iter().for_each(one);
+    }
+}
+
 /// Quantizes `x` [t, k] into `a`, token ranges in parallel; each range goes through the serial
 /// quantizer ([`acts::with_quantized`]) so the values are bit-identical to it.
 fn fill_parallel(a: &mut QActs, isa: Isa, dtype: DType, x: &[f32], t: usize, k: usize) {
@@ -192,7 +245,8 @@ mod tests {
     /// shapes, on 1 and 2 threads).
     #[test]
     fn many_equals_separate_matmuls() {
-        for dtype in [DType::Q4, DType::Q8, DType::F32] {
+        // (lut: group_size 32 = 32 rows per palette)
+        for dtype in [DType::Q4, DType::Q8, DType::F32, DType::Lut4, DType::Lut6] {
             for t in [1, 3, 8, 21] {
                 for threads in [1, 2] {
                     let k = 96;
