@@ -87,6 +87,33 @@ impl Tiling {
     }
 }
 
+/// Checks that `x` holds `t x k` and `out` `t x n` f32; `false` when there is nothing to do.
+pub(super) fn check_io(
+    op: &'static str,
+    x: &GpuBuffer,
+    t: usize,
+    k: usize,
+    out: &GpuBuffer,
+    n: usize,
+) -> Result<bool, GpuError> {
+    if x.elem != ElemType::F32 || out.elem != ElemType::F32 {
+        return Err(shape_err(op, "x and out must be f32 buffers"));
+    }
+    if x.len < t * k || out.len < t * n {
+        return Err(shape_err(
+            op,
+            format!(
+                "x has {} (needs {}), out has {} (needs {})",
+                x.len,
+                t * k,
+                out.len,
+                t * n
+            ),
+        ));
+    }
+    Ok(t > 0 && n > 0 && k > 0)
+}
+
 /// Records `out[t, n] = sum_k x[t, k] * w[n, k]`; `x` holds `t * k` f32, `out` `t * n` f32.
 pub fn matmul(
     enc: &mut Encoder<'_>,
@@ -121,22 +148,7 @@ pub fn matmul_tiled(
             w.dtype
         )));
     }
-    if x.elem != ElemType::F32 || out.elem != ElemType::F32 {
-        return Err(shape_err("matmul", "x and out must be f32 buffers"));
-    }
-    if x.len < t * k || out.len < t * n {
-        return Err(shape_err(
-            "matmul",
-            format!(
-                "x has {} (needs {}), out has {} (needs {})",
-                x.len,
-                t * k,
-                out.len,
-                t * n
-            ),
-        ));
-    }
-    if t == 0 || n == 0 || k == 0 {
+    if !check_io("matmul", x, t, k, out, n)? {
         return Ok(());
     }
     let u = units(w);
@@ -340,7 +352,7 @@ pub fn matvec_gelu_mul(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::test_util::{ctx, random};
     use super::*;
     use crate::tensor::{TensorView, encode};
@@ -363,7 +375,16 @@ mod tests {
         (y, mag)
     }
 
-    fn check(dtype: DType, n: usize, k: usize, t: usize, gs: usize, max_bytes: Option<u64>) {
+    /// GPU `matmul` of random weights of `dtype` against an f64 reference over the dequantized
+    /// weights (also used by the LUT kernels' tests).
+    pub(in crate::kernels::gpu) fn check(
+        dtype: DType,
+        n: usize,
+        k: usize,
+        t: usize,
+        gs: usize,
+        max_bytes: Option<u64>,
+    ) {
         check_tiled(dtype, n, k, t, gs, max_bytes, None)
     }
 

@@ -6,7 +6,7 @@
 //! weights with f32 activations, so results match the scalar dequantize reference up to f32
 //! summation order.
 
-use super::{Encoder, GpuBuffer, GpuError, GpuWeight, buffer::ElemType, shape_err};
+use super::{Encoder, GpuBuffer, GpuError, GpuWeight, shape_err};
 use crate::tensor::{DType, lut};
 
 const SHADER: &str = include_str!("matmul_lut.wgsl");
@@ -42,22 +42,7 @@ pub fn matmul_lut(
             w.dtype, w.group_size
         )));
     }
-    if x.elem != ElemType::F32 || out.elem != ElemType::F32 {
-        return Err(shape_err("matmul_lut", "x and out must be f32 buffers"));
-    }
-    if x.len < t * k || out.len < t * n {
-        return Err(shape_err(
-            "matmul_lut",
-            format!(
-                "x has {} (needs {}), out has {} (needs {})",
-                x.len,
-                t * k,
-                out.len,
-                t * n
-            ),
-        ));
-    }
-    if t == 0 || n == 0 || k == 0 {
+    if !super::matmul::check_io("matmul_lut", x, t, k, out, n)? {
         return Ok(());
     }
     let (lanes, wg) = split(k / 32);
@@ -105,52 +90,12 @@ pub fn matmul_lut(
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_util::{ctx, random};
+    // the generic matmul check: GPU result against an f64 reference of the dequantized weights
+    use super::super::matmul::tests::check;
     use super::*;
-    use crate::tensor::{TensorView, encode};
-
-    fn check(dtype: DType, n: usize, k: usize, t: usize, gs: usize, max_bytes: Option<u64>) {
-        let Some(ctx) = ctx() else { return };
-        let shape = [n, k];
-        let bytes = encode(dtype, &random(n * k, 7), &shape, gs).unwrap();
-        let view = TensorView::new(dtype, &shape, gs, &bytes).unwrap();
-        let w = match max_bytes {
-            Some(m) => GpuWeight::upload_with_limit(ctx, &view, m).unwrap(),
-            None => GpuWeight::upload(ctx, &view).unwrap(),
-        };
-        if max_bytes.is_some() {
-            assert!(w.n_parts() > 1, "expected a split weight");
-        }
-        let x = random(t * k, 11);
-        let xb = GpuBuffer::from_f32(ctx, &x);
-        let out = GpuBuffer::zeros(ctx, t * n, ElemType::F32);
-        let mut enc = Encoder::new(ctx);
-        // through the generic entry point, as the models call it
-        super::super::matmul::matmul(&mut enc, &xb, t, &w, &out).unwrap();
-        enc.submit().unwrap();
-        let got = ctx.read_f32(&out).unwrap();
-        let mut cpu = vec![0f32; t * n];
-        crate::kernels::cpu::matmul(&x, t, &view, &mut cpu);
-        let wf = view.to_f32_vec();
-        for ti in 0..t {
-            for r in 0..n {
-                let mag: f64 = (0..k)
-                    .map(|c| (x[ti * k + c] * wf[r * k + c]).abs() as f64)
-                    .sum();
-                let i = ti * n + r;
-                let err = (got[i] - cpu[i]).abs() as f64;
-                assert!(
-                    err <= 1e-5 * mag + 1e-6,
-                    "{dtype} [{n}x{k}] gs {gs} t={t} out[{i}]: gpu {} vs cpu {}",
-                    got[i],
-                    cpu[i]
-                );
-            }
-        }
-    }
 
     #[test]
-    fn gpu_lut_matmul_matches_cpu() {
+    fn gpu_lut_matmul_matches_reference() {
         for dtype in [DType::Lut4, DType::Lut6] {
             for t in [1, 6] {
                 check(dtype, 77, 256, t, 8, None);
@@ -173,6 +118,7 @@ mod tests {
 
 #[cfg(test)]
 mod speed {
+    use super::super::buffer::ElemType;
     use super::super::test_util::{ctx, random};
     use super::*;
     use crate::tensor::{TensorView, encode};
