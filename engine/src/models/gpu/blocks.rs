@@ -2,12 +2,10 @@
 //! chunk's query rows over a layer's device KV cache, and the gated-GELU MLP with its two norms
 //! and the residual add.
 
-use super::kv::{GpuKv, LayerKv};
+use super::kv::LayerKv;
 use crate::kernels::cpu::attention::AttnParams;
 use crate::kernels::gpu::norm::{Into, NormWeight};
-use crate::kernels::gpu::{
-    ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, attention, matmul, norm,
-};
+use crate::kernels::gpu::{Encoder, GpuBuffer, GpuError, GpuWeight, attention, matmul, norm};
 
 /// Device buffers the attention of a chunk uses.
 pub(super) struct AttnBufs<'b> {
@@ -42,22 +40,6 @@ pub(super) fn flush_before_layer(enc: &mut Encoder<'_>, li: usize) -> Result<(),
         enc.flush()?;
     }
     Ok(())
-}
-
-/// Grows the attention scratch for chunks of up to `chunk` rows of `heads` query heads ending at
-/// position `end` over `kv` (doubling, so a growing context reallocates rarely).
-pub(super) fn ensure_attn_scratch(
-    ctx: &GpuContext,
-    scratch: &mut GpuBuffer,
-    kv: &GpuKv,
-    heads: usize,
-    chunk: usize,
-    end: usize,
-) {
-    let need = chunk * heads * end.min(kv.max_slots()).max(1);
-    if scratch.len < need {
-        *scratch = GpuBuffer::zeros(ctx, need.max(2 * scratch.len), ElemType::F32);
-    }
 }
 
 /// Weights of one gated-GELU MLP block with its pre/post norms.

@@ -1,17 +1,17 @@
 //! Gemma 3 text decoder on the GPU: the same computation as [`crate::models::gemma3`], op for
 //! op, on device buffers.
 //!
-//! A chunk of `t` tokens runs every projection, norm, RoPE and MLP batched over its rows; the
-//! attention kernel takes one query row, so within a chunk each query row is copied out,
-//! attended at its own position and copied back (all in the same encoder). The K/V of the whole
-//! chunk is stored before any query attends, which the ring size `window + chunk - 1` allows.
+//! A chunk of `t` tokens runs every projection, norm, RoPE and MLP batched over its rows, and
+//! attention over all its query rows in one dispatch (each row at its own position). The K/V of
+//! the whole chunk is stored before any query attends, which the ring size `window + chunk - 1`
+//! allows.
 
 use super::blocks::{
-    AttnBufs, MlpBufs, MlpWeights, ensure_attn_scratch, flush_before_layer, record_attention,
-    record_mlp, record_post_add,
+    AttnBufs, MlpBufs, MlpWeights, flush_before_layer, record_attention, record_mlp,
+    record_post_add,
 };
 use super::head::{GpuHead, HeadSpec};
-use super::kv::GpuKv;
+use super::state::{DeviceState, StateSpec, linear, missing, vector};
 use crate::format::CellmFile;
 use crate::kernels::cpu::attention::AttnParams;
 use crate::kernels::gpu::norm::{Into, NormWeight};
@@ -62,14 +62,6 @@ struct Acts {
     up: GpuBuffer,
 }
 
-/// Device state that depends on the session's cache (sizes learnt at the first forward).
-struct State {
-    kv: GpuKv,
-    limit: usize,
-    chunk: usize,
-    scratch: GpuBuffer,
-}
-
 pub struct Gemma3Gpu<'a> {
     ctx: GpuContext,
     cfg: TextConfig,
@@ -77,37 +69,14 @@ pub struct Gemma3Gpu<'a> {
     embed_scale: f32,
     head: GpuHead,
     layers: Vec<Layer>,
+    /// (kv_dim, window) of each layer's device KV cache.
+    kv_dims: Vec<(usize, Option<usize>)>,
     kv_elem: ElemType,
     acts: Option<Acts>,
-    state: Option<State>,
+    state: Option<DeviceState>,
     /// Host copies: chunk embeddings and the logits returned to the caller.
     emb: Vec<f32>,
     out: Vec<f32>,
-}
-
-fn linear(
-    ctx: &GpuContext,
-    w: &Weights<'_>,
-    name: &str,
-    out: usize,
-    inp: usize,
-    bytes: &mut usize,
-) -> Result<GpuWeight, ModelError> {
-    let t = w.get(&format!("{name}.weight"), &[out, inp])?;
-    *bytes += t.data.len();
-    Ok(GpuWeight::upload(ctx, &t)?)
-}
-
-fn vector(
-    ctx: &GpuContext,
-    w: &Weights<'_>,
-    name: &str,
-    n: usize,
-) -> Result<GpuBuffer, ModelError> {
-    Ok(GpuBuffer::from_f32(
-        ctx,
-        &w.vector(&format!("{name}.weight"), n)?,
-    ))
 }
 
 impl<'a> Gemma3Gpu<'a> {
@@ -173,6 +142,10 @@ impl<'a> Gemma3Gpu<'a> {
             },
         );
         ctx.wait()?;
+        let kv_dims = layers
+            .iter()
+            .map(|l| (l.params.n_kv_heads * l.params.head_dim, l.params.window))
+            .collect();
         Ok(Self {
             embed_scale: (h as f64).sqrt() as f32,
             kv_elem: if kv == KvPrecision::F32 {
@@ -185,6 +158,7 @@ impl<'a> Gemma3Gpu<'a> {
             embed_tokens,
             head,
             layers,
+            kv_dims,
             acts: None,
             state: None,
             emb: Vec::new(),
@@ -219,33 +193,19 @@ impl<'a> Gemma3Gpu<'a> {
 
     /// KV cache, attention scratch and head buffers, sized from the session's cache.
     fn ensure_state(&mut self, cache: &KvCache, end: usize) -> Result<(), ModelError> {
-        let (limit, chunk) = (cache.limit(), cache.max_chunk());
-        if self
-            .state
-            .as_ref()
-            .is_none_or(|s| s.limit != limit || s.chunk != chunk)
-        {
-            let dims: Vec<(usize, Option<usize>)> = self
-                .layers
-                .iter()
-                .map(|l| (l.params.n_kv_heads * l.params.head_dim, l.params.window))
-                .collect();
-            let kv = GpuKv::new(&self.ctx, &dims, limit, chunk, self.kv_elem);
-            // Logits of several rows (`cellm compare`) go through the head a few rows at a time.
-            self.head.set_max_rows(&self.ctx, chunk);
-            self.state = Some(State {
-                scratch: GpuBuffer::zeros(&self.ctx, 1, ElemType::F32),
-                kv,
-                limit,
-                chunk,
-            });
-        }
-        let Some(s) = self.state.as_mut() else {
-            return Err(ModelError::Gpu("device state missing".into()));
+        let spec = StateSpec {
+            kv_dims: &self.kv_dims,
+            kv_elem: self.kv_elem,
+            heads: self.cfg.num_heads,
         };
-        s.kv.reserve(&self.ctx, end, limit)?;
-        let heads = self.cfg.num_heads;
-        ensure_attn_scratch(&self.ctx, &mut s.scratch, &s.kv, heads, chunk, end);
+        DeviceState::ensure(
+            &mut self.state,
+            &self.ctx,
+            &spec,
+            &mut self.head,
+            cache,
+            end,
+        )?;
         Ok(())
     }
 
@@ -259,7 +219,7 @@ impl<'a> Gemma3Gpu<'a> {
         p: usize,
     ) -> Result<(), GpuError> {
         let (Some(a), Some(s)) = (self.acts.as_ref(), self.state.as_ref()) else {
-            return Err(GpuError::Unsupported("buffers not allocated".into()));
+            return Err(missing());
         };
         flush_before_layer(enc, li)?;
         // Within a run of layers over the same rows, each layer's last residual add also
@@ -323,7 +283,7 @@ impl<'a> Gemma3Gpu<'a> {
         rows: usize,
     ) -> Result<(), GpuError> {
         let Some(a) = self.acts.as_ref() else {
-            return Err(GpuError::Unsupported("buffers not allocated".into()));
+            return Err(missing());
         };
         self.head.record(enc, &a.x, first, rows)
     }

@@ -8,11 +8,11 @@
 //! their producer's device cache and, for `Logits::Last`, run on the last row only.
 
 use super::blocks::{
-    AttnBufs, MlpBufs, MlpWeights, ensure_attn_scratch, flush_before_layer, record_attention,
-    record_mlp, record_post_add,
+    AttnBufs, MlpBufs, MlpWeights, flush_before_layer, record_attention, record_mlp,
+    record_post_add,
 };
 use super::head::{GpuHead, HeadSpec};
-use super::kv::GpuKv;
+use super::state::{DeviceState, StateSpec, linear, missing, vector};
 use crate::format::CellmFile;
 use crate::kernels::cpu::attention::AttnParams;
 use crate::kernels::gpu::norm::{Into, NormWeight};
@@ -83,13 +83,6 @@ struct Acts {
     g: GpuBuffer,
 }
 
-struct State {
-    kv: GpuKv,
-    limit: usize,
-    chunk: usize,
-    scratch: GpuBuffer,
-}
-
 pub struct Gemma4Gpu<'a> {
     ctx: GpuContext,
     cfg: TextConfig,
@@ -104,39 +97,10 @@ pub struct Gemma4Gpu<'a> {
     pad_id: u32,
     kv_elem: ElemType,
     acts: Option<Acts>,
-    state: Option<State>,
+    state: Option<DeviceState>,
     emb: Vec<f32>,
     tok: Vec<f32>,
     out: Vec<f32>,
-}
-
-fn linear(
-    ctx: &GpuContext,
-    w: &Weights<'_>,
-    name: &str,
-    out: usize,
-    inp: usize,
-    bytes: &mut usize,
-) -> Result<GpuWeight, ModelError> {
-    let t = w.get(&format!("{name}.weight"), &[out, inp])?;
-    *bytes += t.data.len();
-    Ok(GpuWeight::upload(ctx, &t)?)
-}
-
-fn vector(
-    ctx: &GpuContext,
-    w: &Weights<'_>,
-    name: &str,
-    n: usize,
-) -> Result<GpuBuffer, ModelError> {
-    Ok(GpuBuffer::from_f32(
-        ctx,
-        &w.vector(&format!("{name}.weight"), n)?,
-    ))
-}
-
-fn missing() -> GpuError {
-    GpuError::Unsupported("device buffers not allocated".into())
 }
 
 impl<'a> Gemma4Gpu<'a> {
@@ -313,28 +277,19 @@ impl<'a> Gemma4Gpu<'a> {
     }
 
     fn ensure_state(&mut self, cache: &KvCache, end: usize) -> Result<(), ModelError> {
-        let (limit, chunk) = (cache.limit(), cache.max_chunk());
-        if self
-            .state
-            .as_ref()
-            .is_none_or(|s| s.limit != limit || s.chunk != chunk)
-        {
-            let kv = GpuKv::new(&self.ctx, &self.kv_dims, limit, chunk, self.kv_elem);
-            // Logits of several rows (`cellm compare`) go through the head a few rows at a time.
-            self.head.set_max_rows(&self.ctx, chunk);
-            self.state = Some(State {
-                scratch: GpuBuffer::zeros(&self.ctx, 1, ElemType::F32),
-                kv,
-                limit,
-                chunk,
-            });
-        }
-        let Some(s) = self.state.as_mut() else {
-            return Err(ModelError::Gpu("device state missing".into()));
+        let spec = StateSpec {
+            kv_dims: &self.kv_dims,
+            kv_elem: self.kv_elem,
+            heads: self.cfg.num_heads,
         };
-        s.kv.reserve(&self.ctx, end, limit)?;
-        let heads = self.cfg.num_heads;
-        ensure_attn_scratch(&self.ctx, &mut s.scratch, &s.kv, heads, chunk, end);
+        DeviceState::ensure(
+            &mut self.state,
+            &self.ctx,
+            &spec,
+            &mut self.head,
+            cache,
+            end,
+        )?;
         Ok(())
     }
 

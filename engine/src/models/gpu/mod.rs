@@ -14,6 +14,7 @@ mod gemma3_gpu;
 mod gemma4_gpu;
 mod head;
 mod kv;
+mod state;
 
 use super::{ModelError, TextModel};
 use crate::format::CellmFile;

@@ -1,0 +1,99 @@
+//! What a GPU decoder keeps beside its layers: the upload helpers for its weights and the device
+//! state sized from the session's cache (KV rings and attention scratch).
+
+use super::head::GpuHead;
+use super::kv::GpuKv;
+use crate::kernels::gpu::{ElemType, GpuBuffer, GpuContext, GpuError, GpuWeight};
+use crate::kv_cache::KvCache;
+use crate::models::ModelError;
+use crate::models::weights::Weights;
+
+/// Uploads the `[out, inp]` matrix `{name}.weight` in its stored dtype; adds its bytes to
+/// `bytes` (the weights a token reads).
+pub(super) fn linear(
+    ctx: &GpuContext,
+    w: &Weights<'_>,
+    name: &str,
+    out: usize,
+    inp: usize,
+    bytes: &mut usize,
+) -> Result<GpuWeight, ModelError> {
+    let t = w.get(&format!("{name}.weight"), &[out, inp])?;
+    *bytes += t.data.len();
+    Ok(GpuWeight::upload(ctx, &t)?)
+}
+
+/// Uploads the `n`-vector `{name}.weight` as f32 (norm weights).
+pub(super) fn vector(
+    ctx: &GpuContext,
+    w: &Weights<'_>,
+    name: &str,
+    n: usize,
+) -> Result<GpuBuffer, ModelError> {
+    Ok(GpuBuffer::from_f32(
+        ctx,
+        &w.vector(&format!("{name}.weight"), n)?,
+    ))
+}
+
+/// The error of recording before the first forward allocated the device buffers.
+pub(super) fn missing() -> GpuError {
+    GpuError::Unsupported("device buffers not allocated".into())
+}
+
+/// Device state that depends on the session's cache (sizes learnt at the first forward).
+pub(super) struct DeviceState {
+    pub kv: GpuKv,
+    pub scratch: GpuBuffer,
+    limit: usize,
+    chunk: usize,
+}
+
+/// How a model's device state is laid out: (kv_dim, window) of each KV layer, its element type
+/// and the number of query heads.
+pub(super) struct StateSpec<'s> {
+    pub kv_dims: &'s [(usize, Option<usize>)],
+    pub kv_elem: ElemType,
+    pub heads: usize,
+}
+
+impl DeviceState {
+    /// The state for `cache` in `slot`: made again when the cache's limit or chunk size changed
+    /// (the head then takes chunks of that many rows), its KV reserved up to position `end` and
+    /// its attention scratch grown for chunks ending there.
+    pub(super) fn ensure<'s>(
+        slot: &'s mut Option<DeviceState>,
+        ctx: &GpuContext,
+        spec: &StateSpec<'_>,
+        head: &mut GpuHead,
+        cache: &KvCache,
+        end: usize,
+    ) -> Result<&'s mut DeviceState, ModelError> {
+        let (limit, chunk) = (cache.limit(), cache.max_chunk());
+        if slot
+            .as_ref()
+            .is_none_or(|s| s.limit != limit || s.chunk != chunk)
+        {
+            let kv = GpuKv::new(ctx, spec.kv_dims, limit, chunk, spec.kv_elem);
+            // Logits of several rows (`cellm compare`) go through the head a few rows at a time.
+            head.set_max_rows(ctx, chunk);
+            *slot = Some(DeviceState {
+                scratch: GpuBuffer::zeros(ctx, 1, ElemType::F32),
+                kv,
+                limit,
+                chunk,
+            });
+        }
+        let Some(s) = slot.as_mut() else {
+            return Err(ModelError::Gpu("device state missing".into()));
+        };
+        s.kv.reserve(ctx, end, limit)?;
+        // Grow the attention scratch for chunks of up to `chunk` rows ending at `end` (doubling,
+        // so a growing context reallocates rarely).
+        let need = chunk * spec.heads * end.min(s.kv.max_slots()).max(1);
+        if s.scratch.len < need {
+            s.scratch = GpuBuffer::zeros(ctx, need.max(2 * s.scratch.len), ElemType::F32);
+        }
+        Ok(s)
+    }
+}
