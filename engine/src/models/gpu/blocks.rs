@@ -1,34 +1,71 @@
-//! Layer pieces that the Gemma 3 and Gemma 4 GPU decoders record identically: attention of a
-//! chunk's query rows over a layer's device KV cache, and the gated-GELU MLP with its two norms
-//! and the residual add.
+//! What the Gemma 3 and Gemma 4 GPU decoders record identically: their activation buffers, the
+//! residual adds with their norms, and a layer's tail (attention over the device KV cache,
+//! output projection, the gated-GELU MLP).
 
 use super::kv::LayerKv;
 use crate::kernels::cpu::attention::AttnParams;
 use crate::kernels::gpu::norm::{Into, NormWeight};
-use crate::kernels::gpu::{Encoder, GpuBuffer, GpuError, GpuWeight, attention, matmul, norm};
+use crate::kernels::gpu::{
+    ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, attention, matmul, norm,
+};
 
-/// Device buffers the attention of a chunk uses.
-pub(super) struct AttnBufs<'b> {
-    /// Queries of the chunk, [t, heads * head_dim].
-    pub q: &'b GpuBuffer,
-    pub scratch: &'b GpuBuffer,
-    /// Output, [t, heads * head_dim].
-    pub out: &'b GpuBuffer,
+/// Activation buffers of a Gemma decoder for chunks of up to `rows` tokens: the residual stream
+/// `x`, the normed input `h`, block outputs `a`, q/k/v, attention output and the MLP halves.
+pub(super) struct TextActs {
+    pub rows: usize,
+    pub x: GpuBuffer,
+    pub h: GpuBuffer,
+    pub a: GpuBuffer,
+    pub q: GpuBuffer,
+    pub k: GpuBuffer,
+    pub v: GpuBuffer,
+    pub att: GpuBuffer,
+    pub gate: GpuBuffer,
+    pub up: GpuBuffer,
 }
 
-/// Attends the chunk's `t` query rows (positions `p..p + t`) over `kv`. The chunk's own K/V must
-/// be stored already; the causal/window limits come from each row's position.
-pub(super) fn record_attention(
-    enc: &mut Encoder<'_>,
-    b: &AttnBufs<'_>,
-    t: usize,
-    p: usize,
-    kv: &LayerKv,
-    params: &AttnParams,
-) -> Result<(), GpuError> {
-    attention::attention(
-        enc, b.q, t, p, &kv.k, &kv.v, kv.slots, params, b.scratch, b.out,
-    )
+/// Widest rows any layer needs: hidden, q (heads x head_dim), k/v, MLP intermediate.
+pub(super) struct ActWidths {
+    pub hidden: usize,
+    pub q: usize,
+    pub kv: usize,
+    pub inter: usize,
+}
+
+impl ActWidths {
+    /// The widest of each over layers given as (attention parameters, MLP width).
+    pub(super) fn of<'l>(
+        hidden: usize,
+        layers: impl Iterator<Item = (&'l AttnParams, usize)> + Clone,
+    ) -> ActWidths {
+        let max = |f: &dyn Fn(&AttnParams, usize) -> usize| {
+            layers.clone().map(|(p, i)| f(p, i)).max().unwrap_or(1)
+        };
+        ActWidths {
+            hidden,
+            q: max(&|p, _| p.n_heads * p.head_dim),
+            kv: max(&|p, _| p.n_kv_heads * p.head_dim),
+            inter: max(&|_, i| i),
+        }
+    }
+}
+
+impl TextActs {
+    pub(super) fn new(ctx: &GpuContext, rows: usize, w: &ActWidths) -> TextActs {
+        let z = |n: usize| GpuBuffer::zeros(ctx, (rows * n).max(1), ElemType::F32);
+        TextActs {
+            rows,
+            x: z(w.hidden),
+            h: z(w.hidden),
+            a: z(w.hidden),
+            q: z(w.q),
+            k: z(w.kv),
+            v: z(w.kv),
+            att: z(w.q),
+            gate: z(w.inter),
+            up: z(w.inter),
+        }
+    }
 }
 
 /// Before layer `li`: every few layers, submits what is recorded so the GPU works on the first
@@ -40,23 +77,6 @@ pub(super) fn flush_before_layer(enc: &mut Encoder<'_>, li: usize) -> Result<(),
         enc.flush()?;
     }
     Ok(())
-}
-
-/// Weights of one gated-GELU MLP block with its pre/post norms.
-pub(super) struct MlpWeights<'l> {
-    pub post_norm: &'l GpuBuffer,
-    pub gate: &'l GpuWeight,
-    pub up: &'l GpuWeight,
-    pub down: &'l GpuWeight,
-}
-
-/// Device buffers of the MLP block: the residual stream `x` and scratch.
-pub(super) struct MlpBufs<'b> {
-    pub x: &'b GpuBuffer,
-    pub h: &'b GpuBuffer,
-    pub a: &'b GpuBuffer,
-    pub gate: &'b GpuBuffer,
-    pub up: &'b GpuBuffer,
 }
 
 /// `x = (x + post(src)) * scale`, then `h = next(x)` when the next block's pre-norm is given (one
@@ -79,28 +99,49 @@ pub(super) fn record_post_add(
     }
 }
 
-/// The MLP block on `h = pre_norm(x)` (already computed, see [`record_post_add`]):
-/// `x = (x + post_norm(down(gelu(gate(h)) * up(h)))) * out_scale`, then `h = next(x)` if given.
-/// `plus_one` selects Gemma 3's (1 + w) norm scaling.
+/// The weights of a layer after q/k/v: attention output projection and the MLP with its norms.
+pub(super) struct TailWeights<'l> {
+    pub o: &'l GpuWeight,
+    pub post_attn_norm: &'l GpuBuffer,
+    pub pre_ff_norm: &'l GpuBuffer,
+    pub gate: &'l GpuWeight,
+    pub up: &'l GpuWeight,
+    pub down: &'l GpuWeight,
+    pub post_ff_norm: &'l GpuBuffer,
+}
+
+/// How the tail of a layer ends: the MLP's residual add scaled by `mlp_scale` (Gemma 4's layer
+/// scalar), then `h = next(x)` when the next layer's input norm is given.
+pub(super) struct TailEnd<'l> {
+    pub mlp_scale: f32,
+    pub next: Option<&'l GpuBuffer>,
+}
+
+/// The rest of a layer once the chunk's q is in `a.q` and its K/V are in `kv`: attention of the
+/// `t` rows (positions `p..`), `x += post_attn(o(att))` with `h = pre_ff(x)`, and the MLP:
+/// `x = (x + post_ff(down(gelu(gate(h)) * up(h)))) * mlp_scale`. `nw` makes a norm weight in
+/// the family's flavour.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn record_mlp(
+pub(super) fn record_layer_tail<'w>(
     enc: &mut Encoder<'_>,
-    w: &MlpWeights<'_>,
-    b: &MlpBufs<'_>,
-    t: usize,
-    hidden: usize,
-    eps: f32,
-    plus_one: bool,
-    out_scale: f32,
-    next: Option<&GpuBuffer>,
+    a: &TextActs,
+    scratch: &GpuBuffer,
+    (t, p): (usize, usize),
+    (kv, params): (&LayerKv, &AttnParams),
+    w: &TailWeights<'w>,
+    nw: impl Fn(&'w GpuBuffer) -> NormWeight<'w>,
+    end: TailEnd<'w>,
 ) -> Result<(), GpuError> {
-    let nw = |w| NormWeight {
-        w: Some(w),
-        eps,
-        plus_one,
-    };
-    matmul::matmul_glu(enc, b.h, t, w.gate, w.up, b.gate, b.up)?;
-    matmul::matmul(enc, b.gate, t, w.down, b.a)?;
-    let post = nw(w.post_norm);
-    record_post_add(enc, b.a, b.x, b.h, t, hidden, post, out_scale, next.map(nw))
+    let hidden = w.post_attn_norm.len;
+    attention::attention(
+        enc, &a.q, t, p, &kv.k, &kv.v, kv.slots, params, scratch, &a.att,
+    )?;
+    matmul::matmul(enc, &a.att, t, w.o, &a.a)?;
+    let (post, pre_ff) = (nw(w.post_attn_norm), Some(nw(w.pre_ff_norm)));
+    record_post_add(enc, &a.a, &a.x, &a.h, t, hidden, post, 1.0, pre_ff)?;
+    matmul::matmul_glu(enc, &a.h, t, w.gate, w.up, &a.gate, &a.up)?;
+    matmul::matmul(enc, &a.gate, t, w.down, &a.a)?;
+    let post = nw(w.post_ff_norm);
+    let next = end.next.map(nw);
+    record_post_add(enc, &a.a, &a.x, &a.h, t, hidden, post, end.mlp_scale, next)
 }

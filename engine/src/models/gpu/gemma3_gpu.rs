@@ -7,8 +7,7 @@
 //! allows.
 
 use super::blocks::{
-    AttnBufs, MlpBufs, MlpWeights, flush_before_layer, record_attention, record_mlp,
-    record_post_add,
+    ActWidths, TailEnd, TailWeights, TextActs, flush_before_layer, record_layer_tail,
 };
 use super::head::{GpuHead, HeadSpec};
 use super::state::{DeviceState, StateSpec, linear, missing, vector};
@@ -48,20 +47,6 @@ struct Layer {
     bytes: usize,
 }
 
-/// Device activations for chunks of up to `rows` tokens.
-struct Acts {
-    rows: usize,
-    x: GpuBuffer,
-    h: GpuBuffer,
-    a: GpuBuffer,
-    q: GpuBuffer,
-    k: GpuBuffer,
-    v: GpuBuffer,
-    att: GpuBuffer,
-    gate: GpuBuffer,
-    up: GpuBuffer,
-}
-
 pub struct Gemma3Gpu<'a> {
     ctx: GpuContext,
     cfg: TextConfig,
@@ -72,7 +57,7 @@ pub struct Gemma3Gpu<'a> {
     /// (kv_dim, window) of each layer's device KV cache.
     kv_dims: Vec<(usize, Option<usize>)>,
     kv_elem: ElemType,
-    acts: Option<Acts>,
+    acts: Option<TextActs>,
     state: Option<DeviceState>,
     /// Host copies: chunk embeddings and the logits returned to the caller.
     emb: Vec<f32>,
@@ -171,24 +156,9 @@ impl<'a> Gemma3Gpu<'a> {
         if self.acts.as_ref().is_some_and(|a| a.rows >= rows) {
             return;
         }
-        let max = |f: &dyn Fn(&Layer) -> usize| self.layers.iter().map(f).max().unwrap_or(1);
-        let qd = max(&|l| l.params.n_heads * l.params.head_dim);
-        let kvd = max(&|l| l.params.n_kv_heads * l.params.head_dim);
-        let inter = max(&|l| l.inter);
-        let h = self.cfg.hidden_size;
-        let z = |n: usize| GpuBuffer::zeros(&self.ctx, n, ElemType::F32);
-        self.acts = Some(Acts {
-            rows,
-            x: z(rows * h),
-            h: z(rows * h),
-            a: z(rows * h),
-            q: z(rows * qd),
-            k: z(rows * kvd),
-            v: z(rows * kvd),
-            att: z(rows * qd),
-            gate: z(rows * inter),
-            up: z(rows * inter),
-        });
+        let layers = self.layers.iter().map(|l| (&l.params, l.inter));
+        let widths = ActWidths::of(self.cfg.hidden_size, layers);
+        self.acts = Some(TextActs::new(&self.ctx, rows, &widths));
     }
 
     /// KV cache, attention scratch and head buffers, sized from the session's cache.
@@ -248,30 +218,20 @@ impl<'a> Gemma3Gpu<'a> {
         rope::rmsnorm_rope(enc, &a.k, t, kvd, nkv, d, p, &l.inv_freq, nw(&l.k_norm))?;
         let (src, caches) = ((&a.k, &a.v), (&kvl.k, &kvl.v));
         attention::store_kv_pair(enc, src, t, (kvd, d), p, caches, kvl.slots, None)?;
-        let bufs = AttnBufs {
-            q: &a.q,
-            scratch: &s.scratch,
-            out: &a.att,
-        };
-        record_attention(enc, &bufs, t, p, kvl, pr)?;
-        matmul::matmul(enc, &a.att, t, &l.o, &a.a)?;
-        let (post, pre_ff) = (nw(&l.post_attn_norm), Some(nw(&l.pre_ff_norm)));
-        record_post_add(enc, &a.a, &a.x, &a.h, t, h, post, 1.0, pre_ff)?;
-
-        let mlp = MlpWeights {
-            post_norm: &l.post_ff_norm,
+        let tail = TailWeights {
+            o: &l.o,
+            post_attn_norm: &l.post_attn_norm,
+            pre_ff_norm: &l.pre_ff_norm,
             gate: &l.gate,
             up: &l.up,
             down: &l.down,
+            post_ff_norm: &l.post_ff_norm,
         };
-        let mlp_bufs = MlpBufs {
-            x: &a.x,
-            h: &a.h,
-            a: &a.a,
-            gate: &a.gate,
-            up: &a.up,
+        let end = TailEnd {
+            mlp_scale: 1.0,
+            next,
         };
-        record_mlp(enc, &mlp, &mlp_bufs, t, h, eps, true, 1.0, next)?;
+        record_layer_tail(enc, a, &s.scratch, (t, p), (kvl, pr), &tail, nw, end)?;
         Ok(())
     }
 

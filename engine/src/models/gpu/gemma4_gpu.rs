@@ -8,7 +8,7 @@
 //! their producer's device cache and, for `Logits::Last`, run on the last row only.
 
 use super::blocks::{
-    AttnBufs, MlpBufs, MlpWeights, flush_before_layer, record_attention, record_mlp,
+    ActWidths, TailEnd, TailWeights, TextActs, flush_before_layer, record_layer_tail,
     record_post_add,
 };
 use super::head::{GpuHead, HeadSpec};
@@ -66,16 +66,7 @@ struct Ple<'a> {
 }
 
 struct Acts {
-    rows: usize,
-    x: GpuBuffer,
-    h: GpuBuffer,
-    a: GpuBuffer,
-    q: GpuBuffer,
-    k: GpuBuffer,
-    v: GpuBuffer,
-    att: GpuBuffer,
-    gate: GpuBuffer,
-    up: GpuBuffer,
+    text: TextActs,
     /// PLE inputs [rows, L * P], the token part [rows, L * P], one layer's slice [rows, P] and
     /// the gate activations [rows, P].
     ple: GpuBuffer,
@@ -249,27 +240,16 @@ impl<'a> Gemma4Gpu<'a> {
     }
 
     fn ensure_acts(&mut self, rows: usize) {
-        if self.acts.as_ref().is_some_and(|a| a.rows >= rows) {
+        if self.acts.as_ref().is_some_and(|a| a.text.rows >= rows) {
             return;
         }
-        let max = |f: &dyn Fn(&Layer) -> usize| self.layers.iter().map(f).max().unwrap_or(1);
-        let qd = max(&|l| l.params.n_heads * l.params.head_dim);
-        let kvd = max(&|l| l.params.n_kv_heads * l.params.head_dim);
-        let inter = max(&|l| l.inter);
-        let (h, np) = (self.cfg.hidden_size, self.cfg.per_layer_input);
+        let layers = self.layers.iter().map(|l| (&l.params, l.inter));
+        let widths = ActWidths::of(self.cfg.hidden_size, layers);
+        let np = self.cfg.per_layer_input;
         let lp = self.cfg.num_layers * np;
         let z = |n: usize| GpuBuffer::zeros(&self.ctx, n.max(1), ElemType::F32);
         self.acts = Some(Acts {
-            rows,
-            x: z(rows * h),
-            h: z(rows * h),
-            a: z(rows * h),
-            q: z(rows * qd),
-            k: z(rows * kvd),
-            v: z(rows * kvd),
-            att: z(rows * qd),
-            gate: z(rows * inter),
-            up: z(rows * inter),
+            text: TextActs::new(&self.ctx, rows, &widths),
             ple: z(rows * lp),
             ple_tok: z(rows * lp),
             g: z(rows * np),
@@ -325,62 +305,81 @@ impl<'a> Gemma4Gpu<'a> {
             plus_one: false,
         };
         if !normed {
-            norm::rmsnorm_to(enc, &a.x, &a.h, t, h, nw(&l.input_norm), Into::Store)?;
+            norm::rmsnorm_to(
+                enc,
+                &a.text.x,
+                &a.text.h,
+                t,
+                h,
+                nw(&l.input_norm),
+                Into::Store,
+            )?;
         }
-        matmul::matmul(enc, &a.h, t, &l.q, &a.q)?;
-        rope::rmsnorm_rope(enc, &a.q, t, qd, nh, d, p, &l.inv_freq, nw(&l.q_norm))?;
+        matmul::matmul(enc, &a.text.h, t, &l.q, &a.text.q)?;
+        rope::rmsnorm_rope(enc, &a.text.q, t, qd, nh, d, p, &l.inv_freq, nw(&l.q_norm))?;
         if let Some(kv) = &l.kv {
-            matmul::matmul(enc, &a.h, t, &kv.k, &a.k)?;
-            matmul::matmul(enc, &a.h, t, &kv.v, &a.v)?;
-            rope::rmsnorm_rope(enc, &a.k, t, kvd, nkv, d, p, &l.inv_freq, nw(&kv.k_norm))?;
-            let (src, caches) = ((&a.k, &a.v), (&kvl.k, &kvl.v));
+            matmul::matmul(enc, &a.text.h, t, &kv.k, &a.text.k)?;
+            matmul::matmul(enc, &a.text.h, t, &kv.v, &a.text.v)?;
+            rope::rmsnorm_rope(
+                enc,
+                &a.text.k,
+                t,
+                kvd,
+                nkv,
+                d,
+                p,
+                &l.inv_freq,
+                nw(&kv.k_norm),
+            )?;
+            let (src, caches) = ((&a.text.k, &a.text.v), (&kvl.k, &kvl.v));
             let dims = (kvd, d);
             attention::store_kv_pair(enc, src, t, dims, p, caches, kvl.slots, Some(eps))?;
         }
-        let bufs = AttnBufs {
-            q: &a.q,
-            scratch: &s.scratch,
-            out: &a.att,
-        };
-        record_attention(enc, &bufs, t, p, kvl, pr)?;
-        matmul::matmul(enc, &a.att, t, &l.o, &a.a)?;
-        let (post, pre_ff) = (nw(&l.post_attn_norm), Some(nw(&l.pre_ff_norm)));
-        record_post_add(enc, &a.a, &a.x, &a.h, t, h, post, 1.0, pre_ff)?;
-
-        let mlp = MlpWeights {
-            post_norm: &l.post_ff_norm,
+        let tail = TailWeights {
+            o: &l.o,
+            post_attn_norm: &l.post_attn_norm,
+            pre_ff_norm: &l.pre_ff_norm,
             gate: &l.gate,
             up: &l.up,
             down: &l.down,
-        };
-        let mlp_bufs = MlpBufs {
-            x: &a.x,
-            h: &a.h,
-            a: &a.a,
-            gate: &a.gate,
-            up: &a.up,
+            post_ff_norm: &l.post_ff_norm,
         };
         // The layer scalar scales the layer's last residual add.
-        let (mlp_scale, mlp_next) = if l.per_layer.is_some() {
-            (1.0, None)
-        } else {
-            (l.layer_scalar, next)
+        let end = match l.per_layer {
+            Some(_) => TailEnd {
+                mlp_scale: 1.0,
+                next: None,
+            },
+            None => TailEnd {
+                mlp_scale: l.layer_scalar,
+                next,
+            },
         };
-        record_mlp(enc, &mlp, &mlp_bufs, t, h, eps, false, mlp_scale, mlp_next)?;
+        record_layer_tail(enc, &a.text, &s.scratch, (t, p), (kvl, pr), &tail, nw, end)?;
 
         if let Some((gate, proj, pnorm)) = &l.per_layer {
             let np = self.cfg.per_layer_input;
             let lp = self.cfg.num_layers * np;
             let off = ple_row0 * lp + li * np;
             if t == 1 {
-                matmul::matvec_gelu_mul(enc, &a.x, gate, &a.g, &a.ple, off)?;
+                matmul::matvec_gelu_mul(enc, &a.text.x, gate, &a.g, &a.ple, off)?;
             } else {
-                matmul::matmul(enc, &a.x, t, gate, &a.g)?;
+                matmul::matmul(enc, &a.text.x, t, gate, &a.g)?;
                 elementwise::gelu_mul_slice(enc, &a.g, t, np, &a.ple, off, lp)?;
             }
-            matmul::matmul(enc, &a.g, t, proj, &a.a)?;
+            matmul::matmul(enc, &a.g, t, proj, &a.text.a)?;
             let next = next.map(nw);
-            record_post_add(enc, &a.a, &a.x, &a.h, t, h, nw(pnorm), l.layer_scalar, next)?;
+            record_post_add(
+                enc,
+                &a.text.a,
+                &a.text.x,
+                &a.text.h,
+                t,
+                h,
+                nw(pnorm),
+                l.layer_scalar,
+                next,
+            )?;
         }
         Ok(())
     }
@@ -393,7 +392,7 @@ impl<'a> Gemma4Gpu<'a> {
         let (h, np) = (self.cfg.hidden_size, self.cfg.per_layer_input);
         let lp = self.cfg.num_layers * np;
         // Context part: (x0 · W_pmpᵀ) · H^-1/2, RMSNorm over each P-wide slice.
-        matmul::matmul(enc, &a.x, t, &ple.projection, &a.ple)?;
+        matmul::matmul(enc, &a.text.x, t, &ple.projection, &a.ple)?;
         elementwise::scale(enc, &a.ple, t * lp, (h as f64).powf(-0.5) as f32)?;
         norm::rmsnorm(
             enc,
@@ -420,7 +419,7 @@ impl<'a> Gemma4Gpu<'a> {
         let Some(a) = self.acts.as_ref() else {
             return Err(missing());
         };
-        self.head.record(enc, &a.x, first, rows)
+        self.head.record(enc, &a.text.x, first, rows)
     }
 
     /// Uploads the chunk's embeddings and the token part of its PLE inputs.
@@ -437,7 +436,7 @@ impl<'a> Gemma4Gpu<'a> {
         let Some(a) = self.acts.as_ref() else {
             return Err(ModelError::Gpu("activations missing".into()));
         };
-        a.x.write_f32(&self.ctx, 0, &self.emb)?;
+        a.text.x.write_f32(&self.ctx, 0, &self.emb)?;
         if let Some(ple) = &self.ple {
             let np = self.cfg.per_layer_input;
             let lp = self.cfg.num_layers * np;
@@ -535,8 +534,8 @@ impl TextModel for Gemma4Gpu<'_> {
                         let Some(a) = self.acts.as_ref() else {
                             return Err(ModelError::Gpu("activations missing".into()));
                         };
-                        enc.copy(&a.x, last * h, &a.h, 0, h)?;
-                        enc.copy(&a.h, 0, &a.x, 0, h)?;
+                        enc.copy(&a.text.x, last * h, &a.text.h, 0, h)?;
+                        enc.copy(&a.text.h, 0, &a.text.x, 0, h)?;
                     }
                     let row = if self.first_consumer < n_layers {
                         for li in consumers.clone() {
