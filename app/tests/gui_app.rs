@@ -266,6 +266,37 @@ fn gui_load_failure_is_shown_not_a_crash() {
     assert!(h.query_all_by_label_contains("bad magic").count() > 0);
 }
 
+/// Types `source` into the wizard's source field (focused when the wizard opens), presses Read
+/// and waits for what it found (or an error).
+fn wizard_read_source(h: &mut Harness<'_, App>, source: &str) {
+    h.query_all_by_role(egui::accesskit::Role::TextInput)
+        .find(|n| n.is_focused())
+        .expect("a focused source field")
+        .type_text(source);
+    h.step();
+    h.get_by_label("Read").click();
+    pump_ui(h, "the source facts", |h| {
+        h.query_by_label("Gemma 3").is_some() || h.query_by_label_contains("rror").is_some()
+    });
+}
+
+/// Replaces the wizard's output path (the field holding the suggested `*.cellm`) with `out`.
+fn wizard_set_output(h: &mut Harness<'_, App>, out: &std::path::Path) {
+    h.query_all_by_role(egui::accesskit::Role::TextInput)
+        .find(|n| n.value().is_some_and(|v| v.ends_with(".cellm")))
+        .expect("the output field")
+        .focus();
+    h.step();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    // (focusing may scroll the wizard, so find the field by focus now, not by place)
+    h.query_all_by_role(egui::accesskit::Role::TextInput)
+        .find(|n| n.is_focused())
+        .expect("the focused output field")
+        .type_text(out.to_str().unwrap());
+    h.step();
+    h.step();
+}
+
 /// Clicks a wizard button through accesskit: the wizard scrolls on short windows, where a
 /// pointer click at the button's place can miss it.
 fn click_in_view(h: &mut Harness<'_, App>, label: &str) {
@@ -352,40 +383,19 @@ fn gui_wizard_converts_the_tiny_gguf_and_loads_it() {
     h.step();
     h.step();
     let source = testdata("gguf/tiny-gemma3.gguf");
-    // The source field has the keyboard focus when the wizard opens.
-    h.query_all_by_role(egui::accesskit::Role::TextInput)
-        .find(|n| n.is_focused())
-        .expect("a focused source field")
-        .type_text(source.to_str().unwrap());
-    h.step();
-    h.get_by_label("Read").click();
-    pump_ui(&mut h, "the source facts", |h| {
-        h.query_by_label("Gemma 3").is_some() || h.query_by_label_contains("rror").is_some()
-    });
+    wizard_read_source(&mut h, source.to_str().unwrap());
     assert!(
         h.query_all_by_label_contains("≈").count() >= 6,
         "size estimates"
     );
+    assert!(
+        h.query_all_by_role(egui::accesskit::Role::TextInput)
+            .any(|n| n.value().is_some_and(|v| v.ends_with("-int8.cellm"))),
+        "the output field suggests <source>-int8.cellm"
+    );
     // Point the output at the temp dir instead of next to the fixture.
     let out = dir.path().join("tiny.cellm");
-    let out_field = h
-        .query_all_by_role(egui::accesskit::Role::TextInput)
-        .find(|n| n.value().is_some_and(|v| v.ends_with("-int8.cellm")))
-        .expect("the output field")
-        .rect();
-    h.query_all_by_role(egui::accesskit::Role::TextInput)
-        .find(|n| n.rect() == out_field)
-        .unwrap()
-        .focus();
-    h.step();
-    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
-    // (focusing may scroll the wizard, so find the field by focus now, not by place)
-    h.query_all_by_role(egui::accesskit::Role::TextInput)
-        .find(|n| n.is_focused())
-        .expect("the focused output field")
-        .type_text(out.to_str().unwrap());
-    h.step();
-    h.step();
+    wizard_set_output(&mut h, &out);
     click_in_view(&mut h, "Convert");
     pump_ui(&mut h, "the conversion", |h| {
         h.query_by_label("Load this model").is_some()
@@ -520,37 +530,9 @@ fn gui_wizard_cancel_leaves_nothing_behind() {
     h.step();
     h.step();
     // A synthetic model with the real 270M shapes: big enough to cancel mid-way.
-    h.query_all_by_role(egui::accesskit::Role::TextInput)
-        .find(|n| n.is_focused())
-        .expect("a focused source field")
-        .type_text("synthetic:gemma3-270m");
-    h.step();
-    h.get_by_label("Read").click();
-    pump_ui(&mut h, "the source facts", |h| {
-        h.query_by_label("Gemma 3").is_some()
-    });
+    wizard_read_source(&mut h, "synthetic:gemma3-270m");
     let out = dir.path().join("big.cellm");
-    let out_rect = h
-        .query_all_by_role(egui::accesskit::Role::TextInput)
-        .find(|n| n.value().is_some_and(|v| v.ends_with(".cellm")))
-        .expect("the output field")
-        .rect();
-    let field = |h: &Harness<'_, App>| {
-        h.query_all_by_role(egui::accesskit::Role::TextInput)
-            .find(|n| n.rect() == out_rect)
-            .unwrap()
-            .focus()
-    };
-    field(&h);
-    h.step();
-    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
-    // (focusing may scroll the wizard, so find the field by focus now, not by place)
-    h.query_all_by_role(egui::accesskit::Role::TextInput)
-        .find(|n| n.is_focused())
-        .expect("the focused output field")
-        .type_text(out.to_str().unwrap());
-    h.step();
-    h.step();
+    wizard_set_output(&mut h, &out);
     click_in_view(&mut h, "Convert");
     pump_ui(&mut h, "the Cancel button", |h| {
         h.query_by_label("Cancel").is_some()
