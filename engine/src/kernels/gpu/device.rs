@@ -22,6 +22,25 @@ impl std::fmt::Display for AdapterSummary {
     }
 }
 
+/// Identifies a compiled pipeline: shader key, entry point and up to four `override` constants
+/// (as bits). Built without allocating, since every dispatch of every token looks one up.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    key: &'static str,
+    entry: &'static str,
+    constants: [(&'static str, u64); 4],
+}
+
+impl std::fmt::Display for PipelineKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.key, self.entry)?;
+        for (k, v) in self.constants.iter().filter(|(k, _)| !k.is_empty()) {
+            write!(f, ":{k}={}", f64::from_bits(*v))?;
+        }
+        Ok(())
+    }
+}
+
 /// A wgpu device and queue with the kernels' pipelines. Cheap to share by reference; all methods
 /// take `&self`.
 pub struct GpuContext {
@@ -29,7 +48,7 @@ pub struct GpuContext {
     pub(crate) queue: wgpu::Queue,
     pub(crate) limits: wgpu::Limits,
     summary: AdapterSummary,
-    pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     /// Validation / out-of-memory errors reported asynchronously by wgpu; surfaced as
     /// [`GpuError::Device`] at the next submit or read-back instead of wgpu's default panic.
     errors: Arc<Mutex<Option<String>>>,
@@ -112,7 +131,7 @@ impl GpuContext {
         cache
             .iter()
             .find(|(_, v)| *v == p)
-            .map_or_else(|| "?".to_string(), |(k, _)| k.clone())
+            .map_or_else(|| "?".to_string(), |(k, _)| k.to_string())
     }
 
     pub(crate) fn timing(&self) -> bool {
@@ -252,25 +271,31 @@ impl GpuContext {
     }
 
     /// The compute pipeline for `entry` of `source`, compiled once per (key, constants). `key`
-    /// names the shader file; `constants` are WGSL `override` values.
+    /// names the shader file; `constants` (at most four) are WGSL `override` values.
     pub(crate) fn pipeline(
         &self,
-        key: &str,
+        key: &'static str,
         source: &str,
-        entry: &str,
-        constants: &[(&str, f64)],
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
     ) -> wgpu::ComputePipeline {
-        let mut full = format!("{key}:{entry}");
-        for (k, v) in constants {
-            full.push_str(&format!(":{k}={v}"));
+        assert!(constants.len() <= 4, "{key}:{entry}: more than 4 constants");
+        let mut id = PipelineKey {
+            key,
+            entry,
+            constants: [("", 0); 4],
+        };
+        for (slot, (k, v)) in id.constants.iter_mut().zip(constants) {
+            *slot = (k, v.to_bits());
         }
         let mut cache = self
             .pipelines
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(p) = cache.get(&full) {
+        if let Some(p) = cache.get(&id) {
             return p.clone();
         }
+        let full = id.to_string();
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -290,7 +315,7 @@ impl GpuContext {
                 },
                 cache: None,
             });
-        cache.insert(full, p.clone());
+        cache.insert(id, p.clone());
         p
     }
 }
