@@ -196,3 +196,70 @@ pub fn grow(v: &mut Vec<f32>, n: usize) {
         v.resize(n, 0.0);
     }
 }
+
+/// Activation buffers of a Gemma text stack, allocated once and grown when a longer chunk
+/// arrives; `E` holds what a family needs besides (Gemma 4's per-layer inputs).
+#[derive(Default)]
+pub(crate) struct Scratch<E> {
+    pub x: Vec<f32>,
+    pub h: Vec<f32>,
+    pub a: Vec<f32>,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub att: Vec<f32>,
+    pub gate: Vec<f32>,
+    pub up: Vec<f32>,
+    pub attn_scratch: Vec<f32>,
+    /// Calibration observer (None in normal use).
+    pub observer: Option<Box<dyn ActivationObserver>>,
+    pub logits: Vec<f32>,
+    pub ext: E,
+}
+
+/// The four norms around a Gemma layer's attention and MLP blocks.
+pub(crate) struct BlockNorms<'n> {
+    pub input: &'n RmsNorm,
+    pub post_attn: &'n RmsNorm,
+    pub pre_ff: &'n RmsNorm,
+    pub post_ff: &'n RmsNorm,
+}
+
+/// `x += post_attn(attn(input(x)))` then `x += post_ff(mlp(pre_ff(x)))` over the chunk's `t`
+/// rows in `s.x`, reporting the blocks' inputs to a calibration observer. `attn` computes the
+/// attention of its normed input into its output, with the scratch for its q/k/v.
+pub(crate) fn attention_and_mlp<E>(
+    layer: usize,
+    t: usize,
+    s: &mut Scratch<E>,
+    norms: &BlockNorms<'_>,
+    mlp: &Mlp<'_>,
+    attn: impl FnOnce(&[f32], &mut Scratch<E>, &mut [f32]),
+) {
+    let n = t * norms.input.dim;
+    let mut h = std::mem::take(&mut s.h);
+    let mut a = std::mem::take(&mut s.a);
+    h[..n].copy_from_slice(&s.x[..n]);
+    norms.input.forward(&mut h[..n]);
+    if let Some(o) = s.observer.as_deref_mut() {
+        o.observe(layer, Tap::AttnInput, &h[..n], t);
+    }
+    attn(&h[..n], s, &mut a[..n]);
+    norms.post_attn.forward(&mut a[..n]);
+    cpu::add(&mut s.x[..n], &a[..n]);
+
+    h[..n].copy_from_slice(&s.x[..n]);
+    norms.pre_ff.forward(&mut h[..n]);
+    let observer = match s.observer.as_deref_mut() {
+        Some(o) => {
+            o.observe(layer, Tap::MlpInput, &h[..n], t);
+            Some((o as &mut dyn ActivationObserver, layer))
+        }
+        None => None,
+    };
+    mlp.forward_observed(&h[..n], t, &mut s.gate, &mut s.up, &mut a[..n], observer);
+    norms.post_ff.forward(&mut a[..n]);
+    cpu::add(&mut s.x[..n], &a[..n]);
+    s.h = h;
+    s.a = a;
+}

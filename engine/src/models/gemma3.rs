@@ -5,7 +5,9 @@
 //! layer type's base; sliding-window or full causal attention scaled by
 //! `query_pre_attn_scalar^-1/2`; gated GELU MLP. Embedding times √hidden, tied LM head.
 
-use super::common::{ActivationObserver, Linear, Mlp, RmsNorm, Tap, embed_row, grow};
+use super::common::{
+    self, ActivationObserver, BlockNorms, Linear, Mlp, RmsNorm, attention_and_mlp, embed_row, grow,
+};
 use super::config::{self, LayerSpec, TextConfig};
 use super::weights::Weights;
 use super::{Logits, MediaRows, ModelError, TextModel};
@@ -127,54 +129,20 @@ impl<'a> DecoderLayer<'a> {
     }
 
     fn forward(&self, layer: usize, t: usize, pos0: usize, cache: &mut KvCache, s: &mut Scratch) {
-        let n = t * self.input_layernorm.dim;
-        let mut h = std::mem::take(&mut s.h);
-        let mut a = std::mem::take(&mut s.a);
-        h[..n].copy_from_slice(&s.x[..n]);
-        self.input_layernorm.forward(&mut h[..n]);
-        if let Some(o) = s.observer.as_deref_mut() {
-            o.observe(layer, Tap::AttnInput, &h[..n], t);
-        }
-        self.self_attn
-            .forward(layer, &h[..n], t, pos0, cache, s, &mut a[..n]);
-        self.post_attention_layernorm.forward(&mut a[..n]);
-        cpu::add(&mut s.x[..n], &a[..n]);
-
-        h[..n].copy_from_slice(&s.x[..n]);
-        self.pre_feedforward_layernorm.forward(&mut h[..n]);
-        let observer = match s.observer.as_deref_mut() {
-            Some(o) => {
-                o.observe(layer, Tap::MlpInput, &h[..n], t);
-                Some((o as &mut dyn ActivationObserver, layer))
-            }
-            None => None,
+        let norms = BlockNorms {
+            input: &self.input_layernorm,
+            post_attn: &self.post_attention_layernorm,
+            pre_ff: &self.pre_feedforward_layernorm,
+            post_ff: &self.post_feedforward_layernorm,
         };
-        self.mlp
-            .forward_observed(&h[..n], t, &mut s.gate, &mut s.up, &mut a[..n], observer);
-        self.post_feedforward_layernorm.forward(&mut a[..n]);
-        cpu::add(&mut s.x[..n], &a[..n]);
-        s.h = h;
-        s.a = a;
+        attention_and_mlp(layer, t, s, &norms, &self.mlp, |h, s, a| {
+            self.self_attn.forward(layer, h, t, pos0, cache, s, a)
+        });
     }
 }
 
-/// Activation buffers, allocated once and grown when a longer chunk arrives.
-#[derive(Default)]
-struct Scratch {
-    x: Vec<f32>,
-    h: Vec<f32>,
-    a: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    att: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
-    attn_scratch: Vec<f32>,
-    /// Calibration observer (None in normal use).
-    observer: Option<Box<dyn ActivationObserver>>,
-    logits: Vec<f32>,
-}
+/// Activation buffers (Gemma 3 needs nothing beyond the common ones).
+type Scratch = common::Scratch<()>;
 
 pub struct Model<'a> {
     cfg: TextConfig,

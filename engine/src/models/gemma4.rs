@@ -7,7 +7,9 @@
 //! sharing (the last layers attend over an earlier layer's cache); double-wide MLPs on those
 //! layers; final logit soft-cap.
 
-use super::common::{ActivationObserver, Linear, Mlp, RmsNorm, Tap, embed_row, grow};
+use super::common::{
+    self, ActivationObserver, BlockNorms, Linear, Mlp, RmsNorm, attention_and_mlp, embed_row, grow,
+};
 use super::config::{self, KvRole, LayerSpec, TextConfig};
 use super::gemma3::media_in_chunk;
 use super::weights::Weights;
@@ -183,41 +185,25 @@ impl<'a> DecoderLayer<'a> {
         cache: &mut KvCache,
         s: &mut Scratch,
     ) {
-        let hd = self.input_layernorm.dim;
-        let n = t * hd;
-        let mut h = std::mem::take(&mut s.h);
-        let mut a = std::mem::take(&mut s.a);
-        h[..n].copy_from_slice(&s.x[..n]);
-        self.input_layernorm.forward(&mut h[..n]);
-        if let Some(o) = s.observer.as_deref_mut() {
-            o.observe(layer, Tap::AttnInput, &h[..n], t);
-        }
-        self.self_attn
-            .forward(layer, &h[..n], t, pos0, cache, s, &mut a[..n]);
-        self.post_attention_layernorm.forward(&mut a[..n]);
-        cpu::add(&mut s.x[..n], &a[..n]);
-
-        h[..n].copy_from_slice(&s.x[..n]);
-        self.pre_feedforward_layernorm.forward(&mut h[..n]);
-        let observer = match s.observer.as_deref_mut() {
-            Some(o) => {
-                o.observe(layer, Tap::MlpInput, &h[..n], t);
-                Some((o as &mut dyn ActivationObserver, layer))
-            }
-            None => None,
+        let n = t * self.input_layernorm.dim;
+        let norms = BlockNorms {
+            input: &self.input_layernorm,
+            post_attn: &self.post_attention_layernorm,
+            pre_ff: &self.pre_feedforward_layernorm,
+            post_ff: &self.post_feedforward_layernorm,
         };
-        self.mlp
-            .forward_observed(&h[..n], t, &mut s.gate, &mut s.up, &mut a[..n], observer);
-        self.post_feedforward_layernorm.forward(&mut a[..n]);
-        cpu::add(&mut s.x[..n], &a[..n]);
+        attention_and_mlp(layer, t, s, &norms, &self.mlp, |h, s, a| {
+            self.self_attn.forward(layer, h, t, pos0, cache, s, a)
+        });
 
         if let Some((gate, proj, norm)) = &self.per_layer {
+            let mut a = std::mem::take(&mut s.a);
             let p = gate.out_dim;
-            let stride = s.ple_stride;
-            let g = &mut s.g[..t * p];
+            let stride = s.ext.ple_stride;
+            let g = &mut s.ext.g[..t * p];
             gate.forward(&s.x[..n], t, g);
             for i in 0..t {
-                let row = &s.ple[(ple_row0 + i) * stride + layer * p..][..p];
+                let row = &s.ext.ple[(ple_row0 + i) * stride + layer * p..][..p];
                 for (gv, pv) in g[i * p..(i + 1) * p].iter_mut().zip(row) {
                     *gv = cpu::gelu_tanh(*gv) * pv;
                 }
@@ -225,12 +211,11 @@ impl<'a> DecoderLayer<'a> {
             proj.forward(g, t, &mut a[..n]);
             norm.forward(&mut a[..n]);
             cpu::add(&mut s.x[..n], &a[..n]);
+            s.a = a;
         }
         if self.layer_scalar != 1.0 {
             cpu::scale(&mut s.x[..n], self.layer_scalar);
         }
-        s.h = h;
-        s.a = a;
     }
 
     fn bytes(&self) -> usize {
@@ -242,21 +227,9 @@ impl<'a> DecoderLayer<'a> {
     }
 }
 
-/// Activation buffers, allocated once and grown when a longer chunk arrives.
+/// Gemma 4's activation buffers besides the common ones: the per-layer inputs.
 #[derive(Default)]
-struct Scratch {
-    x: Vec<f32>,
-    h: Vec<f32>,
-    a: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    att: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
-    attn_scratch: Vec<f32>,
-    /// Calibration observer (None in normal use).
-    observer: Option<Box<dyn ActivationObserver>>,
+struct PleScratch {
     /// PLE inputs [t, layers * P].
     ple: Vec<f32>,
     ple_stride: usize,
@@ -264,8 +237,9 @@ struct Scratch {
     ple_tok: Vec<f32>,
     /// PLE gate activations [t, P].
     g: Vec<f32>,
-    logits: Vec<f32>,
 }
+
+type Scratch = common::Scratch<PleScratch>;
 
 /// The model-level PLE weights.
 struct PerLayerEmbed<'a> {
@@ -353,7 +327,7 @@ impl<'a> Model<'a> {
         let (qd, kvd, inter) = c.max_widths();
         let lp = c.num_layers * c.per_layer_input;
         let s = &mut self.scratch;
-        s.ple_stride = lp;
+        s.ext.ple_stride = lp;
         for (buf, n) in [
             (&mut s.x, c.hidden_size),
             (&mut s.h, c.hidden_size),
@@ -364,12 +338,12 @@ impl<'a> Model<'a> {
             (&mut s.att, qd),
             (&mut s.gate, inter),
             (&mut s.up, inter),
-            (&mut s.ple, lp),
-            (&mut s.g, c.per_layer_input),
+            (&mut s.ext.ple, lp),
+            (&mut s.ext.g, c.per_layer_input),
         ] {
             grow(buf, t * n);
         }
-        grow(&mut s.ple_tok, lp);
+        grow(&mut s.ext.ple_tok, lp);
     }
 
     /// Embeddings of the chunk into `x`, then the PLE inputs from them.
@@ -388,10 +362,10 @@ impl<'a> Model<'a> {
             return Ok(());
         };
         let np = self.cfg.per_layer_input;
-        let lp = self.scratch.ple_stride;
+        let lp = self.scratch.ext.ple_stride;
         let s = &mut self.scratch;
         // Context part: (x0 · W_pmpᵀ) · H^-1/2, RMSNorm over each P-wide slice.
-        let ctx = &mut s.ple[..t * lp];
+        let ctx = &mut s.ext.ple[..t * lp];
         ple.per_layer_model_projection
             .forward(&s.x[..t * h], t, ctx);
         cpu::scale(ctx, (h as f64).powf(-0.5) as f32);
@@ -405,9 +379,9 @@ impl<'a> Model<'a> {
             } else {
                 id
             };
-            let tok = &mut s.ple_tok[..lp];
+            let tok = &mut s.ext.ple_tok[..lp];
             embed_row(&ple.embed_tokens_per_layer, id, tok_scale, tok)?;
-            for (c, k) in s.ple[i * lp..(i + 1) * lp].iter_mut().zip(tok.iter()) {
+            for (c, k) in s.ext.ple[i * lp..(i + 1) * lp].iter_mut().zip(tok.iter()) {
                 *c = (*c + k) * mix;
             }
         }
