@@ -5,100 +5,17 @@
 //! layer type's base; sliding-window or full causal attention scaled by
 //! `query_pre_attn_scalar^-1/2`; gated GELU MLP. Embedding times √hidden, tied LM head.
 
+use super::attention::{Attention, AttnFlavour};
 use super::common::{
-    self, ActivationObserver, BlockNorms, Linear, Mlp, RmsNorm, attention_and_mlp, embed_row, grow,
+    self, ActivationObserver, BlockNorms, Mlp, RmsNorm, attention_and_mlp, embed_row, grow,
 };
 use super::config::{self, LayerSpec, TextConfig};
 use super::weights::Weights;
 use super::{Logits, MediaRows, ModelError, TextModel};
 use crate::format::CellmFile;
-use crate::kernels::cpu::{self, attention::AttnParams};
+use crate::kernels::cpu;
 use crate::kv_cache::KvCache;
 use crate::tensor::TensorView;
-
-pub struct Attention<'a> {
-    q_proj: Linear<'a>,
-    k_proj: Linear<'a>,
-    v_proj: Linear<'a>,
-    o_proj: Linear<'a>,
-    q_norm: RmsNorm,
-    k_norm: RmsNorm,
-    params: AttnParams,
-    inv_freq: Vec<f32>,
-}
-
-impl<'a> Attention<'a> {
-    fn new(cfg: &TextConfig, spec: &LayerSpec, w: &Weights<'a>) -> Result<Self, ModelError> {
-        let (h, d, nh, nkv) = (
-            cfg.hidden_size,
-            spec.head_dim,
-            cfg.num_heads,
-            spec.num_kv_heads,
-        );
-        Ok(Self {
-            q_proj: Linear::new(w, "q_proj", nh * d, h)?,
-            k_proj: Linear::new(w, "k_proj", nkv * d, h)?,
-            v_proj: Linear::new(w, "v_proj", nkv * d, h)?,
-            o_proj: Linear::new(w, "o_proj", h, nh * d)?,
-            q_norm: RmsNorm::new(w, "q_norm", d, cfg.eps, true)?,
-            k_norm: RmsNorm::new(w, "k_norm", d, cfg.eps, true)?,
-            params: cfg.attn_params(spec),
-            inv_freq: spec.rope.inv_freq.clone(),
-        })
-    }
-
-    /// `x`: [t, hidden] (normed) -> `out`: [t, hidden]. Writes this layer's K/V into `cache`.
-    #[allow(clippy::too_many_arguments)]
-    fn forward(
-        &self,
-        layer: usize,
-        x: &[f32],
-        t: usize,
-        pos0: usize,
-        cache: &mut KvCache,
-        s: &mut Scratch,
-        out: &mut [f32],
-    ) {
-        let p = &self.params;
-        let (qd, kvd) = (p.n_heads * p.head_dim, p.n_kv_heads * p.head_dim);
-        let (q, k, v) = (&mut s.q[..t * qd], &mut s.k[..t * kvd], &mut s.v[..t * kvd]);
-        Linear::forward3(
-            [&self.q_proj, &self.k_proj, &self.v_proj],
-            x,
-            t,
-            [&mut *q, &mut *k, &mut *v],
-        );
-        self.q_norm.forward(q);
-        self.k_norm.forward(k);
-        for i in 0..t {
-            let pos = pos0 + i;
-            cpu::rope(
-                &mut q[i * qd..(i + 1) * qd],
-                p.n_heads,
-                p.head_dim,
-                pos,
-                &self.inv_freq,
-            );
-            cpu::rope(
-                &mut k[i * kvd..(i + 1) * kvd],
-                p.n_kv_heads,
-                p.head_dim,
-                pos,
-                &self.inv_freq,
-            );
-        }
-        cache.write(layer, pos0, t, k, v);
-        let need = cpu::attention::scratch_len(p, pos0, t);
-        grow(&mut s.attn_scratch, need);
-        let att = &mut s.att[..t * qd];
-        cpu::attention::attention(q, t, pos0, cache.slots(layer), p, att, &mut s.attn_scratch);
-        self.o_proj.forward(att, t, out);
-    }
-
-    fn bytes(&self) -> usize {
-        self.q_proj.bytes() + self.k_proj.bytes() + self.v_proj.bytes() + self.o_proj.bytes()
-    }
-}
 
 pub struct DecoderLayer<'a> {
     input_layernorm: RmsNorm,
@@ -114,7 +31,15 @@ impl<'a> DecoderLayer<'a> {
         let (h, eps) = (cfg.hidden_size, cfg.eps);
         Ok(Self {
             input_layernorm: RmsNorm::new(w, "input_layernorm", h, eps, true)?,
-            self_attn: Attention::new(cfg, spec, &w.pp("self_attn"))?,
+            self_attn: Attention::new(
+                cfg,
+                spec,
+                &w.pp("self_attn"),
+                &AttnFlavour {
+                    plus_one: true,
+                    v_norm: false,
+                },
+            )?,
             post_attention_layernorm: RmsNorm::new(w, "post_attention_layernorm", h, eps, true)?,
             pre_feedforward_layernorm: RmsNorm::new(w, "pre_feedforward_layernorm", h, eps, true)?,
             mlp: Mlp::new(&w.pp("mlp"), h, spec.intermediate_size)?,

@@ -7,6 +7,7 @@
 //! sharing (the last layers attend over an earlier layer's cache); double-wide MLPs on those
 //! layers; final logit soft-cap.
 
+use super::attention::{Attention, AttnFlavour};
 use super::common::{
     self, ActivationObserver, BlockNorms, Linear, Mlp, RmsNorm, attention_and_mlp, embed_row, grow,
 };
@@ -15,117 +16,9 @@ use super::gemma3::media_in_chunk;
 use super::weights::Weights;
 use super::{Logits, MediaRows, ModelError, TextModel};
 use crate::format::CellmFile;
-use crate::kernels::cpu::{self, attention::AttnParams};
+use crate::kernels::cpu;
 use crate::kv_cache::KvCache;
 use crate::tensor::TensorView;
-
-/// The projections that compute this layer's own K/V (absent on KV-sharing consumers).
-struct KvProj<'a> {
-    k_proj: Linear<'a>,
-    v_proj: Linear<'a>,
-    k_norm: RmsNorm,
-    v_norm: RmsNorm,
-}
-
-pub struct Attention<'a> {
-    q_proj: Linear<'a>,
-    q_norm: RmsNorm,
-    kv: Option<KvProj<'a>>,
-    o_proj: Linear<'a>,
-    params: AttnParams,
-    inv_freq: Vec<f32>,
-}
-
-impl<'a> Attention<'a> {
-    fn new(cfg: &TextConfig, spec: &LayerSpec, w: &Weights<'a>) -> Result<Self, ModelError> {
-        let (h, d, nh, nkv) = (
-            cfg.hidden_size,
-            spec.head_dim,
-            cfg.num_heads,
-            spec.num_kv_heads,
-        );
-        let kv = match spec.kv {
-            KvRole::Own => Some(KvProj {
-                k_proj: Linear::new(w, "k_proj", nkv * d, h)?,
-                v_proj: Linear::new(w, "v_proj", nkv * d, h)?,
-                k_norm: RmsNorm::new(w, "k_norm", d, cfg.eps, false)?,
-                v_norm: RmsNorm::plain(d, cfg.eps),
-            }),
-            KvRole::Reuse(_) => None,
-        };
-        Ok(Self {
-            q_proj: Linear::new(w, "q_proj", nh * d, h)?,
-            q_norm: RmsNorm::new(w, "q_norm", d, cfg.eps, false)?,
-            kv,
-            o_proj: Linear::new(w, "o_proj", h, nh * d)?,
-            params: cfg.attn_params(spec),
-            inv_freq: spec.rope.inv_freq.clone(),
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn forward(
-        &self,
-        layer: usize,
-        x: &[f32],
-        t: usize,
-        pos0: usize,
-        cache: &mut KvCache,
-        s: &mut Scratch,
-        out: &mut [f32],
-    ) {
-        let p = &self.params;
-        let (qd, kvd) = (p.n_heads * p.head_dim, p.n_kv_heads * p.head_dim);
-        let q = &mut s.q[..t * qd];
-        let (k, v) = (&mut s.k[..t * kvd], &mut s.v[..t * kvd]);
-        match &self.kv {
-            // q/k/v in one pass over the same input (one quantization, one parallel region).
-            Some(kv) => Linear::forward3(
-                [&self.q_proj, &kv.k_proj, &kv.v_proj],
-                x,
-                t,
-                [&mut *q, &mut *k, &mut *v],
-            ),
-            None => self.q_proj.forward(x, t, q),
-        }
-        self.q_norm.forward(q);
-        for i in 0..t {
-            cpu::rope(
-                &mut q[i * qd..(i + 1) * qd],
-                p.n_heads,
-                p.head_dim,
-                pos0 + i,
-                &self.inv_freq,
-            );
-        }
-        if let Some(kv) = &self.kv {
-            kv.k_norm.forward(k);
-            kv.v_norm.forward(v);
-            for i in 0..t {
-                cpu::rope(
-                    &mut k[i * kvd..(i + 1) * kvd],
-                    p.n_kv_heads,
-                    p.head_dim,
-                    pos0 + i,
-                    &self.inv_freq,
-                );
-            }
-            cache.write(layer, pos0, t, k, v);
-        }
-        grow(&mut s.attn_scratch, cpu::attention::scratch_len(p, pos0, t));
-        let att = &mut s.att[..t * qd];
-        cpu::attention::attention(q, t, pos0, cache.slots(layer), p, att, &mut s.attn_scratch);
-        self.o_proj.forward(att, t, out);
-    }
-
-    fn bytes(&self) -> usize {
-        let kv = self
-            .kv
-            .as_ref()
-            .map_or(0, |kv| kv.k_proj.bytes() + kv.v_proj.bytes());
-        self.q_proj.bytes() + self.o_proj.bytes() + kv
-    }
-}
 
 pub struct DecoderLayer<'a> {
     input_layernorm: RmsNorm,
@@ -159,7 +52,15 @@ impl<'a> DecoderLayer<'a> {
         };
         Ok(Self {
             input_layernorm: RmsNorm::new(w, "input_layernorm", h, eps, false)?,
-            self_attn: Attention::new(cfg, spec, &w.pp("self_attn"))?,
+            self_attn: Attention::new(
+                cfg,
+                spec,
+                &w.pp("self_attn"),
+                &AttnFlavour {
+                    plus_one: false,
+                    v_norm: true,
+                },
+            )?,
             post_attention_layernorm: RmsNorm::new(w, "post_attention_layernorm", h, eps, false)?,
             pre_feedforward_layernorm: RmsNorm::new(w, "pre_feedforward_layernorm", h, eps, false)?,
             mlp: Mlp::new(&w.pp("mlp"), h, spec.intermediate_size)?,

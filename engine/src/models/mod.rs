@@ -1,6 +1,7 @@
 //! Text stacks of the supported model families, one file each ([`gemma3`], [`gemma4`]), behind
 //! the [`TextModel`] trait. [`load_model`] picks the family from the file header.
 
+pub mod attention;
 pub mod common;
 pub mod config;
 pub mod gemma3;
