@@ -120,34 +120,43 @@ pub struct Status {
     pub entropy_collapse: bool,
 }
 
-pub fn grade_kl(kl: f64) -> Grade {
-    if kl < thresholds::KL_HEALTHY {
+/// The grade of `v` between a healthy and a concerning bound; `lower_is_better` for KL-like
+/// measures, else (correlation, match rates) higher is better.
+fn grade_between(v: f64, healthy: f64, concerning: f64, lower_is_better: bool) -> Grade {
+    let (good, bad) = if lower_is_better {
+        (v < healthy, v > concerning)
+    } else {
+        (v > healthy, v < concerning)
+    };
+    if good {
         Grade::Healthy
-    } else if kl > thresholds::KL_CONCERNING {
+    } else if bad {
         Grade::Concerning
     } else {
         Grade::Watch
     }
+}
+
+pub fn grade_kl(kl: f64) -> Grade {
+    grade_between(kl, thresholds::KL_HEALTHY, thresholds::KL_CONCERNING, true)
 }
 
 pub fn grade_correlation(c: f64) -> Grade {
-    if c > thresholds::CORR_HEALTHY {
-        Grade::Healthy
-    } else if c < thresholds::CORR_CONCERNING {
-        Grade::Concerning
-    } else {
-        Grade::Watch
-    }
+    grade_between(
+        c,
+        thresholds::CORR_HEALTHY,
+        thresholds::CORR_CONCERNING,
+        false,
+    )
 }
 
 pub fn grade_top1(m: f64) -> Grade {
-    if m > thresholds::TOP1_HEALTHY {
-        Grade::Healthy
-    } else if m < thresholds::TOP1_CONCERNING {
-        Grade::Concerning
-    } else {
-        Grade::Watch
-    }
+    grade_between(
+        m,
+        thresholds::TOP1_HEALTHY,
+        thresholds::TOP1_CONCERNING,
+        false,
+    )
 }
 
 fn status(kl: f64, corr: f64, top1: f64, entropy_ours: f64) -> Status {
