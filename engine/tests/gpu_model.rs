@@ -206,3 +206,54 @@ fn gpu_media_rows_match_cpu() {
         assert!(kl < 1e-6, "{name}: KL {kl}");
     }
 }
+
+/// One-token steps recorded ahead (after each submit the GPU model records the step at the next
+/// position): step logits match the CPU's, and steps that are not the recorded one (a rewind, a
+/// jump, a chunk, the context's last position) still give the right logits.
+#[test]
+fn gpu_steps_recorded_ahead_match_cpu() {
+    use cellm_engine::format::CellmFile;
+    use cellm_engine::kv_cache::KvCache;
+    use cellm_engine::models::{self, Logits};
+    if let Err(e) = GpuContext::new() {
+        println!("SKIP gpu model test: {e}");
+        return;
+    }
+    for (name, family) in [("tiny-gemma3", "gemma3"), ("tiny-gemma4", "gemma4")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("m.cellm");
+        write_cellm(&testdata(name), family, &path, WriteOptions::default());
+        let file = CellmFile::open(&path).unwrap();
+        let mut cpu = models::load_model(&file).unwrap();
+        let ctx = GpuContext::new().unwrap();
+        let mut gpu = models::gpu::load(&file, ctx, KvPrecision::F32).unwrap();
+        let cfg = cpu.config().clone();
+        let vocab = cfg.vocab_size;
+        let limit = 24;
+        let ids: Vec<u32> = (0..limit).map(|i| (i * 53 % vocab) as u32).collect();
+        // (first position, tokens) of each forward: prefill, steps, a rewind, a jump back, a
+        // two-token chunk, steps up to the context's last position.
+        let mut calls = vec![(0usize, 6usize)];
+        calls.extend((6..12).map(|p| (p, 1)));
+        calls.extend([(10, 1), (11, 1), (4, 1), (5, 2), (7, 1)]);
+        calls.extend((8..limit).map(|p| (p, 1)));
+        let run = |m: &mut Box<dyn models::TextModel + '_>| {
+            let mut cache = KvCache::new(&cfg, limit, models::chunk_size(&cfg), KvPrecision::F32);
+            calls
+                .iter()
+                .map(|&(p, n)| {
+                    cache.set_len(p);
+                    m.forward(&ids[p..p + n], None, p, &mut cache, Logits::Last)
+                        .unwrap()
+                        .to_vec()
+                })
+                .collect::<Vec<_>>()
+        };
+        let (want, got) = (run(&mut cpu), run(&mut gpu));
+        for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+            let kl = max_kl(w, g, vocab);
+            assert!(kl < 1e-6, "{name}: call {i} {:?}: KL {kl}", calls[i]);
+        }
+        println!("{name}: {} steps recorded ahead match the CPU", calls.len());
+    }
+}

@@ -146,6 +146,57 @@ impl GpuContext {
     }
 }
 
+/// A host-readable f32 buffer that stays allocated: an [`super::Encoder::copy_to_host`] recorded
+/// with the work, then [`GpuContext::read_back`] (the logits of every token, without a staging
+/// buffer and a copy submit per read).
+#[derive(Debug)]
+pub struct ReadBack {
+    pub(crate) buf: wgpu::Buffer,
+    pub len: usize,
+}
+
+impl ReadBack {
+    pub fn new(ctx: &GpuContext, len: usize) -> ReadBack {
+        let buf = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("read-back"),
+            size: padded(len * 4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ReadBack { buf, len }
+    }
+}
+
+impl GpuContext {
+    /// Waits for the submitted work and copies the first `out.len()` values of `rb` into `out`.
+    pub fn read_back(&self, rb: &ReadBack, out: &mut [f32]) -> Result<(), GpuError> {
+        if out.len() > rb.len {
+            return Err(super::shape_err(
+                "read_back",
+                format!("{} values of {}", out.len(), rb.len),
+            ));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let bytes = (out.len() * 4).max(4) as u64;
+        rb.buf.map_async(wgpu::MapMode::Read, ..bytes, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|e| GpuError::Map(e.to_string()))?
+            .map_err(|e| GpuError::Map(e.to_string()))?;
+        {
+            let view = rb
+                .buf
+                .get_mapped_range(..bytes)
+                .map_err(|e| GpuError::Map(e.to_string()))?;
+            out.copy_from_slice(&bytemuck::cast_slice::<u8, f32>(&view)[..out.len()]);
+        }
+        rb.buf.unmap();
+        Ok(())
+    }
+}
+
 /// One buffer of a weight: rows `row0..row0 + rows`, in the file's layout for those rows
 /// (q8/q4: packed values of these rows, then their f16 scales).
 #[derive(Debug)]

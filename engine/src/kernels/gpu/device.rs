@@ -73,6 +73,8 @@ pub(crate) struct Profile {
     /// Per kernel (pipeline key): dispatches and GPU nanoseconds, when timing.
     pub kernels: Mutex<HashMap<String, (u64, f64)>>,
     pub timing: bool,
+    /// Time whole submits instead of single dispatches.
+    pub span: bool,
 }
 
 impl Drop for GpuContext {
@@ -138,7 +140,33 @@ impl GpuContext {
         self.profile.as_ref().is_some_and(|p| p.timing)
     }
 
-    pub(crate) fn clock(&self) -> Option<std::time::Instant> {
+    /// Submits a command buffer made by [`super::Encoder::finish`].
+    pub fn submit_recorded(&self, cb: wgpu::CommandBuffer) -> Result<(), GpuError> {
+        let t0 = self.clock();
+        self.queue.submit([cb]);
+        self.count(|p| &p.encode_ns, t0);
+        self.add(|p| &p.submits, 1);
+        self.take_error()
+    }
+
+    /// Adds the time since `since` to the profile table's row `name` (host-side spans).
+    pub(crate) fn note_time(&self, name: &str, since: Option<std::time::Instant>) {
+        let (Some(p), Some(t)) = (&self.profile, since) else {
+            return;
+        };
+        if let Ok(mut table) = p.kernels.lock() {
+            let e = table.entry(name.to_string()).or_default();
+            e.0 += 1;
+            e.1 += t.elapsed().as_nanos() as f64;
+        }
+    }
+
+    pub(crate) fn span_timing(&self) -> bool {
+        self.profile.as_ref().is_some_and(|p| p.span)
+    }
+
+    /// Now, when profiling (`CELLM_GPU_PROFILE`); None otherwise.
+    pub fn clock(&self) -> Option<std::time::Instant> {
         self.profile.as_ref().map(|_| std::time::Instant::now())
     }
 }
@@ -172,8 +200,10 @@ impl GpuContext {
         } else {
             wgpu::Features::empty()
         };
-        // CELLM_GPU_PROFILE=2: time every dispatch with timestamp queries (diagnostics only).
-        let timing = std::env::var("CELLM_GPU_PROFILE").is_ok_and(|v| v == "2")
+        // CELLM_GPU_PROFILE=2: time every dispatch with timestamp queries; =3: time each submit
+        // from its first dispatch to its last (GPU busy time; diagnostics only).
+        let level = std::env::var("CELLM_GPU_PROFILE").unwrap_or_default();
+        let timing = (level == "2" || level == "3")
             && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         if timing {
             required_features |= wgpu::Features::TIMESTAMP_QUERY;
@@ -222,6 +252,7 @@ impl GpuContext {
             subgroup_min: if subgroups { info.subgroup_min_size } else { 0 },
             profile: std::env::var_os("CELLM_GPU_PROFILE").map(|_| Profile {
                 timing,
+                span: timing && level == "3",
                 ..Profile::default()
             }),
         })

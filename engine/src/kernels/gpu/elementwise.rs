@@ -116,6 +116,34 @@ pub fn scale(enc: &mut Encoder<'_>, x: &GpuBuffer, n: usize, s: f32) -> Result<(
     Ok(())
 }
 
+/// `x[i] = clamp(x[i], lo, hi)` for `i < n` (the towers' clipped linears; infinite bounds are
+/// fine and leave that side open).
+pub fn clamp(
+    enc: &mut Encoder<'_>,
+    x: &GpuBuffer,
+    n: usize,
+    lo: f32,
+    hi: f32,
+) -> Result<(), GpuError> {
+    check("clamp", n, &[x])?;
+    if lo.is_nan() || hi.is_nan() || lo > hi {
+        return Err(shape_err("clamp", format!("bounds {lo}..{hi}")));
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let pipeline = enc
+        .ctx()
+        .pipeline("elementwise", SHADER, "clamp_range", &[]);
+    enc.dispatch(
+        pipeline,
+        &[n as u32, lo.to_bits(), n as u32, 0, 0, hi.to_bits()],
+        &[&x.buf],
+        n.div_ceil(256) as u32,
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{ctx, max_abs_diff, random};
@@ -157,6 +185,24 @@ mod tests {
         let got = ctx.read_f32(&sum).unwrap();
         let want: Vec<f32> = u.iter().map(|v| v + v).collect();
         assert_eq!(got, want, "add");
+    }
+
+    #[test]
+    fn gpu_clamp_clips_both_sides_and_open_bounds() {
+        let Some(ctx) = ctx() else { return };
+        let n = 700;
+        let x: Vec<f32> = random(n, 11).iter().map(|v| v * 10.0).collect();
+        let (a, b) = (GpuBuffer::from_f32(ctx, &x), GpuBuffer::from_f32(ctx, &x));
+        let mut enc = Encoder::new(ctx);
+        clamp(&mut enc, &a, n, -2.5, 3.0).unwrap();
+        clamp(&mut enc, &b, n - 5, f32::NEG_INFINITY, 1.0).unwrap();
+        enc.submit().unwrap();
+        let want: Vec<f32> = x.iter().map(|v| v.clamp(-2.5, 3.0)).collect();
+        assert_eq!(ctx.read_f32(&a).unwrap(), want);
+        let mut want: Vec<f32> = x.iter().map(|v| v.min(1.0)).collect();
+        want[n - 5..].copy_from_slice(&x[n - 5..]);
+        assert_eq!(ctx.read_f32(&b).unwrap(), want);
+        assert!(clamp(&mut Encoder::new(ctx), &a, n, 2.0, 1.0).is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 // Element-wise ops: gate = gelu_tanh(gate) * up, x = cap * tanh(x / cap), dst += src, x *= s
-// (`cap` holds s).
+// (`cap` holds s), x = clamp(x, lo, hi) (`cap` holds lo).
 // tanh's argument is clamped to +-15 (tanh = +-1 in f32 there) because some drivers build tanh
 // from exp and return NaN for large inputs.
 
@@ -10,6 +10,7 @@ struct Params {
     cols: u32,
     b_off: u32,
     b_stride: u32,
+    hi: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -59,5 +60,14 @@ fn scale(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: 
     let i = index(lid, wid, nwg);
     if (i < p.n) {
         a[i] = a[i] * p.cap;
+    }
+}
+
+@compute @workgroup_size(256)
+fn clamp_range(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(lid, wid, nwg);
+    if (i < p.n) {
+        a[i] = clamp(a[i], p.cap, p.hi);
     }
 }

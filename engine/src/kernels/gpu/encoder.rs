@@ -51,6 +51,8 @@ pub struct Encoder<'c> {
     /// Bytes of `params` already written to the device by an earlier [`Encoder::flush`].
     written: usize,
     cmds: Vec<Cmd>,
+    /// Recording ahead for [`finish`](Self::finish): [`flush`](Self::flush) keeps everything.
+    deferred: bool,
 }
 
 impl<'c> Encoder<'c> {
@@ -60,6 +62,16 @@ impl<'c> Encoder<'c> {
             params: Vec::new(),
             written: 0,
             cmds: Vec::new(),
+            deferred: false,
+        }
+    }
+
+    /// An encoder whose [`flush`](Self::flush) submits nothing: everything goes into the one
+    /// command buffer that [`finish`](Self::finish) returns (work recorded ahead of time).
+    pub fn deferred(ctx: &'c GpuContext) -> Self {
+        Encoder {
+            deferred: true,
+            ..Encoder::new(ctx)
         }
     }
 
@@ -140,6 +152,27 @@ impl<'c> Encoder<'c> {
         Ok(())
     }
 
+    /// Records a copy of the first `n` values of the f32 buffer `src` into `dst`, to be read
+    /// with [`GpuContext::read_back`] once the work is submitted.
+    pub fn copy_to_host(
+        &mut self,
+        src: &GpuBuffer,
+        n: usize,
+        dst: &super::ReadBack,
+    ) -> Result<(), GpuError> {
+        if src.elem != super::ElemType::F32 || n > src.len || n > dst.len {
+            return Err(super::shape_err("copy_to_host", "range or element type"));
+        }
+        self.cmds.push(Cmd::Copy(Copy {
+            src: src.buf.clone(),
+            src_off: 0,
+            dst: dst.buf.clone(),
+            dst_off: 0,
+            size: (n * 4) as u64,
+        }));
+        Ok(())
+    }
+
     /// Writes the parameters, builds (or reuses) the bind groups and the command buffer, and
     /// submits it. Runs under the context's bind-group cache lock, so the shared parameter
     /// buffer is written and consumed by one submit at a time (queue writes are ordered with
@@ -152,7 +185,7 @@ impl<'c> Encoder<'c> {
     /// layers of a token while the host records the rest.
     pub fn flush(&mut self) -> Result<(), GpuError> {
         let ctx = self.ctx;
-        if self.cmds.is_empty() {
+        if self.cmds.is_empty() || self.deferred {
             return Ok(());
         }
         let t0 = ctx.clock();
@@ -172,8 +205,9 @@ impl<'c> Encoder<'c> {
         ctx.take_error()
     }
 
-    /// The command buffer without submitting it (benchmarks submit it themselves). Its
-    /// parameters are already written: submit it before recording the next encoder's.
+    /// The command buffer without submitting it (benchmarks and work recorded ahead submit it
+    /// with [`GpuContext::submit_recorded`]). Its parameters are already written: submit it
+    /// before recording the next encoder's.
     pub fn finish(mut self) -> Result<wgpu::CommandBuffer, GpuError> {
         let ctx = self.ctx;
         let mut cache = ctx
@@ -261,22 +295,55 @@ fn timed_submit(
         })
         .collect();
     let mut names = Vec::with_capacity(n);
-    for cmd in cmds {
-        match cmd {
-            Cmd::Copy(c) => c.record(&mut enc),
-            Cmd::Dispatch(d) => {
-                let i = names.len();
-                let (set, j) = (&sets[i / per_set], (i % per_set) as u32);
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: None,
-                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                        query_set: set,
-                        beginning_of_pass_write_index: Some(2 * j),
-                        end_of_pass_write_index: Some(2 * j + 1),
-                    }),
-                });
-                names.push(ctx.pipeline_name(&d.key.pipeline));
-                d.record(&mut pass, &mut cache, dev, ubuf);
+    if ctx.span_timing() {
+        // one span from the first dispatch to the last, in the passes `encode` would make
+        let runs = cmds.iter().enumerate().filter(|(i, c)| {
+            matches!(c, Cmd::Dispatch(_)) && (*i == 0 || matches!(cmds[i - 1], Cmd::Copy(_)))
+        });
+        let (first, passes) = (runs.clone().next().map(|r| r.0), runs.count());
+        let mut pass_no = 0;
+        let mut cmds = cmds.into_iter().enumerate().peekable();
+        while let Some((i, cmd)) = cmds.next() {
+            match cmd {
+                Cmd::Copy(c) => c.record(&mut enc),
+                Cmd::Dispatch(d) => {
+                    pass_no += 1;
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: &sets[0],
+                            beginning_of_pass_write_index: (Some(i) == first).then_some(0),
+                            end_of_pass_write_index: (pass_no == passes).then_some(1),
+                        }),
+                    });
+                    d.record(&mut pass, &mut cache, dev, ubuf);
+                    while let Some((_, Cmd::Dispatch(_))) = cmds.peek() {
+                        if let Some((_, Cmd::Dispatch(d))) = cmds.next() {
+                            d.record(&mut pass, &mut cache, dev, ubuf);
+                        }
+                    }
+                }
+            }
+        }
+        names.push(format!("submit span ({n} dispatches)"));
+    } else {
+        for cmd in cmds {
+            match cmd {
+                Cmd::Copy(c) => c.record(&mut enc),
+                Cmd::Dispatch(d) => {
+                    let i = names.len();
+                    let (set, j) = (&sets[i / per_set], (i % per_set) as u32);
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: set,
+                            beginning_of_pass_write_index: Some(2 * j),
+                            end_of_pass_write_index: Some(2 * j + 1),
+                        }),
+                    });
+                    names.push(ctx.pipeline_name(&d.key.pipeline));
+                    d.record(&mut pass, &mut cache, dev, ubuf);
+                }
             }
         }
     }
@@ -285,7 +352,7 @@ fn timed_submit(
     let bytes = (2 * per_set * 8) as u64;
     let mut reads = Vec::new();
     for (k, set) in sets.iter().enumerate() {
-        let used = (n - k * per_set).min(per_set);
+        let used = (names.len() - k * per_set).min(per_set);
         let resolve = dev.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: bytes,

@@ -307,7 +307,7 @@ fn matvec_f32(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
 }
 
 // ---- decode MLP (t = 1): gate and up rows in one pass, y[r] = gelu_tanh(gate_r . x) * (up_r . x)
-// (both q4 with the same shape and groups; row groups of LANES lanes, one row index each).
+// (both q4 with the same shape and groups).
 
 @group(0) @binding(5) var<storage, read> w2: array<vec4<u32>>;
 @group(0) @binding(6) var<storage, read> ws2: array<u32>;
@@ -320,24 +320,55 @@ fn gelu_tanh(v: f32) -> f32 {
     return 0.5 * v * (1.0 + tanh(clamp(0.7978846 * (v + 0.044715 * v * v * v), -15.0, 15.0)));
 }
 
+// q4 unit `b` times the 8 vec4s of x it covers.
+fn q4_dot_x(b: vec4<u32>, xs: array<vec4<f32>, 8>) -> f32 {
+    var d = dot(nib(b.x), xs[0]) + dot(nib(b.x >> 4u), xs[4]);
+    d += dot(nib(b.y), xs[1]) + dot(nib(b.y >> 4u), xs[5]);
+    d += dot(nib(b.z), xs[2]) + dot(nib(b.z >> 4u), xs[6]);
+    d += dot(nib(b.w), xs[3]) + dot(nib(b.w >> 4u), xs[7]);
+    return d;
+}
+
+// NR (1 or 2) rows per row group; each x unit is loaded once for the 2 * NR weight units.
 @compute @workgroup_size(WG)
 fn matvec_q4_glu(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>) {
-    let row = ((wid.x + wid.y * nwg.x) * (WG / LANES) + lid / LANES);
-    let r = min(row, p.n - 1u);
+    let row0 = first_row(lid, wid, nwg);
+    let ra = min(row0, p.n - 1u);
+    let rb = min(row0 + 1u, p.n - 1u);
     let gpr = p.k / p.gs;
-    var a = 0.0;
-    var b = 0.0;
+    var ga = 0.0;
+    var ua = 0.0;
+    var gb = 0.0;
+    var ub = 0.0;
     for (var u = lid % LANES; u < p.units; u += LANES) {
-        let g = r * gpr + (u * 32u) / p.gs;
-        let qa = w[r * p.units + u];
-        let qb = w2[r * p.units + u];
-        a += q4_dot(qa, u * 8u) * scale_at(g);
-        b += q4_dot(qb, u * 8u) * scale2_at(g);
+        let xb = u * 8u;
+        let xs = array<vec4<f32>, 8>(x[xb], x[xb + 1u], x[xb + 2u], x[xb + 3u], x[xb + 4u],
+                                     x[xb + 5u], x[xb + 6u], x[xb + 7u]);
+        let g = (u * 32u) / p.gs;
+        let qa = w[ra * p.units + u];
+        let va = w2[ra * p.units + u];
+        if (NR == 2u) {
+            let qb = w[rb * p.units + u];
+            let vb = w2[rb * p.units + u];
+            gb += q4_dot_x(qb, xs) * scale_at(rb * gpr + g);
+            ub += q4_dot_x(vb, xs) * scale2_at(rb * gpr + g);
+        }
+        ga += q4_dot_x(qa, xs) * scale_at(ra * gpr + g);
+        ua += q4_dot_x(va, xs) * scale2_at(ra * gpr + g);
     }
-    let ab = reduce_pair(a, b, lid);
-    if (lid % LANES == 0u && row < p.n) {
-        y[p.out_row0 + row] = gelu_tanh(ab.x) * ab.y;
+    let a = reduce_pair(ga, ua, lid);
+    var b = vec2<f32>(0.0);
+    if (NR == 2u) {
+        b = reduce_pair(gb, ub, lid);
+    }
+    if (lid % LANES == 0u) {
+        if (row0 < p.n) {
+            y[p.out_row0 + row0] = gelu_tanh(a.x) * a.y;
+        }
+        if (NR == 2u && row0 + 1u < p.n) {
+            y[p.out_row0 + row0 + 1u] = gelu_tanh(b.x) * b.y;
+        }
     }
 }
 

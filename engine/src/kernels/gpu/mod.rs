@@ -55,8 +55,9 @@ pub mod matmul_lut;
 pub mod norm;
 pub mod rope;
 pub mod softmax;
+pub mod towers;
 
-pub use buffer::{ElemType, GpuBuffer, GpuWeight};
+pub use buffer::{ElemType, GpuBuffer, GpuWeight, ReadBack};
 pub use device::{AdapterSummary, GpuContext};
 pub use encoder::Encoder;
 

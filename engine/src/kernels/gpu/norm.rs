@@ -58,6 +58,20 @@ fn checked<'c>(
     Ok((nw.mode(), &enc.ctx().dummy))
 }
 
+/// The register-held variant of `entry` for rows of `dim` (`dim % 4 == 0`, at most 4096 wide:
+/// every Gemma width), else the general loop.
+fn pipeline_for(enc: &Encoder<'_>, entry: &'static str, dim: usize) -> wgpu::ComputePipeline {
+    const VEC: [&str; 3] = ["rmsnorm_v", "rmsnorm_to_v", "rmsnorm_add_norm_v"];
+    const GENERAL: [&str; 3] = ["rmsnorm", "rmsnorm_to", "rmsnorm_add_norm"];
+    let k = GENERAL.iter().position(|e| *e == entry).unwrap_or(0);
+    if dim.is_multiple_of(4) && dim <= 4096 {
+        let v4 = dim.div_ceil(1024) as f64;
+        enc.ctx().pipeline("norm", &SHADER, VEC[k], &[("V4", v4)])
+    } else {
+        enc.ctx().pipeline("norm", &SHADER, GENERAL[k], &[])
+    }
+}
+
 /// Records an in-place RMSNorm of each row of `dim` in the first `rows * dim` values of `x`;
 /// `w` (f32, `dim` values) scales by `w`, or by `1 + w` when `plus_one` (Gemma 3).
 pub fn rmsnorm(
@@ -71,7 +85,7 @@ pub fn rmsnorm(
 ) -> Result<(), GpuError> {
     let nw = NormWeight { w, eps, plus_one };
     let (mode, dummy) = checked(enc, x, rows, dim, nw)?;
-    let pipeline = enc.ctx().pipeline("norm", &SHADER, "rmsnorm", &[]);
+    let pipeline = pipeline_for(enc, "rmsnorm", dim);
     let wbuf = w.map_or(dummy, |w| &w.buf);
     let params = [dim as u32, rows as u32, eps.to_bits(), mode, 0, 0, 0];
     enc.dispatch(pipeline, &params, &[&x.buf, wbuf], rows as u32);
@@ -97,7 +111,7 @@ pub fn rmsnorm_to(
             format!("dst[{}] for {rows}x{dim} (must differ from src)", dst.len),
         ));
     }
-    let pipeline = enc.ctx().pipeline("norm", &SHADER, "rmsnorm_to", &[]);
+    let pipeline = pipeline_for(enc, "rmsnorm_to", dim);
     let wbuf = nw.w.map_or(dummy, |w| &w.buf);
     let (add, scale) = match into {
         Into::Store => (0u32, 1f32),
@@ -118,7 +132,7 @@ pub fn rmsnorm_to(
 
 /// Records `resid = (resid + norm(src)) * scale` and then `out = next(resid)`: a block's
 /// post-norm and residual add followed by the next block's pre-norm, in one dispatch (rows up to
-/// 2048 wide; wider rows take two [`rmsnorm_to`] dispatches).
+/// 4096 wide, or 2048 when not a multiple of 4; wider rows take two [`rmsnorm_to`] dispatches).
 #[allow(clippy::too_many_arguments)]
 pub fn rmsnorm_add_norm(
     enc: &mut Encoder<'_>,
@@ -131,7 +145,8 @@ pub fn rmsnorm_add_norm(
     next: NormWeight<'_>,
     out: &GpuBuffer,
 ) -> Result<(), GpuError> {
-    if dim > 2048 || post.eps != next.eps {
+    let fits = dim <= 2048 || dim.is_multiple_of(4) && dim <= 4096;
+    if !fits || post.eps != next.eps {
         rmsnorm_to(enc, src, resid, rows, dim, post, Into::AddScaled(scale))?;
         return rmsnorm_to(enc, resid, out, rows, dim, next, Into::Store);
     }
@@ -147,7 +162,7 @@ pub fn rmsnorm_add_norm(
             ),
         ));
     }
-    let pipeline = enc.ctx().pipeline("norm", &SHADER, "rmsnorm_add_norm", &[]);
+    let pipeline = pipeline_for(enc, "rmsnorm_add_norm", dim);
     let params = [
         dim as u32,
         rows as u32,

@@ -135,3 +135,141 @@ fn rmsnorm_add_norm(@builtin(local_invocation_index) lid: u32,
         }
     }
 }
+
+// ---- Rows of up to 1024 * V4 values with dim % 4 == 0 (every Gemma width): each thread keeps
+// its V4 vec4s of the row in registers and issues all its loads before using any (clamped
+// indices, no data-dependent branches), so a row costs one memory round trip, not one per loop
+// step; the row is then reused from registers for both passes.
+
+override V4: u32 = 2u; // <= 4 (the register arrays' size)
+
+@group(0) @binding(1) var<storage, read_write> xq: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> wq: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> dq: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> w2q: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> hq: array<vec4<f32>>;
+
+// The weight vec4 `i` of a norm in `mode` (0 none, 1 w, 2 1 + w) read from `v`.
+fn wmode(mode: u32, v: vec4<f32>) -> vec4<f32> {
+    if (mode == 1u) {
+        return v;
+    } else if (mode == 2u) {
+        return vec4<f32>(1.0) + v;
+    }
+    return vec4<f32>(1.0);
+}
+
+fn row_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+fn inv_rms_of(lid: u32, ss: f32) -> f32 {
+    return 1.0 / sqrt(block_sum(lid, ss) / f32(p.dim) + p.eps);
+}
+
+@compute @workgroup_size(256)
+fn rmsnorm_v(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = row_of(wid, nwg);
+    let n4 = p.dim / 4u;
+    let base = min(r, p.rows - 1u) * n4;
+    var xv: array<vec4<f32>, 4>;
+    var wv: array<vec4<f32>, 4>;
+    var ss = 0.0;
+    for (var j = 0u; j < V4; j++) {
+        let i = min(lid + 256u * j, n4 - 1u);
+        xv[j] = xq[base + i];
+        wv[j] = wq[i];
+    }
+    for (var j = 0u; j < V4; j++) {
+        if (lid + 256u * j < n4) {
+            ss += dot(xv[j], xv[j]);
+        }
+    }
+    let inv = inv_rms_of(lid, ss);
+    for (var j = 0u; j < V4; j++) {
+        let i = lid + 256u * j;
+        if (i < n4 && r < p.rows) {
+            xq[base + i] = xv[j] * inv * wmode(p.mode, wv[j]);
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn rmsnorm_to_v(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = row_of(wid, nwg);
+    let n4 = p.dim / 4u;
+    let base = min(r, p.rows - 1u) * n4;
+    var xv: array<vec4<f32>, 4>;
+    var wv: array<vec4<f32>, 4>;
+    var dv: array<vec4<f32>, 4>;
+    var ss = 0.0;
+    for (var j = 0u; j < V4; j++) {
+        let i = min(lid + 256u * j, n4 - 1u);
+        xv[j] = xq[base + i];
+        wv[j] = wq[i];
+        if (p.add == 1u) {
+            dv[j] = dq[base + i];
+        }
+    }
+    for (var j = 0u; j < V4; j++) {
+        if (lid + 256u * j < n4) {
+            ss += dot(xv[j], xv[j]);
+        }
+    }
+    let inv = inv_rms_of(lid, ss);
+    for (var j = 0u; j < V4; j++) {
+        let i = lid + 256u * j;
+        if (i < n4 && r < p.rows) {
+            let v = xv[j] * inv * wmode(p.mode, wv[j]);
+            if (p.add == 1u) {
+                dq[base + i] = (dv[j] + v) * p.out_scale;
+            } else {
+                dq[base + i] = v;
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn rmsnorm_add_norm_v(@builtin(local_invocation_index) lid: u32,
+                      @builtin(workgroup_id) wid: vec3<u32>,
+                      @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = row_of(wid, nwg);
+    let n4 = p.dim / 4u;
+    let base = min(r, p.rows - 1u) * n4;
+    var xv: array<vec4<f32>, 4>;
+    var rv: array<vec4<f32>, 4>;
+    var wv: array<vec4<f32>, 4>;
+    var w2v: array<vec4<f32>, 4>;
+    for (var j = 0u; j < V4; j++) {
+        let i = min(lid + 256u * j, n4 - 1u);
+        xv[j] = xq[base + i];
+        rv[j] = dq[base + i];
+        wv[j] = wq[i];
+        w2v[j] = w2q[i];
+    }
+    var ss = 0.0;
+    for (var j = 0u; j < V4; j++) {
+        if (lid + 256u * j < n4) {
+            ss += dot(xv[j], xv[j]);
+        }
+    }
+    let inv = inv_rms_of(lid, ss);
+    var ss2 = 0.0;
+    for (var j = 0u; j < V4; j++) {
+        rv[j] = (rv[j] + xv[j] * inv * wmode(p.mode, wv[j])) * p.out_scale;
+        if (lid + 256u * j < n4) {
+            ss2 += dot(rv[j], rv[j]);
+        }
+    }
+    let inv2 = inv_rms_of(lid, ss2);
+    for (var j = 0u; j < V4; j++) {
+        let i = lid + 256u * j;
+        if (i < n4 && r < p.rows) {
+            dq[base + i] = rv[j];
+            hq[base + i] = rv[j] * inv2 * wmode(p.mode2, w2v[j]);
+        }
+    }
+}

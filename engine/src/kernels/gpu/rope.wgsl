@@ -74,17 +74,21 @@ fn rmsnorm_rope(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     let h = row % p.n_heads;
     let half = p.head_dim / 2u;
     let base = i * p.row_stride + h * p.head_dim;
-    var x0 = 0.0;
-    var x1 = 0.0;
-    if (lid < half) {
-        x0 = x[base + lid];
-        x1 = x[base + lid + half];
+    // every load before the reduction: one memory round trip per row
+    let l = min(lid, half - 1u);
+    var x0 = x[base + l];
+    var x1 = x[base + l + half];
+    let w0 = nweight(l);
+    let w1 = nweight(l + half);
+    let f = inv_freq[l];
+    if (lid >= half) {
+        x0 = 0.0;
+        x1 = 0.0;
     }
     let inv = 1.0 / sqrt(block_sum(lid, x0 * x0 + x1 * x1) / f32(p.head_dim) + p.eps);
     if (lid < half) {
-        x0 *= inv * nweight(lid);
-        x1 *= inv * nweight(lid + half);
-        let f = inv_freq[lid];
+        x0 *= inv * w0;
+        x1 *= inv * w1;
         if (f != 0.0) {
             let cs = cos_sin(f32(p.pos0 + i) * f);
             let r0 = x0 * cs.x - x1 * cs.y;

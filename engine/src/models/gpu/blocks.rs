@@ -72,8 +72,9 @@ impl TextActs {
 /// layers of a token while the host records the rest (recording ~20 ops per layer costs the host
 /// about as long as the GPU needs to run them).
 pub(super) fn flush_before_layer(enc: &mut Encoder<'_>, li: usize) -> Result<(), GpuError> {
+    // Early flushes after layers 1 and 2 cut the time the GPU waits for its first work.
     const EVERY: usize = 4;
-    if li > 0 && li.is_multiple_of(EVERY) {
+    if matches!(li, 1 | 2) || li > 0 && li.is_multiple_of(EVERY) {
         enc.flush()?;
     }
     Ok(())

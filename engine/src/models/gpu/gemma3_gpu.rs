@@ -6,6 +6,7 @@
 //! the whole chunk is stored before any query attends, which the ring size `window + chunk - 1`
 //! allows.
 
+use super::ahead::{self, AheadSlot};
 use super::blocks::{
     ActWidths, TailEnd, TailWeights, TextActs, flush_before_layer, record_layer_tail,
 };
@@ -59,6 +60,7 @@ pub struct Gemma3Gpu<'a> {
     kv_elem: ElemType,
     acts: Option<TextActs>,
     state: Option<DeviceState>,
+    ahead: AheadSlot,
     /// Host copies: chunk embeddings and the logits returned to the caller.
     emb: Vec<f32>,
     out: Vec<f32>,
@@ -146,6 +148,7 @@ impl<'a> Gemma3Gpu<'a> {
             kv_dims,
             acts: None,
             state: None,
+            ahead: AheadSlot::default(),
             emb: Vec::new(),
             out: Vec::new(),
         })
@@ -235,6 +238,50 @@ impl<'a> Gemma3Gpu<'a> {
         Ok(())
     }
 
+    /// Records a one-token decode step at position `p` (the chunk loop of `forward` for
+    /// `t = 1` with the last logits).
+    fn record_token(&self, enc: &mut Encoder<'_>, p: usize) -> Result<(), GpuError> {
+        let run = 0..self.layers.len();
+        for li in run.clone() {
+            self.record_layer(enc, li, &run, 1, p)?;
+        }
+        self.record_head(enc, 0, 1)
+    }
+
+    /// Records the step at position `p` ahead (see [`super::ahead`]).
+    fn record_ahead(&mut self, cache: &KvCache, p: usize) -> Result<(), ModelError> {
+        if !ahead::enabled(&self.ctx) || p + 1 > cache.limit() {
+            return Ok(());
+        }
+        self.ensure_acts(1);
+        self.ensure_state(cache, p + 1)?;
+        let mut enc = Encoder::deferred(&self.ctx);
+        self.record_token(&mut enc, p)?;
+        let commands = enc.finish()?;
+        let generation = self.state.as_ref().map_or(0, |s| s.generation);
+        self.ahead.put(p, generation, commands);
+        Ok(())
+    }
+
+    /// The step recorded ahead when this forward is exactly it; drops it otherwise.
+    fn take_ahead(
+        &mut self,
+        tokens: usize,
+        media: bool,
+        want: Logits,
+        pos0: usize,
+        cache: &KvCache,
+    ) -> Result<Option<wgpu::CommandBuffer>, ModelError> {
+        if !self.ahead.holds(pos0) {
+            self.ahead.clear();
+            return Ok(None);
+        }
+        self.ensure_acts(1);
+        self.ensure_state(cache, pos0 + 1)?;
+        let generation = self.state.as_ref().map_or(0, |s| s.generation);
+        Ok(self.ahead.take_for(tokens, media, want, pos0, generation))
+    }
+
     /// Records the head for `rows` rows of the chunk's hidden states from row `first`.
     fn record_head(
         &self,
@@ -296,6 +343,19 @@ impl TextModel for Gemma3Gpu<'_> {
         }
         let out_rows = if want == Logits::All { total } else { 1 };
         self.out.resize(out_rows * v, 0.0);
+        if let Some(step) = self.take_ahead(total, media.is_some(), want, pos0, cache)? {
+            let t0 = self.ctx.clock();
+            self.embed(tokens, &[])?;
+            self.ctx.submit_recorded(step)?;
+            cache.set_len(pos0 + 1);
+            let t1 = self.ctx.clock();
+            self.record_ahead(cache, pos0 + 1)?;
+            self.ctx.note_time("host: record the next step ahead", t1);
+            self.head.read(&self.ctx, &mut self.out[..v])?;
+            self.ctx
+                .note_time("host: recorded step, embed to logits", t0);
+            return Ok(&self.out[..v]);
+        }
         let chunk = cache.max_chunk().max(1);
         let mut rows = Vec::new();
         let mut c0 = 0;
@@ -315,6 +375,7 @@ impl TextModel for Gemma3Gpu<'_> {
                 Logits::Last if c0 + t == total => {
                     self.record_head(&mut enc, t - 1, 1)?;
                     enc.submit()?;
+                    self.record_ahead(cache, p + t)?;
                     self.head.read(&self.ctx, &mut self.out[..v])?;
                 }
                 Logits::Last => enc.submit()?,

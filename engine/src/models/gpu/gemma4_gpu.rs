@@ -7,6 +7,7 @@
 //! P-wide slice of every row into a small buffer for the gate. KV-sharing consumers attend over
 //! their producer's device cache and, for `Logits::Last`, run on the last row only.
 
+use super::ahead::{self, AheadSlot};
 use super::blocks::{
     ActWidths, TailEnd, TailWeights, TextActs, flush_before_layer, record_layer_tail,
     record_post_add,
@@ -89,6 +90,7 @@ pub struct Gemma4Gpu<'a> {
     kv_elem: ElemType,
     acts: Option<Acts>,
     state: Option<DeviceState>,
+    ahead: AheadSlot,
     emb: Vec<f32>,
     tok: Vec<f32>,
     out: Vec<f32>,
@@ -233,6 +235,7 @@ impl<'a> Gemma4Gpu<'a> {
             pad_id,
             acts: None,
             state: None,
+            ahead: AheadSlot::default(),
             emb: Vec::new(),
             tok: Vec::new(),
             out: Vec::new(),
@@ -384,6 +387,55 @@ impl<'a> Gemma4Gpu<'a> {
         Ok(())
     }
 
+    /// Records a one-token decode step at position `p`: the chunk loop of `forward` for
+    /// `t = 1` with the last logits.
+    fn record_token(&self, enc: &mut Encoder<'_>, p: usize) -> Result<(), GpuError> {
+        self.record_ple(enc, 1)?;
+        let producers = 0..self.first_consumer;
+        for li in producers.clone() {
+            self.record_layer(enc, li, &producers, 1, p, 0)?;
+        }
+        let consumers = self.first_consumer..self.layers.len();
+        for li in consumers.clone() {
+            self.record_layer(enc, li, &consumers, 1, p, 0)?;
+        }
+        self.record_head(enc, 0, 1)
+    }
+
+    /// Records the step at position `p` ahead (see [`super::ahead`]).
+    fn record_ahead(&mut self, cache: &KvCache, p: usize) -> Result<(), ModelError> {
+        if !ahead::enabled(&self.ctx) || p + 1 > cache.limit() {
+            return Ok(());
+        }
+        self.ensure_acts(1);
+        self.ensure_state(cache, p + 1)?;
+        let mut enc = Encoder::deferred(&self.ctx);
+        self.record_token(&mut enc, p)?;
+        let commands = enc.finish()?;
+        let generation = self.state.as_ref().map_or(0, |s| s.generation);
+        self.ahead.put(p, generation, commands);
+        Ok(())
+    }
+
+    /// The step recorded ahead when this forward is exactly it; drops it otherwise.
+    fn take_ahead(
+        &mut self,
+        tokens: usize,
+        media: bool,
+        want: Logits,
+        pos0: usize,
+        cache: &KvCache,
+    ) -> Result<Option<wgpu::CommandBuffer>, ModelError> {
+        if !self.ahead.holds(pos0) {
+            self.ahead.clear();
+            return Ok(None);
+        }
+        self.ensure_acts(1);
+        self.ensure_state(cache, pos0 + 1)?;
+        let generation = self.state.as_ref().map_or(0, |s| s.generation);
+        Ok(self.ahead.take_for(tokens, media, want, pos0, generation))
+    }
+
     /// Records the PLE inputs of the chunk's `t` rows (the token part is already uploaded).
     fn record_ple(&self, enc: &mut Encoder<'_>, t: usize) -> Result<(), GpuError> {
         let (Some(a), Some(ple)) = (self.acts.as_ref(), self.ple.as_ref()) else {
@@ -490,6 +542,19 @@ impl TextModel for Gemma4Gpu<'_> {
         }
         let out_rows = if want == Logits::All { total } else { 1 };
         self.out.resize(out_rows * v, 0.0);
+        if let Some(step) = self.take_ahead(total, media.is_some(), want, pos0, cache)? {
+            let t0 = self.ctx.clock();
+            self.embed(tokens, &[])?;
+            self.ctx.submit_recorded(step)?;
+            cache.set_len(pos0 + 1);
+            let t1 = self.ctx.clock();
+            self.record_ahead(cache, pos0 + 1)?;
+            self.ctx.note_time("host: record the next step ahead", t1);
+            self.head.read(&self.ctx, &mut self.out[..v])?;
+            self.ctx
+                .note_time("host: recorded step, embed to logits", t0);
+            return Ok(&self.out[..v]);
+        }
         let chunk = cache.max_chunk().max(1);
         let n_layers = self.layers.len();
         let mut rows = Vec::new();
@@ -547,6 +612,7 @@ impl TextModel for Gemma4Gpu<'_> {
                     };
                     self.record_head(&mut enc, row, 1)?;
                     enc.submit()?;
+                    self.record_ahead(cache, p + t)?;
                     self.head.read(&self.ctx, &mut self.out[..v])?;
                 }
                 Logits::Last => enc.submit()?,

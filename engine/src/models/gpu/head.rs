@@ -1,9 +1,11 @@
 //! The tied LM head on the GPU, shared by the Gemma 3 and Gemma 4 models: final RMSNorm, the
 //! matmul over the embedding table in its stored dtype, the optional soft-cap, and the read-back
-//! of the logits (the only read-back per token).
+//! of the logits (the only read-back per token, copied to a host-readable buffer by the
+//! recorded work itself).
 
 use crate::kernels::gpu::{
-    ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, elementwise, matmul, norm,
+    ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, ReadBack, elementwise, matmul,
+    norm,
 };
 use crate::models::ModelError;
 
@@ -19,6 +21,8 @@ pub(super) struct GpuHead {
     /// Final-norm input rows and their logits, `rows` rows at a time.
     x: GpuBuffer,
     logits: GpuBuffer,
+    /// Host-readable copy of `logits`, filled by the recorded work.
+    host: ReadBack,
     rows: usize,
     /// Most rows the buffers may grow to (several-row logits for `cellm compare`).
     max_rows: usize,
@@ -37,6 +41,7 @@ impl GpuHead {
         Self {
             x: GpuBuffer::zeros(ctx, spec.hidden, ElemType::F32),
             logits: GpuBuffer::zeros(ctx, spec.vocab, ElemType::F32),
+            host: ReadBack::new(ctx, spec.vocab),
             rows: 1,
             max_rows: 1,
             weight,
@@ -61,6 +66,7 @@ impl GpuHead {
         if want > self.rows {
             self.x = GpuBuffer::zeros(ctx, want * self.hidden, ElemType::F32);
             self.logits = GpuBuffer::zeros(ctx, want * self.vocab, ElemType::F32);
+            self.host = ReadBack::new(ctx, want * self.vocab);
             self.rows = want;
         }
         self.rows
@@ -89,13 +95,11 @@ impl GpuHead {
         if let Some(cap) = self.softcap {
             elementwise::softcap(enc, &self.logits, rows * self.vocab, cap)?;
         }
-        Ok(())
+        enc.copy_to_host(&self.logits, rows * self.vocab, &self.host)
     }
 
     /// Reads `out.len() / vocab` rows of logits back into `out`.
     pub fn read(&self, ctx: &GpuContext, out: &mut [f32]) -> Result<(), ModelError> {
-        let got = ctx.read_f32_n(&self.logits, out.len())?;
-        out.copy_from_slice(&got[..out.len()]);
-        Ok(())
+        Ok(ctx.read_back(&self.host, out)?)
     }
 }

@@ -51,8 +51,13 @@ impl GpuKv {
     }
 
     /// Grows full-attention layers to hold positions `..end` (at most `limit`), copying what
-    /// they hold.
-    pub fn reserve(&mut self, ctx: &GpuContext, end: usize, limit: usize) -> Result<(), GpuError> {
+    /// they hold; true when a layer was reallocated.
+    pub fn reserve(
+        &mut self,
+        ctx: &GpuContext,
+        end: usize,
+        limit: usize,
+    ) -> Result<bool, GpuError> {
         let mut enc = Encoder::new(ctx);
         for l in &mut self.layers {
             if l.ring.is_some() || l.slots >= end {
@@ -68,10 +73,11 @@ impl GpuKv {
             enc.copy(&l.v, 0, &v, 0, n)?;
             (l.k, l.v, l.slots) = (k, v, slots);
         }
-        if !enc.is_empty() {
-            enc.submit()?;
+        if enc.is_empty() {
+            return Ok(false);
         }
-        Ok(())
+        enc.submit()?;
+        Ok(true)
     }
 
     /// Most slots any layer holds (sizes the attention scratch).

@@ -9,6 +9,7 @@
 //! Gemma 3 and Gemma 4 run here; [`load`] returns an error for other families, and the session
 //! then falls back to the CPU.
 
+mod ahead;
 mod blocks;
 mod gemma3_gpu;
 mod gemma4_gpu;

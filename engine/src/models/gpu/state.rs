@@ -47,6 +47,15 @@ pub(super) struct DeviceState {
     pub scratch: GpuBuffer,
     limit: usize,
     chunk: usize,
+    /// Changes whenever a buffer above is made again (work recorded ahead is then stale).
+    pub generation: u64,
+}
+
+/// Source of [`DeviceState::generation`] values, unique across states.
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// How a model's device state is laid out: (kv_dim, window) of each KV layer, its element type
@@ -82,17 +91,22 @@ impl DeviceState {
                 kv,
                 limit,
                 chunk,
+                generation: next_generation(),
             });
         }
         let Some(s) = slot.as_mut() else {
             return Err(ModelError::Gpu("device state missing".into()));
         };
-        s.kv.reserve(ctx, end, limit)?;
+        let mut changed = s.kv.reserve(ctx, end, limit)?;
         // Grow the attention scratch for chunks of up to `chunk` rows ending at `end` (doubling,
         // so a growing context reallocates rarely).
         let need = chunk * spec.heads * end.min(s.kv.max_slots()).max(1);
         if s.scratch.len < need {
             s.scratch = GpuBuffer::zeros(ctx, need.max(2 * s.scratch.len), ElemType::F32);
+            changed = true;
+        }
+        if changed {
+            s.generation = next_generation();
         }
         Ok(s)
     }

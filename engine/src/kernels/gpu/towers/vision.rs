@@ -1,0 +1,1 @@
+//! GPU ops of the Gemma 4 vision tower.
