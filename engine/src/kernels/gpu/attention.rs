@@ -10,12 +10,20 @@ use crate::kernels::cpu::attention::AttnParams;
 
 static SHADER: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| super::with_block_reduce(include_str!("attention.wgsl")));
+static MERGE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| super::with_block_reduce(include_str!("attention_merge.wgsl")));
 static STORE: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| super::with_block_reduce(include_str!("kv_store.wgsl")));
 
-/// Scratch floats [`attention`] needs for `t` query rows at positions `pos0..pos0 + t`.
+/// Scratch floats [`attention`] needs for `t` query rows at positions `pos0..pos0 + t` (with
+/// less, a single row falls back from the split pass to one workgroup per head).
 pub fn scratch_len(a: &AttnParams, pos0: usize, t: usize) -> usize {
-    t * a.n_heads * span(a, pos0 + t.max(1) - 1)
+    let span = span(a, pos0 + t.max(1) - 1);
+    let split = match (t, split_keys(span)) {
+        (1, Some((_, parts))) => a.n_heads * parts * (a.head_dim + 2),
+        _ => 0,
+    };
+    (t * a.n_heads * span).max(split)
 }
 
 /// Keys the last row (position `last`) sees: the widest row of a chunk.
@@ -176,7 +184,13 @@ pub fn attention(
             ),
         ));
     }
-    let pipeline = enc.ctx().pipeline("attention", &SHADER, "attend", &[]);
+    let split = (t == 1).then(|| split_keys(span)).flatten();
+    let need = split.map_or(0, |(_, parts)| nh * parts * (d + 2));
+    let (entry, (part, parts)) = match split {
+        Some(s) if scratch.len >= need => ("attend_part", s),
+        _ => ("attend", (0, 0)),
+    };
+    let pipeline = enc.ctx().pipeline("attention", &SHADER, entry, &[]);
     let params = [
         nh as u32,
         nkv as u32,
@@ -189,14 +203,40 @@ pub fn attention(
         a.scale.to_bits(),
         a.softcap.unwrap_or(0.0).to_bits(),
         a.window.unwrap_or(0) as u32,
+        part as u32,
+        parts as u32,
     ];
-    enc.dispatch(
-        pipeline,
-        &params,
-        &[&q.buf, &k.buf, &v.buf, &scratch.buf, &out.buf],
-        (t * nh) as u32,
-    );
+    // the split pass writes only the scratch
+    let (bufs, groups) = if parts > 0 {
+        (&[&q.buf, &k.buf, &v.buf, &scratch.buf][..], nh * parts)
+    } else {
+        (
+            &[&q.buf, &k.buf, &v.buf, &scratch.buf, &out.buf][..],
+            t * nh,
+        )
+    };
+    enc.dispatch(pipeline, &params, bufs, groups as u32);
+    if parts > 0 {
+        let pipeline = enc
+            .ctx()
+            .pipeline("attention_merge", &MERGE, "attend_merge", &[]);
+        let params = [nh as u32, d as u32, parts as u32];
+        enc.dispatch(pipeline, &params, &[&scratch.buf, &out.buf], nh as u32);
+    }
     Ok(())
+}
+
+/// How a one-row attention over `n` keys splits into parts: (keys per part, parts), None when
+/// one workgroup per head is enough. Parts of 64 keys up to 256 parts, longer ones beyond (at
+/// most 1024 keys each; longer spans take the single pass).
+fn split_keys(n: usize) -> Option<(usize, usize)> {
+    const PART: usize = 64;
+    if n <= PART {
+        return None;
+    }
+    let parts = n.div_ceil(PART).min(256);
+    let part = n.div_ceil(parts);
+    (part <= 1024).then_some((part, parts))
 }
 
 #[cfg(test)]
@@ -286,6 +326,26 @@ mod tests {
                 },
                 77,
                 24,
+                elem,
+            );
+            // long spans split over many parts (and a window over a ring)
+            check(
+                AttnParams {
+                    head_dim: 256,
+                    ..base
+                },
+                1500,
+                1501,
+                elem,
+            );
+            check(
+                AttnParams {
+                    window: Some(512),
+                    softcap: Some(30.0),
+                    ..base
+                },
+                900,
+                512,
                 elem,
             );
             // MQA, softcap, head_dim 256

@@ -18,6 +18,8 @@ struct Params {
     scale: f32,
     softcap: f32, // 0: none
     window: u32,  // 0: none
+    part: u32,    // attend_part: keys per part (<= 1024)
+    parts: u32,   // attend_part: parts per head
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -173,5 +175,115 @@ fn attend(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
         out[b + 1u] = acc.y;
         out[b + 2u] = acc.z;
         out[b + 3u] = acc.w;
+    }
+}
+
+// ---- Decode (t = 1) split over the keys ("flash decoding"): one workgroup per (head, part of
+// `part` keys) writes the part's score max m, exp-sum l and unnormalised value sum to the
+// scratch as [m, l, acc[head_dim]]; attention_merge.wgsl combines a head's parts. A long context
+// then keeps many workgroups busy instead of one per head.
+
+var<workgroup> pscore: array<f32, 1024>;
+
+@compute @workgroup_size(256)
+fn attend_part(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) nwg: vec3<u32>) {
+    let g = wid.x + wid.y * nwg.x;
+    let h = min(g / p.parts, p.n_heads - 1u);
+    let s = g % p.parts;
+    let pos = p.pos0;
+    var lo = 0u;
+    if (p.window > 0u && pos + 1u > p.window) {
+        lo = pos + 1u - p.window;
+    }
+    let n = pos + 1u - lo;
+    let k0 = min(s * p.part, n);
+    let k1 = min(k0 + p.part, n);
+    let d = p.head_dim;
+    let d4 = d / 4u;
+    let kvh = h / (p.n_heads / p.n_kv_heads);
+    var nv = d / 4u;
+    if (p.kv_f16 == 1u) {
+        nv = d / 8u;
+    }
+    let slot_v = p.n_kv_heads * nv;
+    for (var x = lid; x < d4; x += 256u) {
+        let b = h * d + 4u * x;
+        qs[x] = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]);
+    }
+    workgroupBarrier();
+
+    var m = -3.4028235e38;
+    for (var j = k0 + lid; j < k1; j += 256u) {
+        var sc = kdot(((lo + j) % p.slots) * slot_v + kvh * nv, nv) * p.scale;
+        if (p.softcap > 0.0) {
+            sc = p.softcap * tanh(clamp(sc / p.softcap, -15.0, 15.0));
+        }
+        pscore[j - k0] = sc;
+        m = max(m, sc);
+    }
+    m = block_max(lid, m);
+    var sum = 0.0;
+    for (var j = k0 + lid; j < k1; j += 256u) {
+        let e = exp(pscore[j - k0] - m);
+        pscore[j - k0] = e;
+        sum += e;
+    }
+    sum = block_sum(lid, sum);
+
+    let groups = 256u / nv;
+    let c = lid % nv;
+    let gi = lid / nv;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    if (gi < groups) {
+        var j = k0 + gi;
+        for (; j + groups < k1; j += 2u * groups) {
+            let wa = pscore[j - k0];
+            let wb = pscore[j + groups - k0];
+            let va = vc[((lo + j) % p.slots) * slot_v + kvh * nv + c];
+            let vb = vc[((lo + j + groups) % p.slots) * slot_v + kvh * nv + c];
+            if (p.kv_f16 == 1u) {
+                a0 += wa * vec4<f32>(lo16(va.x), lo16(va.y)) + wb * vec4<f32>(lo16(vb.x), lo16(vb.y));
+                a1 += wa * vec4<f32>(lo16(va.z), lo16(va.w)) + wb * vec4<f32>(lo16(vb.z), lo16(vb.w));
+            } else {
+                a0 += wa * bitcast<vec4<f32>>(va) + wb * bitcast<vec4<f32>>(vb);
+            }
+        }
+        if (j < k1) {
+            let wgt = pscore[j - k0];
+            let w = vc[((lo + j) % p.slots) * slot_v + kvh * nv + c];
+            if (p.kv_f16 == 1u) {
+                a0 += wgt * vec4<f32>(lo16(w.x), lo16(w.y));
+                a1 += wgt * vec4<f32>(lo16(w.z), lo16(w.w));
+            } else {
+                a0 += wgt * bitcast<vec4<f32>>(w);
+            }
+        }
+        if (p.kv_f16 == 1u) {
+            part[gi * d4 + 2u * c] = a0;
+            part[gi * d4 + 2u * c + 1u] = a1;
+        } else {
+            part[gi * d4 + c] = a0;
+        }
+    }
+    workgroupBarrier();
+    let base = (h * p.parts + s) * (d + 2u);
+    if (lid == 0u && g < p.n_heads * p.parts) {
+        scores[base] = m;
+        scores[base + 1u] = sum;
+    }
+    for (var x = lid; x < d4; x += 256u) {
+        var acc = vec4<f32>(0.0);
+        for (var k = 0u; k < groups; k++) {
+            acc += part[k * d4 + x];
+        }
+        if (g < p.n_heads * p.parts) {
+            let b = base + 2u + 4u * x;
+            scores[b] = acc.x;
+            scores[b + 1u] = acc.y;
+            scores[b + 2u] = acc.z;
+            scores[b + 3u] = acc.w;
+        }
     }
 }

@@ -144,6 +144,35 @@ pub fn clamp(
     Ok(())
 }
 
+/// `dst = f16(src)` for the first `n` values (`n` even; `dst` an f16 buffer): activations
+/// rounded to f16 for [`super::matmul::matmul`].
+pub fn to_f16(
+    enc: &mut Encoder<'_>,
+    src: &GpuBuffer,
+    dst: &GpuBuffer,
+    n: usize,
+) -> Result<(), GpuError> {
+    check("to_f16", n, &[src])?;
+    if dst.elem != ElemType::F16 || dst.len < n || !n.is_multiple_of(2) {
+        return Err(shape_err(
+            "to_f16",
+            format!("{n} values into f16[{}]", dst.len),
+        ));
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let pipeline = enc.ctx().pipeline("elementwise", SHADER, "to_f16", &[]);
+    let pairs = n / 2;
+    enc.dispatch(
+        pipeline,
+        &[pairs as u32, 0, 0, 0, 0],
+        &[&src.buf, &dst.buf],
+        pairs.div_ceil(256) as u32,
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{ctx, max_abs_diff, random};
@@ -203,6 +232,23 @@ mod tests {
         want[n - 5..].copy_from_slice(&x[n - 5..]);
         assert_eq!(ctx.read_f32(&b).unwrap(), want);
         assert!(clamp(&mut Encoder::new(ctx), &a, n, 2.0, 1.0).is_err());
+    }
+
+    #[test]
+    fn gpu_to_f16_rounds_like_half() {
+        let Some(ctx) = ctx() else { return };
+        let n = 1002;
+        let x: Vec<f32> = random(n, 13).iter().map(|v| v * 300.0).collect();
+        let (src, dst) = (
+            GpuBuffer::from_f32(ctx, &x),
+            GpuBuffer::zeros(ctx, n, ElemType::F16),
+        );
+        let mut enc = Encoder::new(ctx);
+        to_f16(&mut enc, &src, &dst, n).unwrap();
+        enc.submit().unwrap();
+        let want: Vec<f32> = x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        assert_eq!(ctx.read_f32(&dst).unwrap(), want);
+        assert!(to_f16(&mut Encoder::new(ctx), &src, &dst, 3).is_err());
     }
 
     #[test]

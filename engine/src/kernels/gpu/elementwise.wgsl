@@ -71,3 +71,15 @@ fn clamp_range(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
         a[i] = clamp(a[i], p.cap, p.hi);
     }
 }
+
+// to_f16: dst[i] = the f16 pair (a[2i], a[2i + 1]) for i < n (n pairs; f16 activations).
+@group(0) @binding(2) var<storage, read_write> packed: array<u32>;
+
+@compute @workgroup_size(256)
+fn to_f16(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+          @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(lid, wid, nwg);
+    if (i < p.n) {
+        packed[i] = pack2x16float(vec2<f32>(a[2u * i], a[2u * i + 1u]));
+    }
+}

@@ -11,21 +11,37 @@ use crate::tensor::DType;
 
 const SHADER: &str = include_str!("matmul.wgsl");
 
-/// The kernels with their lane reductions: through workgroup memory (everywhere) or subgroup
-/// shuffles (adapters with subgroups at least LANES wide).
-static SMEM_SRC: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| format!("{SHADER}\n{}", include_str!("matmul_reduce_smem.wgsl")));
-static SUBGROUP_SRC: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!("{SHADER}\n{}", include_str!("matmul_reduce_subgroup.wgsl"))
-});
+/// The kernels with their activations' type (a prelude: f32, or f16 with shader-f16) and their
+/// lane reductions: through workgroup memory (everywhere) or subgroup shuffles (adapters with
+/// subgroups at least LANES wide).
+fn compose(x: &str, reduce: &str) -> String {
+    format!("{x}\n{SHADER}\n{reduce}")
+}
+const X_F32: &str = include_str!("matmul_x_f32.wgsl");
+const X_F16: &str = include_str!("matmul_x_f16.wgsl");
+const SMEM: &str = include_str!("matmul_reduce_smem.wgsl");
+const SUBGROUP: &str = include_str!("matmul_reduce_subgroup.wgsl");
+static SMEM_SRC: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| compose(X_F32, SMEM));
+static SUBGROUP_SRC: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| compose(X_F32, SUBGROUP));
+static SMEM_F16_SRC: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| compose(X_F16, SMEM));
+static SUBGROUP_F16_SRC: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| compose(X_F16, SUBGROUP));
 
-/// The shader (cache key, source) for row groups of `lanes` lanes.
-fn source(ctx: &GpuContext, lanes: u32) -> (&'static str, &'static str) {
-    if ctx.subgroup_min >= lanes {
-        ("matmul_sg", SUBGROUP_SRC.as_str())
-    } else {
-        ("matmul", SMEM_SRC.as_str())
+/// The shader (cache key, source) for row groups of `lanes` lanes and activations of `x`.
+fn source_for(ctx: &GpuContext, lanes: u32, x: ElemType) -> (&'static str, &'static str) {
+    match (ctx.subgroup_min >= lanes, x) {
+        (true, ElemType::F32) => ("matmul_sg", SUBGROUP_SRC.as_str()),
+        (false, ElemType::F32) => ("matmul", SMEM_SRC.as_str()),
+        (true, ElemType::F16) => ("matmul_sg_xh", SUBGROUP_F16_SRC.as_str()),
+        (false, ElemType::F16) => ("matmul_xh", SMEM_F16_SRC.as_str()),
     }
+}
+
+/// [`source_for`] f32 activations.
+fn source(ctx: &GpuContext, lanes: u32) -> (&'static str, &'static str) {
+    source_for(ctx, lanes, ElemType::F32)
 }
 
 /// Lanes per row no wider than the adapter's subgroups, where those reduce the lanes.
@@ -100,6 +116,17 @@ pub(super) fn check_io(
     if x.elem != ElemType::F32 || out.elem != ElemType::F32 {
         return Err(shape_err(op, "x and out must be f32 buffers"));
     }
+    check_len(op, x, t, k, out, n)
+}
+
+fn check_len(
+    op: &'static str,
+    x: &GpuBuffer,
+    t: usize,
+    k: usize,
+    out: &GpuBuffer,
+    n: usize,
+) -> Result<bool, GpuError> {
     if x.len < t * k || out.len < t * n {
         return Err(shape_err(
             op,
@@ -149,7 +176,17 @@ pub fn matmul_tiled(
             w.dtype
         )));
     }
-    if !check_io("matmul", x, t, k, out, n)? {
+    // f16 activations: plain matmuls where the adapter has shader-f16 (see `f16_activations`)
+    let xh = x.elem == ElemType::F16;
+    if xh && !f16_activations(enc.ctx()) {
+        return Err(GpuError::Unsupported(
+            "f16 activations need an adapter with shader-f16".into(),
+        ));
+    }
+    if out.elem != ElemType::F32 || !(xh || x.elem == ElemType::F32) {
+        return Err(shape_err("matmul", "x must be f32 or f16, out f32"));
+    }
+    if !check_len("matmul", x, t, k, out, n)? {
         return Ok(());
     }
     let u = units(w);
@@ -183,7 +220,7 @@ pub fn matmul_tiled(
     }
     // prefill: 4 tokens per tile, so each weight load serves 4 tokens
     let tt = if t > 1 { 4 } else { 1 };
-    let (key, src) = source(enc.ctx(), tiling.lanes);
+    let (key, src) = source_for(enc.ctx(), tiling.lanes, x.elem);
     let pipeline = enc.ctx().pipeline(
         key,
         src,
@@ -217,6 +254,12 @@ pub fn matmul_tiled(
         enc.dispatch(pipeline.clone(), &params, bufs, groups);
     }
     Ok(())
+}
+
+/// Whether [`matmul`] takes f16 activations here (the adapter has shader-f16; an f16 `x` is
+/// widened to f32 in the kernel and the products accumulate in f32).
+pub fn f16_activations(ctx: &GpuContext) -> bool {
+    ctx.adapter().shader_f16
 }
 
 /// Records `out[n] = gelu_tanh(gate[n] . x) * (up[n] . x)`, the gated MLP's first half. One
@@ -396,6 +439,45 @@ pub(super) mod tests {
         max_bytes: Option<u64>,
     ) {
         check_tiled(dtype, n, k, t, gs, max_bytes, None)
+    }
+
+    /// f16 activations (shader-f16 adapters): the kernels on an f16 copy of x equal the f64
+    /// reference on the f16-rounded x, for every weight dtype, decode and prefill.
+    #[test]
+    fn gpu_matmul_takes_f16_activations() {
+        let Some(ctx) = ctx() else { return };
+        if !f16_activations(ctx) {
+            eprintln!("SKIP: adapter without shader-f16");
+            return;
+        }
+        let (n, k) = (37, 256);
+        for dtype in [DType::Q4, DType::Q8, DType::F16, DType::F32] {
+            for t in [1, 5] {
+                let shape = [n, k];
+                let bytes = encode(dtype, &random(n * k, 17), &shape, 32).unwrap();
+                let view = TensorView::new(dtype, &shape, 32, &bytes).unwrap();
+                let w = GpuWeight::upload(ctx, &view).unwrap();
+                let x: Vec<f32> = random(t * k, 19)
+                    .iter()
+                    .map(|&v| half::f16::from_f32(v * 3.0).to_f32())
+                    .collect();
+                let (xf, xh) = (
+                    GpuBuffer::from_f32(ctx, &x),
+                    GpuBuffer::zeros(ctx, t * k, ElemType::F16),
+                );
+                let out = GpuBuffer::zeros(ctx, t * n, ElemType::F32);
+                let mut enc = Encoder::new(ctx);
+                super::super::elementwise::to_f16(&mut enc, &xf, &xh, t * k).unwrap();
+                matmul(&mut enc, &xh, t, &w, &out).unwrap();
+                enc.submit().unwrap();
+                let got = ctx.read_f32(&out).unwrap();
+                let (want, mag) = reference(&x, t, &view);
+                for i in 0..t * n {
+                    let err = (got[i] as f64 - want[i]).abs();
+                    assert!(err <= 1e-5 * mag[i] + 1e-6, "{dtype} t={t} out[{i}]: {err}");
+                }
+            }
+        }
     }
 
     fn check_tiled(

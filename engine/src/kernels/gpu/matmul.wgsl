@@ -26,7 +26,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+// binding 2, the activations `x`, and `xload(i)` (vec4 i of x as f32) come from the prelude the host
+// puts first: matmul_x_f32.wgsl, or matmul_x_f16.wgsl for f16 activations (shader-f16).
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 // the same buffer as `w`, seen as words for the f16 scales (q4/q8 only)
 @group(0) @binding(4) var<storage, read> ws: array<u32>;
@@ -79,14 +80,14 @@ fn matmul_q4(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
             }
             for (var i = 0u; i < TT; i++) {
                 let xb = min(t0 + i, p.t - 1u) * kv + u * 8u;
-                let x0 = x[xb];
-                let x1 = x[xb + 1u];
-                let x2 = x[xb + 2u];
-                let x3 = x[xb + 3u];
-                let x4 = x[xb + 4u];
-                let x5 = x[xb + 5u];
-                let x6 = x[xb + 6u];
-                let x7 = x[xb + 7u];
+                let x0 = xload(xb);
+                let x1 = xload(xb + 1u);
+                let x2 = xload(xb + 2u);
+                let x3 = xload(xb + 3u);
+                let x4 = xload(xb + 4u);
+                let x5 = xload(xb + 5u);
+                let x6 = xload(xb + 6u);
+                let x7 = xload(xb + 7u);
                 for (var r = 0u; r < NR; r++) {
                     let b = q[r];
                     var d = dot(nib(b.x), x0) + dot(nib(b.x >> 4u), x4);
@@ -119,10 +120,10 @@ fn matmul_q8(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
             }
             for (var i = 0u; i < TT; i++) {
                 let xb = min(t0 + i, p.t - 1u) * kv + u * 4u;
-                let x0 = x[xb];
-                let x1 = x[xb + 1u];
-                let x2 = x[xb + 2u];
-                let x3 = x[xb + 3u];
+                let x0 = xload(xb);
+                let x1 = xload(xb + 1u);
+                let x2 = xload(xb + 2u);
+                let x3 = xload(xb + 3u);
                 for (var r = 0u; r < NR; r++) {
                     let b = q[r];
                     let d = dot(sbytes(b.x), x0) + dot(sbytes(b.y), x1) + dot(sbytes(b.z), x2)
@@ -149,8 +150,8 @@ fn matmul_f16(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
             }
             for (var i = 0u; i < TT; i++) {
                 let xb = min(t0 + i, p.t - 1u) * kv + u * 2u;
-                let x0 = x[xb];
-                let x1 = x[xb + 1u];
+                let x0 = xload(xb);
+                let x1 = xload(xb + 1u);
                 for (var r = 0u; r < NR; r++) {
                     let b = q[r];
                     let a0 = vec4<f32>(unpack2x16float(b.x), unpack2x16float(b.y));
@@ -176,7 +177,7 @@ fn matmul_f32(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
                 q[r] = bitcast<vec4<f32>>(w[min(row0 + r, p.n - 1u) * p.units + u]);
             }
             for (var i = 0u; i < TT; i++) {
-                let xv = x[min(t0 + i, p.t - 1u) * kv + u];
+                let xv = xload(min(t0 + i, p.t - 1u) * kv + u);
                 for (var r = 0u; r < NR; r++) {
                     acc[i * NR + r] += dot(q[r], xv);
                 }
@@ -190,21 +191,21 @@ fn matmul_f32(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
 // indexed dynamically and every value stays in registers.
 
 fn q4_dot(b: vec4<u32>, xb: u32) -> f32 {
-    var d = dot(nib(b.x), x[xb]) + dot(nib(b.x >> 4u), x[xb + 4u]);
-    d += dot(nib(b.y), x[xb + 1u]) + dot(nib(b.y >> 4u), x[xb + 5u]);
-    d += dot(nib(b.z), x[xb + 2u]) + dot(nib(b.z >> 4u), x[xb + 6u]);
-    d += dot(nib(b.w), x[xb + 3u]) + dot(nib(b.w >> 4u), x[xb + 7u]);
+    var d = dot(nib(b.x), xload(xb)) + dot(nib(b.x >> 4u), xload(xb + 4u));
+    d += dot(nib(b.y), xload(xb + 1u)) + dot(nib(b.y >> 4u), xload(xb + 5u));
+    d += dot(nib(b.z), xload(xb + 2u)) + dot(nib(b.z >> 4u), xload(xb + 6u));
+    d += dot(nib(b.w), xload(xb + 3u)) + dot(nib(b.w >> 4u), xload(xb + 7u));
     return d;
 }
 
 fn q8_dot(b: vec4<u32>, xb: u32) -> f32 {
-    return dot(sbytes(b.x), x[xb]) + dot(sbytes(b.y), x[xb + 1u]) + dot(sbytes(b.z), x[xb + 2u])
-        + dot(sbytes(b.w), x[xb + 3u]);
+    return dot(sbytes(b.x), xload(xb)) + dot(sbytes(b.y), xload(xb + 1u)) + dot(sbytes(b.z), xload(xb + 2u))
+        + dot(sbytes(b.w), xload(xb + 3u));
 }
 
 fn f16_dot(b: vec4<u32>, xb: u32) -> f32 {
-    return dot(vec4<f32>(unpack2x16float(b.x), unpack2x16float(b.y)), x[xb])
-        + dot(vec4<f32>(unpack2x16float(b.z), unpack2x16float(b.w)), x[xb + 1u]);
+    return dot(vec4<f32>(unpack2x16float(b.x), unpack2x16float(b.y)), xload(xb))
+        + dot(vec4<f32>(unpack2x16float(b.z), unpack2x16float(b.w)), xload(xb + 1u));
 }
 
 fn store2(a: f32, b: f32, lid: u32, row0: u32) {
@@ -296,7 +297,7 @@ fn matvec_f32(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     var a = 0.0;
     var b = 0.0;
     for (var u = lid % LANES; u < p.units; u += LANES) {
-        let xv = x[u];
+        let xv = xload(u);
         let qa = bitcast<vec4<f32>>(w[ra * p.units + u]);
         if (NR == 2u) {
             b += dot(bitcast<vec4<f32>>(w[rb * p.units + u]), xv);
@@ -343,8 +344,8 @@ fn matvec_q4_glu(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
     var ub = 0.0;
     for (var u = lid % LANES; u < p.units; u += LANES) {
         let xb = u * 8u;
-        let xs = array<vec4<f32>, 8>(x[xb], x[xb + 1u], x[xb + 2u], x[xb + 3u], x[xb + 4u],
-                                     x[xb + 5u], x[xb + 6u], x[xb + 7u]);
+        let xs = array<vec4<f32>, 8>(xload(xb), xload(xb + 1u), xload(xb + 2u), xload(xb + 3u), xload(xb + 4u),
+                                     xload(xb + 5u), xload(xb + 6u), xload(xb + 7u));
         let g = (u * 32u) / p.gs;
         let qa = w[ra * p.units + u];
         let va = w2[ra * p.units + u];

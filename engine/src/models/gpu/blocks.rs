@@ -6,7 +6,8 @@ use super::kv::LayerKv;
 use crate::kernels::cpu::attention::AttnParams;
 use crate::kernels::gpu::norm::{Into, NormWeight};
 use crate::kernels::gpu::{
-    ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, attention, matmul, norm,
+    ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, attention, elementwise, matmul,
+    norm,
 };
 
 /// Activation buffers of a Gemma decoder for chunks of up to `rows` tokens: the residual stream
@@ -22,6 +23,8 @@ pub(super) struct TextActs {
     pub att: GpuBuffer,
     pub gate: GpuBuffer,
     pub up: GpuBuffer,
+    /// f16 copy of a prefill matmul's input (f16 activations, see `f16_activations`).
+    pub xh: Option<GpuBuffer>,
 }
 
 /// Widest rows any layer needs: hidden, q (heads x head_dim), k/v, MLP intermediate.
@@ -64,7 +67,55 @@ impl TextActs {
             att: z(w.q),
             gate: z(w.inter),
             up: z(w.inter),
+            xh: (rows > 1 && f16_activations(ctx)).then(|| {
+                let widest = w.hidden.max(w.q).max(w.inter);
+                GpuBuffer::zeros(ctx, rows * widest, ElemType::F16)
+            }),
         }
+    }
+}
+
+/// Whether prefill matmuls take f16 activations (the normed inputs of q/k/v and the MLP): only
+/// when asked for with `CELLM_GPU_F16_ACTIVATIONS=1` on an adapter with shader-f16. Off by
+/// default: on the tiny Gemma 4 fixture they break the KL < 1e-4 parity with the CPU path (1.0e-4
+/// with f32 weights, 3.9e-3 with q4 weights and the f16 KV cache, against <= 2e-7 in f32; Gemma 3
+/// keeps it at 5.4e-6), and an H100 prefills no faster with them (E2B 1548 vs 1549 tok/s).
+fn f16_activations(ctx: &GpuContext) -> bool {
+    matmul::f16_activations(ctx) && std::env::var_os("CELLM_GPU_F16_ACTIVATIONS").is_some()
+}
+
+/// `out = x · wᵀ` for `t` rows. Prefill chunks (`t > 1`) with f16 activations round `x` to f16
+/// first: the matmul then loads half the activation bytes (products still sum in f32). Decode
+/// steps and LUT weights keep f32.
+pub(super) fn matmul_in(
+    enc: &mut Encoder<'_>,
+    a: &TextActs,
+    x: &GpuBuffer,
+    t: usize,
+    w: &GpuWeight,
+    out: &GpuBuffer,
+) -> Result<(), GpuError> {
+    match half_input(enc, a, x, t, w)? {
+        Some(xh) => matmul::matmul(enc, xh, t, w, out),
+        None => matmul::matmul(enc, x, t, w, out),
+    }
+}
+
+/// The f16 copy of `x` (recorded) when [`matmul_in`] should use one.
+fn half_input<'a>(
+    enc: &mut Encoder<'_>,
+    a: &'a TextActs,
+    x: &GpuBuffer,
+    t: usize,
+    w: &GpuWeight,
+) -> Result<Option<&'a GpuBuffer>, GpuError> {
+    let n = t * w.cols;
+    match &a.xh {
+        Some(xh) if t > 1 && !w.dtype.is_lut() && n <= xh.len && n.is_multiple_of(2) => {
+            elementwise::to_f16(enc, x, xh, n)?;
+            Ok(Some(xh))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -140,7 +191,8 @@ pub(super) fn record_layer_tail<'w>(
     matmul::matmul(enc, &a.att, t, w.o, &a.a)?;
     let (post, pre_ff) = (nw(w.post_attn_norm), Some(nw(w.pre_ff_norm)));
     record_post_add(enc, &a.a, &a.x, &a.h, t, hidden, post, 1.0, pre_ff)?;
-    matmul::matmul_glu(enc, &a.h, t, w.gate, w.up, &a.gate, &a.up)?;
+    let h = half_input(enc, a, &a.h, t, w.gate)?.unwrap_or(&a.h);
+    matmul::matmul_glu(enc, h, t, w.gate, w.up, &a.gate, &a.up)?;
     matmul::matmul(enc, &a.gate, t, w.down, &a.a)?;
     let post = nw(w.post_ff_norm);
     let next = end.next.map(nw);

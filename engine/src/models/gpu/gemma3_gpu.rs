@@ -8,7 +8,7 @@
 
 use super::ahead::{self, AheadSlot};
 use super::blocks::{
-    ActWidths, TailEnd, TailWeights, TextActs, flush_before_layer, record_layer_tail,
+    ActWidths, TailEnd, TailWeights, TextActs, flush_before_layer, matmul_in, record_layer_tail,
 };
 use super::head::{GpuHead, HeadSpec};
 use super::state::{DeviceState, StateSpec, linear, missing, vector};
@@ -16,7 +16,7 @@ use crate::format::CellmFile;
 use crate::kernels::cpu::attention::AttnParams;
 use crate::kernels::gpu::norm::{Into, NormWeight};
 use crate::kernels::gpu::{
-    ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, attention, matmul, norm, rope,
+    ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, attention, norm, rope,
 };
 use crate::kv_cache::{KvCache, KvError, KvPrecision};
 use crate::models::common::embed_row;
@@ -214,9 +214,9 @@ impl<'a> Gemma3Gpu<'a> {
         if !normed {
             norm::rmsnorm_to(enc, &a.x, &a.h, t, h, nw(&l.input_norm), Into::Store)?;
         }
-        matmul::matmul(enc, &a.h, t, &l.q, &a.q)?;
-        matmul::matmul(enc, &a.h, t, &l.k, &a.k)?;
-        matmul::matmul(enc, &a.h, t, &l.v, &a.v)?;
+        matmul_in(enc, a, &a.h, t, &l.q, &a.q)?;
+        matmul_in(enc, a, &a.h, t, &l.k, &a.k)?;
+        matmul_in(enc, a, &a.h, t, &l.v, &a.v)?;
         rope::rmsnorm_rope(enc, &a.q, t, qd, nh, d, p, &l.inv_freq, nw(&l.q_norm))?;
         rope::rmsnorm_rope(enc, &a.k, t, kvd, nkv, d, p, &l.inv_freq, nw(&l.k_norm))?;
         let (src, caches) = ((&a.k, &a.v), (&kvl.k, &kvl.v));

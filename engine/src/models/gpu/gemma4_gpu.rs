@@ -9,7 +9,7 @@
 
 use super::ahead::{self, AheadSlot};
 use super::blocks::{
-    ActWidths, TailEnd, TailWeights, TextActs, flush_before_layer, record_layer_tail,
+    ActWidths, TailEnd, TailWeights, TextActs, flush_before_layer, matmul_in, record_layer_tail,
     record_post_add,
 };
 use super::head::{GpuHead, HeadSpec};
@@ -318,11 +318,11 @@ impl<'a> Gemma4Gpu<'a> {
                 Into::Store,
             )?;
         }
-        matmul::matmul(enc, &a.text.h, t, &l.q, &a.text.q)?;
+        matmul_in(enc, &a.text, &a.text.h, t, &l.q, &a.text.q)?;
         rope::rmsnorm_rope(enc, &a.text.q, t, qd, nh, d, p, &l.inv_freq, nw(&l.q_norm))?;
         if let Some(kv) = &l.kv {
-            matmul::matmul(enc, &a.text.h, t, &kv.k, &a.text.k)?;
-            matmul::matmul(enc, &a.text.h, t, &kv.v, &a.text.v)?;
+            matmul_in(enc, &a.text, &a.text.h, t, &kv.k, &a.text.k)?;
+            matmul_in(enc, &a.text, &a.text.h, t, &kv.v, &a.text.v)?;
             rope::rmsnorm_rope(
                 enc,
                 &a.text.k,
