@@ -5,15 +5,16 @@
 //! CPU cache's ring layout (position `p` in slot `p % slots`), so sliding-window layers keep
 //! `window + chunk - 1` slots and full layers grow to the context.
 
+use super::rope::NormRope;
 use super::{Encoder, GpuBuffer, GpuError, buffer::ElemType, shape_err};
 use crate::kernels::cpu::attention::AttnParams;
 
 static SHADER: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| super::with_block_reduce(include_str!("attention.wgsl")));
+    std::sync::LazyLock::new(|| super::with_norm_rope(include_str!("attention.wgsl")));
 static MERGE: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| super::with_block_reduce(include_str!("attention_merge.wgsl")));
 static STORE: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| super::with_block_reduce(include_str!("kv_store.wgsl")));
+    std::sync::LazyLock::new(|| super::with_norm_rope(include_str!("kv_store.wgsl")));
 
 /// Scratch floats [`attention`] needs for `t` query rows at positions `pos0..pos0 + t` (with
 /// less, a single row falls back from the split pass to one workgroup per head).
@@ -78,7 +79,8 @@ pub fn store_kv(
 }
 
 /// Records [`store_kv`] of the chunk's K rows and V rows in one dispatch; with `v_norm_eps`,
-/// each V head row is RMS-normalized (no weight, Gemma 4) on the way. `k`/`v` hold `t` rows of
+/// each V head row is RMS-normalized (no weight, Gemma 4) on the way, and with `k_rope` each K
+/// head row gets its norm and RoPE (at its position) first. `k`/`v` hold `t` rows of
 /// `kv_dim = heads * head_dim` f32; `head_dim` even and <= 512.
 #[allow(clippy::too_many_arguments)]
 pub fn store_kv_pair(
@@ -90,6 +92,7 @@ pub fn store_kv_pair(
     (kc, vc): (&GpuBuffer, &GpuBuffer),
     slots: usize,
     v_norm_eps: Option<f32>,
+    k_rope: Option<NormRope<'_>>,
 ) -> Result<(), GpuError> {
     let ok = head_dim > 0
         && head_dim.is_multiple_of(2)
@@ -113,6 +116,11 @@ pub fn store_kv_pair(
             ),
         ));
     }
+    let (k_mode, k_eps) = match &k_rope {
+        Some(r) => r.check("store_kv_pair", head_dim)?,
+        None => (0, 0.0),
+    };
+    let (knw, kfreq) = rope_buffers(enc, k_rope);
     let pipeline = enc.ctx().pipeline("kv_store", &STORE, "store_kv_pair", &[]);
     let params = [
         kv_dim as u32,
@@ -122,14 +130,30 @@ pub fn store_kv_pair(
         (kc.elem == ElemType::F16) as u32,
         head_dim as u32,
         v_norm_eps.unwrap_or(0.0).to_bits(),
+        k_rope.is_some() as u32,
+        k_mode,
+        k_eps.to_bits(),
     ];
     enc.dispatch(
         pipeline,
         &params,
-        &[&k.buf, &kc.buf, &v.buf, &vc.buf],
+        &[&k.buf, &kc.buf, &v.buf, &vc.buf, &knw, &kfreq],
         (t * kv_dim / head_dim) as u32,
     );
     Ok(())
+}
+
+/// The (norm weight, inverse frequencies) buffers a fused norm + RoPE binds (the dummy for what
+/// is absent: the shaders never read them then).
+fn rope_buffers(enc: &Encoder<'_>, r: Option<NormRope<'_>>) -> (wgpu::Buffer, wgpu::Buffer) {
+    let dummy = &enc.ctx().dummy;
+    match r {
+        Some(r) => (
+            r.norm.w.map_or(dummy, |w| &w.buf).clone(),
+            r.inv_freq.buf.clone(),
+        ),
+        None => (dummy.clone(), dummy.clone()),
+    }
 }
 
 /// Records attention of the `t` query rows `q` ([t, n_heads * head_dim], normed and rotated) at
@@ -150,8 +174,13 @@ pub fn attention(
     a: &AttnParams,
     scratch: &GpuBuffer,
     out: &GpuBuffer,
+    q_rope: Option<NormRope<'_>>,
 ) -> Result<(), GpuError> {
     let (nh, nkv, d) = (a.n_heads, a.n_kv_heads, a.head_dim);
+    let (q_mode, q_eps) = match &q_rope {
+        Some(r) => r.check("attention", d)?,
+        None => (0, 0.0),
+    };
     if t == 0 {
         return Ok(());
     }
@@ -205,17 +234,19 @@ pub fn attention(
         a.window.unwrap_or(0) as u32,
         part as u32,
         parts as u32,
+        q_rope.is_some() as u32,
+        q_mode,
+        q_eps.to_bits(),
     ];
+    let (qnw, qfreq) = rope_buffers(enc, q_rope);
+    let mut bufs = vec![(1, &q.buf), (2, &k.buf), (3, &v.buf), (4, &scratch.buf)];
     // the split pass writes only the scratch
-    let (bufs, groups) = if parts > 0 {
-        (&[&q.buf, &k.buf, &v.buf, &scratch.buf][..], nh * parts)
-    } else {
-        (
-            &[&q.buf, &k.buf, &v.buf, &scratch.buf, &out.buf][..],
-            t * nh,
-        )
-    };
-    enc.dispatch(pipeline, &params, bufs, groups as u32);
+    if parts == 0 {
+        bufs.push((5, &out.buf));
+    }
+    bufs.extend([(6, &qnw), (7, &qfreq)]);
+    let groups = if parts > 0 { nh * parts } else { t * nh };
+    enc.dispatch_at(pipeline, &params, &bufs, groups as u32);
     if parts > 0 {
         let pipeline = enc
             .ctx()
@@ -282,7 +313,10 @@ mod tests {
             p0 += t;
         }
         let mut enc = Encoder::new(ctx);
-        attention(&mut enc, &qb, 1, pos, &kc, &vc, slots, &a, &scratch, &out).unwrap();
+        attention(
+            &mut enc, &qb, 1, pos, &kc, &vc, slots, &a, &scratch, &out, None,
+        )
+        .unwrap();
         enc.submit().unwrap();
         let got = ctx.read_f32(&out).unwrap();
 
@@ -365,6 +399,134 @@ mod tests {
         }
     }
 
+    /// q/k norm + RoPE fused into the K store and the query load equal the separate
+    /// `rmsnorm_rope` dispatches (prefill rows, a decode row over a split span, both weight modes).
+    #[test]
+    fn gpu_fused_norm_rope_matches_separate_ops() {
+        use super::super::norm::NormWeight;
+        use super::super::rope::rmsnorm_rope;
+        let Some(ctx) = ctx() else { return };
+        let a = AttnParams {
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 64,
+            window: None,
+            scale: 0.125,
+            softcap: None,
+        };
+        let (d, kv_dim, qd) = (64, 2 * 64, 4 * 64);
+        let slots = 256;
+        let inv: Vec<f32> = (0..d / 2)
+            .map(|j| {
+                if j == 5 {
+                    0.0
+                } else {
+                    10000f32.powf(-(2.0 * j as f32) / d as f32)
+                }
+            })
+            .collect();
+        let freq = GpuBuffer::from_f32(ctx, &inv);
+        let (qw, kw) = (
+            GpuBuffer::from_f32(ctx, &random(d, 61)),
+            GpuBuffer::from_f32(ctx, &random(d, 62)),
+        );
+        for (elem, plus_one) in [(ElemType::F32, false), (ElemType::F16, true)] {
+            let nw = |w| NormWeight {
+                w: Some(w),
+                eps: 1e-6,
+                plus_one,
+            };
+            let rope = |w| NormRope {
+                norm: nw(w),
+                inv_freq: &freq,
+            };
+            // two caches filled in chunks: fused store vs normed-then-plain store
+            let caches = || {
+                (
+                    GpuBuffer::zeros(ctx, slots * kv_dim, elem),
+                    GpuBuffer::zeros(ctx, slots * kv_dim, elem),
+                )
+            };
+            let ((kf, vf), (ks, vs)) = (caches(), caches());
+            let mut p0 = 0;
+            for (i, t) in [7usize, 100, 1, 33].into_iter().enumerate() {
+                let (k, v) = (
+                    random(t * kv_dim, 70 + i as u32),
+                    random(t * kv_dim, 80 + i as u32),
+                );
+                let (kb, vb, kn) = (
+                    GpuBuffer::from_f32(ctx, &k),
+                    GpuBuffer::from_f32(ctx, &v),
+                    GpuBuffer::from_f32(ctx, &k),
+                );
+                let mut enc = Encoder::new(ctx);
+                store_kv_pair(
+                    &mut enc,
+                    (&kb, &vb),
+                    t,
+                    (kv_dim, d),
+                    p0,
+                    (&kf, &vf),
+                    slots,
+                    Some(1e-6),
+                    Some(rope(&kw)),
+                )
+                .unwrap();
+                rmsnorm_rope(&mut enc, &kn, t, kv_dim, 2, d, p0, &freq, nw(&kw)).unwrap();
+                store_kv_pair(
+                    &mut enc,
+                    (&kn, &vb),
+                    t,
+                    (kv_dim, d),
+                    p0,
+                    (&ks, &vs),
+                    slots,
+                    Some(1e-6),
+                    None,
+                )
+                .unwrap();
+                enc.submit().unwrap();
+                p0 += t;
+            }
+            let err = max_abs_diff(&ctx.read_f32(&kf).unwrap(), &ctx.read_f32(&ks).unwrap());
+            assert!(err < 2e-3, "{elem:?} k store: {err}");
+            // queries: prefill rows (one workgroup per row and head) and one decode row whose
+            // span splits into parts
+            for (t, pos) in [(3usize, p0 - 3), (1, p0 - 1)] {
+                let q = random(t * qd, 90 + t as u32);
+                let (qf, qn) = (GpuBuffer::from_f32(ctx, &q), GpuBuffer::from_f32(ctx, &q));
+                let scratch = GpuBuffer::zeros(ctx, scratch_len(&a, pos, t), ElemType::F32);
+                let (of, os) = (
+                    GpuBuffer::zeros(ctx, t * qd, ElemType::F32),
+                    GpuBuffer::zeros(ctx, t * qd, ElemType::F32),
+                );
+                let mut enc = Encoder::new(ctx);
+                attention(
+                    &mut enc,
+                    &qf,
+                    t,
+                    pos,
+                    &ks,
+                    &vs,
+                    slots,
+                    &a,
+                    &scratch,
+                    &of,
+                    Some(rope(&qw)),
+                )
+                .unwrap();
+                rmsnorm_rope(&mut enc, &qn, t, qd, 4, d, pos, &freq, nw(&qw)).unwrap();
+                attention(
+                    &mut enc, &qn, t, pos, &ks, &vs, slots, &a, &scratch, &os, None,
+                )
+                .unwrap();
+                enc.submit().unwrap();
+                let err = max_abs_diff(&ctx.read_f32(&of).unwrap(), &ctx.read_f32(&os).unwrap());
+                assert!(err < 1e-5, "{elem:?} t {t}: attention {err}");
+            }
+        }
+    }
+
     #[test]
     fn gpu_store_kv_pair_matches_store_kv() {
         let Some(ctx) = ctx() else { return };
@@ -390,6 +552,7 @@ mod tests {
                     (&kc, &vc),
                     slots,
                     eps,
+                    None,
                 )
                 .unwrap();
                 // reference: normalize on the CPU, then the plain store

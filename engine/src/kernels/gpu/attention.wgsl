@@ -20,6 +20,9 @@ struct Params {
     window: u32,  // 0: none
     part: u32,    // attend_part: keys per part (<= 1024)
     parts: u32,   // attend_part: parts per head
+    q_fused: u32, // 1: q rows are normed (weight mode q_wmode) and rotated on load
+    q_wmode: u32,
+    q_eps: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -28,6 +31,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read> vc: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read_write> scores: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+@group(0) @binding(6) var<storage, read> qnw: array<f32>;
+@group(0) @binding(7) var<storage, read> qfreq: array<f32>;
 
 var<workgroup> qs: array<vec4<f32>, 128>;   // head_dim <= 512
 var<workgroup> part: array<vec4<f32>, 512>; // key groups x head_dim / 4
@@ -74,6 +80,35 @@ fn kdot(vb: u32, nv: u32) -> f32 {
     return s;
 }
 
+// The query row at `b` into `qs`: as stored, or normed and rotated at position `pos` (the q norm
+// and RoPE fused into the load). Ends with a barrier.
+fn load_q(lid: u32, b: u32, pos: u32) {
+    let d = p.head_dim;
+    if (p.q_fused == 1u) {
+        let half = d / 2u;
+        let l = min(lid, half - 1u);
+        var a0 = q[b + l];
+        var a1 = q[b + l + half];
+        let w = vec2<f32>(mode_weight(p.q_wmode, qnw[l]), mode_weight(p.q_wmode, qnw[l + half]));
+        let f = qfreq[l];
+        if (lid >= half) {
+            a0 = 0.0;
+            a1 = 0.0;
+        }
+        let r = norm_rope(lid, a0, a1, w, f, pos, d, p.q_eps);
+        if (lid < half) {
+            qs[l / 4u][l % 4u] = r.x;
+            qs[(l + half) / 4u][(l + half) % 4u] = r.y;
+        }
+    } else {
+        for (var x = lid; x < d / 4u; x += 256u) {
+            let c = b + 4u * x;
+            qs[x] = vec4<f32>(q[c], q[c + 1u], q[c + 2u], q[c + 3u]);
+        }
+    }
+    workgroupBarrier();
+}
+
 @compute @workgroup_size(256)
 fn attend(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
           @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -98,11 +133,7 @@ fn attend(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
         nv = d / 8u;
     }
     let slot_v = p.n_kv_heads * nv;
-    for (var x = lid; x < d4; x += 256u) {
-        let b = rh * d + 4u * x;
-        qs[x] = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]);
-    }
-    workgroupBarrier();
+    load_q(lid, rh * d, pos);
 
     let srow = rh * p.span;
     var m = -3.4028235e38;
@@ -207,11 +238,7 @@ fn attend_part(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
         nv = d / 8u;
     }
     let slot_v = p.n_kv_heads * nv;
-    for (var x = lid; x < d4; x += 256u) {
-        let b = h * d + 4u * x;
-        qs[x] = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]);
-    }
-    workgroupBarrier();
+    load_q(lid, h * d, pos);
 
     var m = -3.4028235e38;
     for (var j = k0 + lid; j < k1; j += 256u) {

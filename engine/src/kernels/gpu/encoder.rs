@@ -97,12 +97,26 @@ impl<'c> Encoder<'c> {
         buffers: &[&wgpu::Buffer],
         groups: u32,
     ) {
+        let bound: Vec<(u32, &wgpu::Buffer)> = (1..).zip(buffers.iter().copied()).collect();
+        self.dispatch_at(pipeline, params, &bound, groups);
+    }
+
+    /// [`dispatch`](Self::dispatch) with explicit binding numbers, for entry points that use
+    /// some of a shader's bindings but not the ones before them.
+    pub(crate) fn dispatch_at(
+        &mut self,
+        pipeline: wgpu::ComputePipeline,
+        params: &[u32],
+        buffers: &[(u32, &wgpu::Buffer)],
+        groups: u32,
+    ) {
         let align = self.ctx.limits.min_uniform_buffer_offset_alignment.max(16) as usize;
         let off = self.params.len().div_ceil(align) * align;
         self.params.resize(off, 0);
         self.params.extend_from_slice(bytemuck::cast_slice(params));
-        // uniform blocks are a multiple of 16 bytes
-        let len = (params.len() * 4).div_ceil(16).max(1) * 16;
+        // uniform blocks are a multiple of 16 bytes, and at least 64 so a shader's Params may
+        // have more fields than one of its ops passes (the rest read as zero)
+        let len = (params.len() * 4).div_ceil(16).max(4) * 16;
         self.params.resize(off + len, 0);
         let max = self.ctx.limits.max_compute_workgroups_per_dimension.max(1);
         let groups = groups.max(1);
@@ -111,7 +125,7 @@ impl<'c> Encoder<'c> {
         self.cmds.push(Cmd::Dispatch(Dispatch {
             key: BindKey {
                 pipeline,
-                buffers: buffers.iter().map(|b| (*b).clone()).collect(),
+                buffers: buffers.iter().map(|(i, b)| (*i, (*b).clone())).collect(),
                 param_off: off as u64,
                 param_len: len as u64,
             },
@@ -398,7 +412,8 @@ fn timed_submit(
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct BindKey {
     pipeline: wgpu::ComputePipeline,
-    buffers: Vec<wgpu::Buffer>,
+    /// (binding, buffer)
+    buffers: Vec<(u32, wgpu::Buffer)>,
     param_off: u64,
     param_len: u64,
 }
@@ -460,9 +475,9 @@ impl BindCache {
                 size: wgpu::BufferSize::new(key.param_len),
             }),
         }];
-        for (b, buf) in key.buffers.iter().enumerate() {
+        for (binding, buf) in &key.buffers {
             entries.push(wgpu::BindGroupEntry {
-                binding: b as u32 + 1,
+                binding: *binding,
                 resource: buf.as_entire_binding(),
             });
         }

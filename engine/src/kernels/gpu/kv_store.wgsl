@@ -9,6 +9,9 @@ struct Params {
     kv_f16: u32,
     head_dim: u32, // store_kv_pair
     eps: f32,      // store_kv_pair: RMS-normalize V rows (no weight) when > 0
+    k_fused: u32,  // store_kv_pair: 1 = norm (weight mode k_wmode) + RoPE the K rows first
+    k_wmode: u32,
+    k_eps: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -39,6 +42,10 @@ fn store_kv(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
 // pair of values (head_dim <= 512).
 @group(0) @binding(3) var<storage, read> vsrc: array<f32>;
 @group(0) @binding(4) var<storage, read_write> vdst: array<u32>;
+@group(0) @binding(5) var<storage, read> knw: array<f32>;
+@group(0) @binding(6) var<storage, read> kfreq: array<f32>;
+
+var<workgroup> kst: array<f32, 512>;
 
 fn put(to_v: bool, at: u32, a: f32, b: f32) {
     if (p.kv_f16 == 1u) {
@@ -80,9 +87,38 @@ fn store_kv_pair(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
         v0 *= inv;
         v1 *= inv;
     }
+    // K: as given, or normed and rotated in the pairs (j, j + half) and regrouped through
+    // workgroup memory into the adjacent pairs this thread writes
+    var k0 = 0.0;
+    var k1 = 0.0;
+    if (p.k_fused == 1u) {
+        let l = min(lid, half - 1u);
+        let kb = i * p.kv_dim + h * p.head_dim;
+        var a0 = src[kb + l];
+        var a1 = src[kb + l + half];
+        let w = vec2<f32>(mode_weight(p.k_wmode, knw[l]), mode_weight(p.k_wmode, knw[l + half]));
+        let f = kfreq[l];
+        if (lid >= half) {
+            a0 = 0.0;
+            a1 = 0.0;
+        }
+        let r = norm_rope(lid, a0, a1, w, f, p.pos0 + i, p.head_dim, p.k_eps);
+        if (lid < half) {
+            kst[l] = r.x;
+            kst[l + half] = r.y;
+        }
+        workgroupBarrier();
+        if (lid < half) {
+            k0 = kst[2u * lid];
+            k1 = kst[2u * lid + 1u];
+        }
+    } else if (lid < half) {
+        k0 = src[s];
+        k1 = src[s + 1u];
+    }
     if (lid < half) {
         let at = ((p.pos0 + i) % p.slots) * p.kv_dim + h * p.head_dim + 2u * lid;
-        put(false, at, src[s], src[s + 1u]);
+        put(false, at, k0, k1);
         put(true, at, v0, v1);
     }
 }

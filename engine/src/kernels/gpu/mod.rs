@@ -83,6 +83,11 @@ pub(crate) fn with_block_reduce(source: &str) -> String {
     format!("{source}\n{}", include_str!("block_reduce.wgsl"))
 }
 
+/// `source` with the q/k norm + RoPE helpers of norm_rope.wgsl and the block reductions.
+pub(crate) fn with_norm_rope(source: &str) -> String {
+    with_block_reduce(&format!("{source}\n{}", include_str!("norm_rope.wgsl")))
+}
+
 pub(crate) fn shape_err(op: &'static str, msg: impl Into<String>) -> GpuError {
     GpuError::Shape {
         op,

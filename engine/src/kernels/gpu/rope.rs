@@ -4,7 +4,41 @@ use super::norm::NormWeight;
 use super::{Encoder, GpuBuffer, GpuError, buffer::ElemType, shape_err};
 
 static SHADER: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| super::with_block_reduce(include_str!("rope.wgsl")));
+    std::sync::LazyLock::new(|| super::with_norm_rope(include_str!("rope.wgsl")));
+
+/// A head row's q/k norm and rotation, for the ops that apply them while loading the row
+/// (attention's queries, the K rows of [`super::attention::store_kv_pair`]): the norm weight and
+/// the `head_dim / 2` inverse frequencies; positions come from the op.
+#[derive(Clone, Copy)]
+pub struct NormRope<'a> {
+    pub norm: NormWeight<'a>,
+    pub inv_freq: &'a GpuBuffer,
+}
+
+impl NormRope<'_> {
+    /// Checks the shapes for rows of `head_dim` (<= 512); the (weight mode, eps) the shaders take.
+    pub(crate) fn check(&self, op: &'static str, head_dim: usize) -> Result<(u32, f32), GpuError> {
+        let w_ok = self
+            .norm
+            .w
+            .is_none_or(|w| w.elem == ElemType::F32 && w.len >= head_dim);
+        let ok = w_ok
+            && self.inv_freq.elem == ElemType::F32
+            && self.inv_freq.len == head_dim / 2
+            && head_dim.is_multiple_of(2)
+            && head_dim <= 512;
+        if !ok {
+            return Err(shape_err(
+                op,
+                format!(
+                    "norm + rope for head_dim {head_dim}, inv_freq[{}]",
+                    self.inv_freq.len
+                ),
+            ));
+        }
+        Ok((self.norm.mode(), self.norm.eps))
+    }
+}
 
 /// Records RoPE over `t` tokens of `n_heads` heads of `head_dim`: token `i` (at position
 /// `pos0 + i`) starts at `i * row_stride` in `x`. `inv_freq` holds `head_dim / 2` f32 (see

@@ -1,6 +1,5 @@
 // Rotate-half RoPE in place: for token i (position pos0 + i), head h, pair (j, j + half):
-// angle = pos * inv_freq[j] (f32, as the CPU), reduced to [-pi, pi] with fma before cos/sin
-// because GPU cos/sin are only accurate near zero.
+// angle = pos * inv_freq[j] (see norm_rope.wgsl, appended by the host).
 
 struct Params {
     n_heads: u32,
@@ -17,10 +16,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read> inv_freq: array<f32>;
 
 @group(0) @binding(3) var<storage, read> nw: array<f32>;
-
-const TWO_PI_HI: f32 = 6.28125;
-const TWO_PI_LO: f32 = 0.0019353071795864769;
-const INV_TWO_PI: f32 = 0.15915494309189535;
 
 @compute @workgroup_size(256)
 fn rope(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
@@ -46,20 +41,7 @@ fn rope(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     x[base + j + half] = x1 * cs.x + x0 * cs.y;
 }
 
-fn cos_sin(a: f32) -> vec2<f32> {
-    let k = round(a * INV_TWO_PI);
-    let r = fma(-k, TWO_PI_LO, fma(-k, TWO_PI_HI, a));
-    return vec2<f32>(cos(r), sin(r));
-}
 
-fn nweight(i: u32) -> f32 {
-    if (p.mode == 1u) {
-        return nw[i];
-    } else if (p.mode == 2u) {
-        return 1.0 + nw[i];
-    }
-    return 1.0;
-}
 
 // RMSNorm of each head row (q/k norm) and then RoPE, in place: one workgroup per (token, head),
 // one thread per rotated pair (head_dim <= 512), the row never leaves registers.
@@ -78,24 +60,15 @@ fn rmsnorm_rope(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     let l = min(lid, half - 1u);
     var x0 = x[base + l];
     var x1 = x[base + l + half];
-    let w0 = nweight(l);
-    let w1 = nweight(l + half);
+    let w = vec2<f32>(mode_weight(p.mode, nw[l]), mode_weight(p.mode, nw[l + half]));
     let f = inv_freq[l];
     if (lid >= half) {
         x0 = 0.0;
         x1 = 0.0;
     }
-    let inv = 1.0 / sqrt(block_sum(lid, x0 * x0 + x1 * x1) / f32(p.head_dim) + p.eps);
+    let r = norm_rope(lid, x0, x1, w, f, p.pos0 + i, p.head_dim, p.eps);
     if (lid < half) {
-        x0 *= inv * w0;
-        x1 *= inv * w1;
-        if (f != 0.0) {
-            let cs = cos_sin(f32(p.pos0 + i) * f);
-            let r0 = x0 * cs.x - x1 * cs.y;
-            x1 = x1 * cs.x + x0 * cs.y;
-            x0 = r0;
-        }
-        x[base + lid] = x0;
-        x[base + lid + half] = x1;
+        x[base + lid] = r.x;
+        x[base + lid + half] = r.y;
     }
 }

@@ -5,6 +5,7 @@
 use super::kv::LayerKv;
 use crate::kernels::cpu::attention::AttnParams;
 use crate::kernels::gpu::norm::{Into, NormWeight};
+use crate::kernels::gpu::rope::NormRope;
 use crate::kernels::gpu::{
     ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, attention, elementwise, matmul,
     norm,
@@ -151,8 +152,11 @@ pub(super) fn record_post_add(
     }
 }
 
-/// The weights of a layer after q/k/v: attention output projection and the MLP with its norms.
+/// The weights of a layer after q/k/v: the q norm + RoPE, attention output projection and the
+/// MLP with its norms.
 pub(super) struct TailWeights<'l> {
+    /// The q norm and RoPE, applied as attention loads each query row.
+    pub q_rope: NormRope<'l>,
     pub o: &'l GpuWeight,
     pub post_attn_norm: &'l GpuBuffer,
     pub pre_ff_norm: &'l GpuBuffer,
@@ -185,8 +189,9 @@ pub(super) fn record_layer_tail<'w>(
     end: TailEnd<'w>,
 ) -> Result<(), GpuError> {
     let hidden = w.post_attn_norm.len;
+    let q_rope = Some(w.q_rope);
     attention::attention(
-        enc, &a.q, t, p, &kv.k, &kv.v, kv.slots, params, scratch, &a.att,
+        enc, &a.q, t, p, &kv.k, &kv.v, kv.slots, params, scratch, &a.att, q_rope,
     )?;
     matmul::matmul(enc, &a.att, t, w.o, &a.a)?;
     let (post, pre_ff) = (nw(w.post_attn_norm), Some(nw(w.pre_ff_norm)));

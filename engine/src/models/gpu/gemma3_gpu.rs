@@ -15,8 +15,9 @@ use super::state::{DeviceState, StateSpec, linear, missing, vector};
 use crate::format::CellmFile;
 use crate::kernels::cpu::attention::AttnParams;
 use crate::kernels::gpu::norm::{Into, NormWeight};
+use crate::kernels::gpu::rope::NormRope;
 use crate::kernels::gpu::{
-    ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, attention, norm, rope,
+    ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, attention, norm,
 };
 use crate::kv_cache::{KvCache, KvError, KvPrecision};
 use crate::models::common::embed_row;
@@ -203,8 +204,7 @@ impl<'a> Gemma3Gpu<'a> {
         let kvl = &s.kv.layers[li];
         let pr = &l.params;
         let (h, eps) = (self.cfg.hidden_size, self.cfg.eps);
-        let (d, nh, nkv) = (pr.head_dim, pr.n_heads, pr.n_kv_heads);
-        let (qd, kvd) = (nh * d, nkv * d);
+        let (d, kvd) = (pr.head_dim, pr.n_kv_heads * pr.head_dim);
 
         let nw = |w| NormWeight {
             w: Some(w),
@@ -217,11 +217,16 @@ impl<'a> Gemma3Gpu<'a> {
         matmul_in(enc, a, &a.h, t, &l.q, &a.q)?;
         matmul_in(enc, a, &a.h, t, &l.k, &a.k)?;
         matmul_in(enc, a, &a.h, t, &l.v, &a.v)?;
-        rope::rmsnorm_rope(enc, &a.q, t, qd, nh, d, p, &l.inv_freq, nw(&l.q_norm))?;
-        rope::rmsnorm_rope(enc, &a.k, t, kvd, nkv, d, p, &l.inv_freq, nw(&l.k_norm))?;
+        // q/k norms and RoPE happen in the K store and as attention loads q
+        let rope = |w| NormRope {
+            norm: nw(w),
+            inv_freq: &l.inv_freq,
+        };
         let (src, caches) = ((&a.k, &a.v), (&kvl.k, &kvl.v));
-        attention::store_kv_pair(enc, src, t, (kvd, d), p, caches, kvl.slots, None)?;
+        let k_rope = Some(rope(&l.k_norm));
+        attention::store_kv_pair(enc, src, t, (kvd, d), p, caches, kvl.slots, None, k_rope)?;
         let tail = TailWeights {
+            q_rope: rope(&l.q_norm),
             o: &l.o,
             post_attn_norm: &l.post_attn_norm,
             pre_ff_norm: &l.pre_ff_norm,

@@ -17,9 +17,10 @@ use super::state::{DeviceState, StateSpec, linear, missing, vector};
 use crate::format::CellmFile;
 use crate::kernels::cpu::attention::AttnParams;
 use crate::kernels::gpu::norm::{Into, NormWeight};
+use crate::kernels::gpu::rope::NormRope;
 use crate::kernels::gpu::{
     ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, attention, elementwise, matmul,
-    norm, rope,
+    norm,
 };
 use crate::kv_cache::{KvCache, KvError, KvPrecision};
 use crate::models::common::embed_row;
@@ -299,8 +300,7 @@ impl<'a> Gemma4Gpu<'a> {
         let kvl = &s.kv.layers[l.kv_slot];
         let pr = &l.params;
         let (h, eps) = (self.cfg.hidden_size, self.cfg.eps);
-        let (d, nh, nkv) = (pr.head_dim, pr.n_heads, pr.n_kv_heads);
-        let (qd, kvd) = (nh * d, nkv * d);
+        let (d, kvd) = (pr.head_dim, pr.n_kv_heads * pr.head_dim);
 
         let nw = |w| NormWeight {
             w: Some(w),
@@ -318,27 +318,21 @@ impl<'a> Gemma4Gpu<'a> {
                 Into::Store,
             )?;
         }
+        // q/k norms and RoPE happen in the K store and as attention loads q
+        let rope = |w| NormRope {
+            norm: nw(w),
+            inv_freq: &l.inv_freq,
+        };
         matmul_in(enc, &a.text, &a.text.h, t, &l.q, &a.text.q)?;
-        rope::rmsnorm_rope(enc, &a.text.q, t, qd, nh, d, p, &l.inv_freq, nw(&l.q_norm))?;
         if let Some(kv) = &l.kv {
             matmul_in(enc, &a.text, &a.text.h, t, &kv.k, &a.text.k)?;
             matmul_in(enc, &a.text, &a.text.h, t, &kv.v, &a.text.v)?;
-            rope::rmsnorm_rope(
-                enc,
-                &a.text.k,
-                t,
-                kvd,
-                nkv,
-                d,
-                p,
-                &l.inv_freq,
-                nw(&kv.k_norm),
-            )?;
             let (src, caches) = ((&a.text.k, &a.text.v), (&kvl.k, &kvl.v));
-            let dims = (kvd, d);
-            attention::store_kv_pair(enc, src, t, dims, p, caches, kvl.slots, Some(eps))?;
+            let (dims, k_rope) = ((kvd, d), Some(rope(&kv.k_norm)));
+            attention::store_kv_pair(enc, src, t, dims, p, caches, kvl.slots, Some(eps), k_rope)?;
         }
         let tail = TailWeights {
+            q_rope: rope(&l.q_norm),
             o: &l.o,
             post_attn_norm: &l.post_attn_norm,
             pre_ff_norm: &l.pre_ff_norm,
