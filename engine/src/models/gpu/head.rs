@@ -81,16 +81,18 @@ impl GpuHead {
         rows: usize,
     ) -> Result<(), GpuError> {
         let h = self.hidden;
-        enc.copy(x, first * h, &self.x, 0, rows * h)?;
-        norm::rmsnorm(
-            enc,
-            &self.x,
-            rows,
-            h,
-            Some(&self.norm),
-            self.eps,
-            self.plus_one,
-        )?;
+        let nw = norm::NormWeight {
+            w: Some(&self.norm),
+            eps: self.eps,
+            plus_one: self.plus_one,
+        };
+        if first == 0 {
+            // a decode step: norm straight from the residual stream, no copy
+            norm::rmsnorm_to(enc, x, &self.x, rows, h, nw, norm::Into::Store)?;
+        } else {
+            enc.copy(x, first * h, &self.x, 0, rows * h)?;
+            norm::rmsnorm(enc, &self.x, rows, h, nw.w, nw.eps, nw.plus_one)?;
+        }
         matmul::matmul(enc, &self.x, rows, &self.weight, &self.logits)?;
         if let Some(cap) = self.softcap {
             elementwise::softcap(enc, &self.logits, rows * self.vocab, cap)?;
