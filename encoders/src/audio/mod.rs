@@ -7,7 +7,7 @@ pub mod tower;
 pub mod wav;
 
 pub use features::{LogMelExtractor, LogMelFeatures};
-pub use tower::{AudioTower, encode_audio_file};
+pub use tower::{AudioTower, encode_audio_file, encode_audio_file_with};
 pub use wav::{Waveform, read_wav};
 
 /// Sample rate of the Gemma 4 audio tower's input.

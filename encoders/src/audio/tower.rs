@@ -6,6 +6,8 @@
 mod attention;
 mod config;
 mod conformer;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 mod subsample;
 
 pub use config::AudioConfig;
@@ -178,12 +180,21 @@ pub fn encode_audio_file(
     tower: &AudioTower<'_>,
     path: &Path,
 ) -> Result<Vec<MediaEmbedding>, EncoderError> {
+    encode_audio_file_with(tower, path, &|clip| tower.encode(clip))
+}
+
+/// [`encode_audio_file`] with each clip run by `encode` (the CPU tower, or its GPU copy).
+pub fn encode_audio_file_with(
+    tower: &AudioTower<'_>,
+    path: &Path,
+    encode: &dyn Fn(&LogMelFeatures) -> Result<Vec<f32>, EncoderError>,
+) -> Result<Vec<MediaEmbedding>, EncoderError> {
     let samples = super::load_wav_16k(path)?;
     let hidden = tower.text_hidden()?;
     let extractor = LogMelExtractor::new();
     let mut out = Vec::new();
     for clip in extractor.extract_clips(&samples) {
-        let embeddings = tower.encode(&clip)?;
+        let embeddings = encode(&clip)?;
         let tokens = embeddings.len() / hidden;
         // A short tail clip can give no token at all; it adds nothing to the prompt.
         if tokens > 0 {

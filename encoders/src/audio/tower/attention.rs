@@ -12,15 +12,15 @@ use cellm_engine::kernels::cpu::{dot, matmul, softmax};
 use cellm_engine::tensor::TensorView;
 
 pub(crate) struct Attention<'a> {
-    q: ClippedLinear<'a>,
-    k: ClippedLinear<'a>,
-    v: ClippedLinear<'a>,
-    post: ClippedLinear<'a>,
+    pub(crate) q: ClippedLinear<'a>,
+    pub(crate) k: ClippedLinear<'a>,
+    pub(crate) v: ClippedLinear<'a>,
+    pub(crate) post: ClippedLinear<'a>,
     /// `q_scale · softplus(per_dim_scale)`, one factor per head dimension.
-    q_factors: Vec<f32>,
+    pub(crate) q_factors: Vec<f32>,
     /// `relative_k_proj(pe)`: `[rel_positions, hidden]`, row r is position `rel_positions-1-r`
     /// (descending like the reference's table).
-    rel_k: Vec<f32>,
+    pub(crate) rel_k: Vec<f32>,
 }
 
 /// The sinusoid table `[positions, hidden]`: row r is position `positions-1-r`,

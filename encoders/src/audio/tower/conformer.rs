@@ -52,11 +52,11 @@ fn clip_norm(x: &mut [f32], w: &[f32], cfg: &AudioConfig) {
     rmsnorm(x, cfg.hidden, Some(w), cfg.eps, false);
 }
 
-struct FeedForward<'a> {
-    pre: Vec<f32>,
-    up: ClippedLinear<'a>,
-    down: ClippedLinear<'a>,
-    post: Vec<f32>,
+pub(crate) struct FeedForward<'a> {
+    pub(crate) pre: Vec<f32>,
+    pub(crate) up: ClippedLinear<'a>,
+    pub(crate) down: ClippedLinear<'a>,
+    pub(crate) post: Vec<f32>,
 }
 
 impl<'a> FeedForward<'a> {
@@ -93,13 +93,13 @@ impl<'a> FeedForward<'a> {
     }
 }
 
-struct LightConv<'a> {
-    pre: Vec<f32>,
-    start: ClippedLinear<'a>,
+pub(crate) struct LightConv<'a> {
+    pub(crate) pre: Vec<f32>,
+    pub(crate) start: ClippedLinear<'a>,
     /// `[hidden, kernel]` depthwise taps.
-    taps: Vec<f32>,
-    conv_norm: Vec<f32>,
-    end: ClippedLinear<'a>,
+    pub(crate) taps: Vec<f32>,
+    pub(crate) conv_norm: Vec<f32>,
+    pub(crate) end: ClippedLinear<'a>,
 }
 
 impl<'a> LightConv<'a> {
@@ -160,13 +160,13 @@ impl<'a> LightConv<'a> {
 }
 
 pub(crate) struct ConformerLayer<'a> {
-    ffn1: FeedForward<'a>,
-    norm_pre_attn: Vec<f32>,
-    attn: Attention<'a>,
-    norm_post_attn: Vec<f32>,
-    lconv: LightConv<'a>,
-    ffn2: FeedForward<'a>,
-    norm_out: Vec<f32>,
+    pub(crate) ffn1: FeedForward<'a>,
+    pub(crate) norm_pre_attn: Vec<f32>,
+    pub(crate) attn: Attention<'a>,
+    pub(crate) norm_post_attn: Vec<f32>,
+    pub(crate) lconv: LightConv<'a>,
+    pub(crate) ffn2: FeedForward<'a>,
+    pub(crate) norm_out: Vec<f32>,
 }
 
 impl<'a> ConformerLayer<'a> {

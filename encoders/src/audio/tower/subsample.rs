@@ -17,12 +17,12 @@ const FRAMES_PER_BATCH: usize = 16;
 
 pub(crate) struct ConvNormLayer {
     /// `[out, in·3·3]`, (in, ky, kx) order as PyTorch stores `[out, in, 3, 3]`.
-    weight: Vec<f32>,
+    pub(crate) weight: Vec<f32>,
     shape: [usize; 2],
-    norm: Vec<f32>,
-    in_ch: usize,
-    out_ch: usize,
-    eps: f32,
+    pub(crate) norm: Vec<f32>,
+    pub(crate) in_ch: usize,
+    pub(crate) out_ch: usize,
+    pub(crate) eps: f32,
 }
 
 impl ConvNormLayer {
@@ -116,9 +116,9 @@ fn f32_bytes(v: &[f32]) -> &[u8] {
 }
 
 pub(crate) struct Subsample<'a> {
-    layer0: ConvNormLayer,
-    layer1: ConvNormLayer,
-    input_proj: ClippedLinear<'a>,
+    pub(crate) layer0: ConvNormLayer,
+    pub(crate) layer1: ConvNormLayer,
+    pub(crate) input_proj: ClippedLinear<'a>,
 }
 
 /// Output of the sub-sampling stage.

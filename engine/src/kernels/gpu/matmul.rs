@@ -189,6 +189,10 @@ pub fn matmul_tiled(
     if !check_len("matmul", x, t, k, out, n)? {
         return Ok(());
     }
+    // many rows: the tiled GEMM (f32 activations, default tiling)
+    if tiling.is_none() && !xh && super::gemm::fits(w, t) {
+        return super::gemm::record(enc, x, t, w, out);
+    }
     let u = units(w);
     let tiling = tiling.unwrap_or_else(|| {
         let t = Tiling::for_shape(n, u);

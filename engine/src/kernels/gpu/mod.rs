@@ -50,6 +50,7 @@ mod encoder;
 
 pub mod attention;
 pub mod elementwise;
+pub mod gemm;
 pub mod matmul;
 pub mod matmul_lut;
 pub mod norm;
