@@ -80,7 +80,8 @@ impl TextActs {
 /// when asked for with `CELLM_GPU_F16_ACTIVATIONS=1` on an adapter with shader-f16. Off by
 /// default: on the tiny Gemma 4 fixture they break the KL < 1e-4 parity with the CPU path (1.0e-4
 /// with f32 weights, 3.9e-3 with q4 weights and the f16 KV cache, against <= 2e-7 in f32; Gemma 3
-/// keeps it at 5.4e-6), and an H100 prefills no faster with them (E2B 1548 vs 1549 tok/s).
+/// keeps it at 5.4e-6), and an H100 prefilled no faster with them (E2B 1548 vs 1549 tok/s, before
+/// the tiled GEMM, which takes chunks of 32+ tokens in f32 either way).
 fn f16_activations(ctx: &GpuContext) -> bool {
     matmul::f16_activations(ctx) && std::env::var_os("CELLM_GPU_F16_ACTIVATIONS").is_some()
 }
@@ -112,7 +113,14 @@ fn half_input<'a>(
 ) -> Result<Option<&'a GpuBuffer>, GpuError> {
     let n = t * w.cols;
     match &a.xh {
-        Some(xh) if t > 1 && !w.dtype.is_lut() && n <= xh.len && n.is_multiple_of(2) => {
+        // (the tiled GEMM of long chunks keeps f32: it is faster than f16 inputs without it)
+        Some(xh)
+            if t > 1
+                && !w.dtype.is_lut()
+                && !crate::kernels::gpu::gemm::fits(w, t)
+                && n <= xh.len
+                && n.is_multiple_of(2) =>
+        {
             elementwise::to_f16(enc, x, xh, n)?;
             Ok(Some(xh))
         }
