@@ -5,6 +5,8 @@ pub mod audio;
 pub mod clipped;
 pub mod embed;
 pub mod error;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod vision;
 
 pub use error::EncoderError;
@@ -20,6 +22,9 @@ pub struct MediaEncoders<'a> {
     pub vision: Option<vision::VisionTower<'a>>,
     pub audio: Option<audio::AudioTower<'a>>,
     image_budget: usize,
+    /// The towers' GPU copies, when the caller has them (see [`MediaEncoders::with_gpu`]).
+    #[cfg(feature = "gpu")]
+    gpu: Option<std::sync::Arc<gpu::TowersGpu>>,
 }
 
 impl<'a> MediaEncoders<'a> {
@@ -38,7 +43,51 @@ impl<'a> MediaEncoders<'a> {
             vision: vision::VisionTower::load(file)?,
             audio: audio::AudioTower::load(file)?,
             image_budget,
+            #[cfg(feature = "gpu")]
+            gpu: None,
         })
+    }
+
+    /// Runs the towers on their GPU copies (made by [`gpu::TowersGpu::load`] for this model).
+    #[cfg(feature = "gpu")]
+    pub fn with_gpu(mut self, gpu: std::sync::Arc<gpu::TowersGpu>) -> Self {
+        self.gpu = Some(gpu);
+        self
+    }
+
+    /// Where the towers run: "cpu" or "gpu: <adapter>".
+    pub fn device(&self) -> String {
+        #[cfg(feature = "gpu")]
+        if let Some(g) = &self.gpu {
+            return format!("gpu: {}", g.adapter());
+        }
+        "cpu".to_string()
+    }
+
+    /// One preprocessed image through the vision tower (on the GPU copy when there is one).
+    fn vision_embed(
+        &self,
+        tower: &vision::VisionTower<'a>,
+        pre: &vision::PreprocessedImage,
+    ) -> Result<Vec<f32>, EncoderError> {
+        #[cfg(feature = "gpu")]
+        if let Some(g) = &self.gpu {
+            return gpu::or_cpu(g.encode_image(tower, pre), "vision", || tower.encode(pre));
+        }
+        tower.encode(pre)
+    }
+
+    /// One clip's features through the audio tower (on the GPU copy when there is one).
+    fn audio_embed(
+        &self,
+        tower: &audio::AudioTower<'a>,
+        clip: &audio::LogMelFeatures,
+    ) -> Result<Vec<f32>, EncoderError> {
+        #[cfg(feature = "gpu")]
+        if let Some(g) = &self.gpu {
+            return gpu::or_cpu(g.encode_clip(clip), "audio", || tower.encode(clip));
+        }
+        tower.encode(clip)
     }
 
     /// The soft-token budget images get by default.
@@ -64,7 +113,7 @@ impl<'a> MediaEncoders<'a> {
 
     /// Soft tokens of an image file at the model's default budget.
     pub fn encode_image(&self, path: &Path) -> Result<MediaEmbedding, EncoderError> {
-        vision::encode_image_file(self.vision()?, path, self.image_budget)
+        self.encode_image_with_budget(path, self.image_budget)
     }
 
     /// Soft tokens of an image file at an explicit budget (70, 140, 280, 560 or 1120).
@@ -73,7 +122,10 @@ impl<'a> MediaEncoders<'a> {
         path: &Path,
         max_soft_tokens: usize,
     ) -> Result<MediaEmbedding, EncoderError> {
-        vision::encode_image_file(self.vision()?, path, max_soft_tokens)
+        let tower = self.vision()?;
+        vision::encode_image_file_with(tower, path, max_soft_tokens, &|pre| {
+            self.vision_embed(tower, pre)
+        })
     }
 
     /// Soft tokens of an image file at whichever supported budget gives exactly `tokens` of them
@@ -96,7 +148,7 @@ impl<'a> MediaEncoders<'a> {
             let pre = vision::preprocess_rgb(&rgb, budget)?;
             let n = tower.soft_tokens(&pre);
             if n == tokens {
-                let embeddings = tower.encode(&pre)?;
+                let embeddings = self.vision_embed(tower, &pre)?;
                 return Ok(MediaEmbedding {
                     kind: cellm_engine::session::MediaKind::Image,
                     embeddings,
@@ -114,6 +166,7 @@ impl<'a> MediaEncoders<'a> {
 
     /// Soft tokens of a WAV file: one embedding per 30 s clip.
     pub fn encode_audio(&self, path: &Path) -> Result<Vec<MediaEmbedding>, EncoderError> {
-        audio::encode_audio_file(self.audio()?, path)
+        let tower = self.audio()?;
+        audio::encode_audio_file_with(tower, path, &|clip| self.audio_embed(tower, clip))
     }
 }

@@ -88,7 +88,15 @@ fn encode(
     if images.is_empty() && audio.is_empty() {
         return Ok(Vec::new());
     }
-    let encoders = MediaEncoders::load(session.file()).context("loading the media encoders")?;
+    let mut encoders = MediaEncoders::load(session.file()).context("loading the media encoders")?;
+    // The towers run where the text stack runs.
+    if session.backend().starts_with("gpu") {
+        match cellm_encoders::gpu::TowersGpu::load(&encoders) {
+            Ok(g) => encoders = encoders.with_gpu(std::sync::Arc::new(g)),
+            Err(e) => eprintln!("media towers on the CPU: {e}"),
+        }
+    }
+    let device = encoders.device();
     if !images.is_empty() && encoders.vision.is_none() {
         bail!("this model has no vision tower; use a Gemma 4 model with vision");
     }
@@ -103,7 +111,7 @@ fn encode(
             None => encoders.encode_image(path),
         }
         .with_context(|| format!("encoding the image {}", path.display()))?;
-        note("image", path, e.tokens, t);
+        note("image", path, e.tokens, t, &device);
         out.push(e);
     }
     for path in audio {
@@ -111,15 +119,21 @@ fn encode(
         let clips = encoders
             .encode_audio(path)
             .with_context(|| format!("encoding the audio {}", path.display()))?;
-        note("audio", path, clips.iter().map(|c| c.tokens).sum(), t);
+        note(
+            "audio",
+            path,
+            clips.iter().map(|c| c.tokens).sum(),
+            t,
+            &device,
+        );
         out.extend(clips);
     }
     Ok(out)
 }
 
-fn note(kind: &str, path: &Path, tokens: usize, t: Instant) {
+fn note(kind: &str, path: &Path, tokens: usize, t: Instant, device: &str) {
     eprintln!(
-        "[{kind} {}: {tokens} soft tokens in {:.2} s]",
+        "[{kind} {}: {tokens} soft tokens in {:.2} s on the {device}]",
         path.display(),
         t.elapsed().as_secs_f64()
     );

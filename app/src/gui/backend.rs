@@ -3,6 +3,7 @@
 
 use super::model::{AttachmentKind, Author, ChatMessage};
 use cellm_encoders::MediaEncoders;
+use cellm_encoders::gpu::TowersGpu;
 use cellm_engine::kv_cache::{KvPrecision, KvRotation};
 use cellm_engine::sampler::SamplingParams;
 use cellm_engine::session::{
@@ -11,6 +12,7 @@ use cellm_engine::session::{
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What the side panel shows about the loaded model.
 #[derive(Clone, Debug, PartialEq)]
@@ -93,6 +95,9 @@ pub struct EngineBackend {
     session: Option<Session>,
     /// Soft tokens of attachments already encoded (history is re-sent every turn), by path.
     media_cache: HashMap<PathBuf, Vec<MediaEmbedding>>,
+    /// The model's towers on the GPU when the session runs there: loaded at the first
+    /// attachment, kept until the model changes (`Some(None)`: tried, the CPU towers are used).
+    towers_gpu: Option<Option<Arc<TowersGpu>>>,
 }
 
 impl Backend for EngineBackend {
@@ -103,6 +108,7 @@ impl Backend for EngineBackend {
     ) -> Result<(ModelSummary, CancelToken), String> {
         self.session = None; // free the old model before mapping the new one
         self.media_cache.clear();
+        self.towers_gpu = None;
         if !path.is_file() {
             return Err(format!("{} is not a file", path.display()));
         }
@@ -137,7 +143,12 @@ impl Backend for EngineBackend {
             .session
             .as_mut()
             .ok_or_else(|| "no model is loaded".to_owned())?;
-        encode_attachments(session, request, &mut self.media_cache)?;
+        encode_attachments(
+            session,
+            request,
+            &mut self.media_cache,
+            &mut self.towers_gpu,
+        )?;
         let has_media = request.messages.iter().any(|m| !m.attachments.is_empty());
         let prompt = if !session.info().has_chat_template && !has_media {
             Prompt::Raw(completion_text(request))
@@ -162,6 +173,7 @@ impl Backend for EngineBackend {
     fn unload(&mut self) {
         self.session = None;
         self.media_cache.clear();
+        self.towers_gpu = None;
     }
 
     fn supports_media(&self, kind: AttachmentKind) -> bool {
@@ -177,6 +189,7 @@ fn encode_attachments(
     session: &Session,
     request: &GenerateRequest,
     cache: &mut HashMap<PathBuf, Vec<MediaEmbedding>>,
+    towers_gpu: &mut Option<Option<Arc<TowersGpu>>>,
 ) -> Result<(), String> {
     let todo: Vec<&super::model::Attachment> = request
         .messages
@@ -187,8 +200,21 @@ fn encode_attachments(
     if todo.is_empty() {
         return Ok(());
     }
-    let encoders = MediaEncoders::load(session.file())
+    let mut encoders = MediaEncoders::load(session.file())
         .map_err(|e| format!("cannot load the model's media towers: {e}"))?;
+    // The towers run where the text stack runs; uploaded once per model.
+    let gpu = towers_gpu.get_or_insert_with(|| {
+        if !session.backend().starts_with("gpu") {
+            return None;
+        }
+        TowersGpu::load(&encoders)
+            .inspect_err(|e| eprintln!("media towers on the CPU: {e}"))
+            .ok()
+            .map(Arc::new)
+    });
+    if let Some(g) = gpu {
+        encoders = encoders.with_gpu(g.clone());
+    }
     for a in todo {
         let embeddings = match a.kind {
             AttachmentKind::Image => encoders.encode_image(&a.path).map(|e| vec![e]),

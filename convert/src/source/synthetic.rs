@@ -1,5 +1,6 @@
-//! Synthetic models: the real shapes and configs of Gemma 3 270M and the Gemma 4 E2B text stack
-//! with deterministic random weights, for benchmarks and CI where no real weights exist.
+//! Synthetic models: the real shapes and configs of Gemma 3 270M and Gemma 4 E2B (the text stack
+//! alone, or with its vision and audio towers) with deterministic random weights, for benchmarks
+//! and CI where no real weights exist.
 //! Nothing is held in memory: every row is generated on demand from (tensor name, row index).
 
 use super::{Source, SourceTensor};
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 const E2B_CONFIG: &str = include_str!("gemma-4-e2b-config.json");
 
 /// Names accepted after `synthetic:`.
-pub const SHAPES: &[&str] = &["gemma3-270m", "gemma4-e2b"];
+pub const SHAPES: &[&str] = &["gemma3-270m", "gemma4-e2b", "gemma4-e2b-media"];
 
 /// How a tensor's values are drawn.
 #[derive(Clone, Copy, Debug)]
@@ -42,7 +43,8 @@ impl SyntheticSource {
     pub fn open(spec: &str) -> Result<Self, ConvertError> {
         let mut s = match spec {
             "gemma3-270m" => Self::gemma3_270m(),
-            "gemma4-e2b" => Self::gemma4_e2b()?,
+            "gemma4-e2b" => Self::gemma4_e2b(false)?,
+            "gemma4-e2b-media" => Self::gemma4_e2b(true)?,
             other => {
                 return Err(ConvertError::Invalid(format!(
                     "unknown synthetic model '{other}'; available: {}",
@@ -164,12 +166,15 @@ impl SyntheticSource {
         s
     }
 
-    /// Gemma 4 E2B text stack (gemma-spec §2.1, §3, §8): names under `model.language_model.`,
-    /// no vision/audio towers. Gemma 4 norms multiply by w, so w ~ 1.
-    fn gemma4_e2b() -> Result<Self, ConvertError> {
+    /// Gemma 4 E2B text stack (gemma-spec §2.1, §3, §8): names under `model.language_model.`;
+    /// with `media`, also the vision and audio towers and their embedders (§4, §5), else no
+    /// tower config either. Gemma 4 norms multiply by w, so w ~ 1.
+    fn gemma4_e2b(media: bool) -> Result<Self, ConvertError> {
         let mut config: Value = serde_json::from_str(E2B_CONFIG)
             .map_err(|e| ConvertError::Invalid(format!("embedded E2B config: {e}")))?;
-        if let Some(obj) = config.as_object_mut() {
+        if let Some(obj) = config.as_object_mut()
+            && !media
+        {
             // Text only: the engine must not look for towers that are not there.
             obj.remove("vision_config");
             obj.remove("audio_config");
@@ -302,7 +307,186 @@ impl SyntheticSource {
             Init::Weight,
         );
         s.add(format!("{m}per_layer_projection_norm.weight"), &[p], norm);
+        if media {
+            let cfg = |k: &str| {
+                s.config
+                    .get(k)
+                    .cloned()
+                    .ok_or_else(|| ConvertError::Invalid(format!("embedded E2B config lacks {k}")))
+            };
+            let (vision, audio) = (cfg("vision_config")?, cfg("audio_config")?);
+            s.add_vision(&vision, h)?;
+            s.add_audio(&audio, h)?;
+        }
         Ok(s)
+    }
+
+    /// A `Gemma4ClippableLinear`: `{prefix}.linear.weight [out, inp]` and its four scalar bounds.
+    /// The real checkpoints store finite bounds (calibrated activation ranges); ±8 is wide for
+    /// these normed, N(0, 0.02)-weighted activations, so it clips only outliers, as there.
+    fn add_clipped(&mut self, prefix: &str, out: usize, inp: usize) {
+        self.add(format!("{prefix}.linear.weight"), &[out, inp], Init::Weight);
+        for (b, v) in [
+            ("input_min", -8.0),
+            ("input_max", 8.0),
+            ("output_min", -8.0),
+            ("output_max", 8.0),
+        ] {
+            self.add(format!("{prefix}.{b}"), &[], Init::Const(v));
+        }
+    }
+
+    /// The E2B vision tower and `embed_vision` (gemma-spec §4).
+    fn add_vision(&mut self, v: &Value, text_hidden: usize) -> Result<(), ConvertError> {
+        let get = |k: &str| config_usize(v, "vision_config", k);
+        let (h, ffn, layers) = (
+            get("hidden_size")?,
+            get("intermediate_size")?,
+            get("num_hidden_layers")?,
+        );
+        let (heads, kv, hd) = (
+            get("num_attention_heads")?,
+            get("num_key_value_heads")?,
+            get("head_dim")?,
+        );
+        let (patch, table) = (get("patch_size")?, get("position_embedding_size")?);
+        let norm = Init::Norm { center: 1.0 };
+        // The tower scores attention without 1/sqrt(hd): unit q/k norms would give logits of
+        // std sqrt(64) = 8, a near-argmax softmax where rounding noise flips whole outputs
+        // (1e-4 of pixel noise moved the soft tokens by 77%). ~0.35 gives logits of std ~1.
+        let qk_norm = Init::Norm { center: 0.35 };
+        let t = "model.vision_tower.";
+        self.add(
+            format!("{t}patch_embedder.position_embedding_table"),
+            &[2, table, h],
+            Init::Weight,
+        );
+        self.add(
+            format!("{t}patch_embedder.input_proj.weight"),
+            &[h, patch * patch * 3],
+            Init::Weight,
+        );
+        for l in 0..layers {
+            let p = format!("{t}encoder.layers.{l}.");
+            self.add_clipped(&format!("{p}self_attn.q_proj"), heads * hd, h);
+            self.add_clipped(&format!("{p}self_attn.k_proj"), kv * hd, h);
+            self.add_clipped(&format!("{p}self_attn.v_proj"), kv * hd, h);
+            self.add_clipped(&format!("{p}self_attn.o_proj"), h, heads * hd);
+            self.add(format!("{p}self_attn.q_norm.weight"), &[hd], qk_norm);
+            self.add(format!("{p}self_attn.k_norm.weight"), &[hd], qk_norm);
+            self.add_clipped(&format!("{p}mlp.gate_proj"), ffn, h);
+            self.add_clipped(&format!("{p}mlp.up_proj"), ffn, h);
+            self.add_clipped(&format!("{p}mlp.down_proj"), h, ffn);
+            for n in [
+                "input_layernorm",
+                "post_attention_layernorm",
+                "pre_feedforward_layernorm",
+                "post_feedforward_layernorm",
+            ] {
+                self.add(format!("{p}{n}.weight"), &[h], norm);
+            }
+        }
+        self.add(
+            "model.embed_vision.embedding_projection.weight".into(),
+            &[text_hidden, h],
+            Init::Weight,
+        );
+        Ok(())
+    }
+
+    /// The E2B audio tower (USM conformer) and `embed_audio` (gemma-spec §5).
+    fn add_audio(&mut self, a: &Value, text_hidden: usize) -> Result<(), ConvertError> {
+        let get = |k: &str| config_usize(a, "audio_config", k);
+        let (h, layers, heads) = (
+            get("hidden_size")?,
+            get("num_hidden_layers")?,
+            get("num_attention_heads")?,
+        );
+        let (kernel, out_dims) = (get("conv_kernel_size")?, get("output_proj_dims")?);
+        let channels: Vec<usize> = a
+            .get("subsampling_conv_channels")
+            .and_then(Value::as_array)
+            .map(|c| {
+                c.iter()
+                    .filter_map(|v| v.as_u64().map(|v| v as usize))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let [c0, c1] = channels[..] else {
+            return Err(ConvertError::Invalid(
+                "embedded E2B config: subsampling_conv_channels".into(),
+            ));
+        };
+        // 128 mel bins, halved by each of the two stride-2 convolutions
+        let sub_out = c1 * (MEL_BINS / 4);
+        let norm = Init::Norm { center: 1.0 };
+        let t = "model.audio_tower.";
+        let sub = format!("{t}subsample_conv_projection.");
+        self.add(
+            format!("{sub}layer0.conv.weight"),
+            &[c0, 1, 3, 3],
+            Init::Weight,
+        );
+        self.add(format!("{sub}layer0.norm.weight"), &[c0], norm);
+        self.add(
+            format!("{sub}layer1.conv.weight"),
+            &[c1, c0, 3, 3],
+            Init::Weight,
+        );
+        self.add(format!("{sub}layer1.norm.weight"), &[c1], norm);
+        self.add(
+            format!("{sub}input_proj_linear.weight"),
+            &[h, sub_out],
+            Init::Weight,
+        );
+        for l in 0..layers {
+            let p = format!("{t}layers.{l}.");
+            for f in ["feed_forward1", "feed_forward2"] {
+                self.add_clipped(&format!("{p}{f}.ffw_layer_1"), 4 * h, h);
+                self.add_clipped(&format!("{p}{f}.ffw_layer_2"), h, 4 * h);
+                self.add(format!("{p}{f}.pre_layer_norm.weight"), &[h], norm);
+                self.add(format!("{p}{f}.post_layer_norm.weight"), &[h], norm);
+            }
+            // softplus(~0) = ln 2: the per-dimension query scale stays near its init
+            self.add(
+                format!("{p}self_attn.per_dim_scale"),
+                &[h / heads],
+                Init::Weight,
+            );
+            for n in ["q_proj", "k_proj", "v_proj", "post"] {
+                self.add_clipped(&format!("{p}self_attn.{n}"), h, h);
+            }
+            self.add(
+                format!("{p}self_attn.relative_k_proj.weight"),
+                &[h, h],
+                Init::Weight,
+            );
+            self.add_clipped(&format!("{p}lconv1d.linear_start"), 2 * h, h);
+            self.add_clipped(&format!("{p}lconv1d.linear_end"), h, h);
+            self.add(
+                format!("{p}lconv1d.depthwise_conv1d.weight"),
+                &[h, 1, kernel],
+                Init::Weight,
+            );
+            for n in ["lconv1d.pre_layer_norm", "lconv1d.conv_norm"] {
+                self.add(format!("{p}{n}.weight"), &[h], norm);
+            }
+            for n in ["norm_pre_attn", "norm_post_attn", "norm_out"] {
+                self.add(format!("{p}{n}.weight"), &[h], norm);
+            }
+        }
+        self.add(
+            format!("{t}output_proj.weight"),
+            &[out_dims, h],
+            Init::Weight,
+        );
+        self.add(format!("{t}output_proj.bias"), &[out_dims], Init::Weight);
+        self.add(
+            "model.embed_audio.embedding_projection.weight".into(),
+            &[text_hidden, out_dims],
+            Init::Weight,
+        );
+        Ok(())
     }
 
     fn shape(&self, name: &str) -> Result<&[usize], ConvertError> {
@@ -358,6 +542,18 @@ impl Source for SyntheticSource {
             self.shape_name
         )]
     }
+}
+
+/// Mel bins of the audio feature extractor (the subsampler's input height).
+const MEL_BINS: usize = 128;
+
+/// `section[k]` of a config section, as usize.
+fn config_usize(section: &Value, name: &str, k: &str) -> Result<usize, ConvertError> {
+    section
+        .get(k)
+        .and_then(Value::as_u64)
+        .map(|v| v as usize)
+        .ok_or_else(|| ConvertError::Invalid(format!("embedded E2B {name} lacks {k}")))
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -462,6 +658,48 @@ mod tests {
         assert_eq!(n, 4_628_569_379);
         assert_eq!(s.family(), "gemma4");
         assert!(s.config().get("vision_config").is_none());
+    }
+
+    #[test]
+    fn gemma4_e2b_media_adds_both_towers() {
+        let s = SyntheticSource::open("gemma4-e2b-media").unwrap();
+        let count = |prefix: &str| -> usize {
+            s.tensors()
+                .iter()
+                .filter(|t| t.name.starts_with(prefix))
+                .map(|t| t.shape.iter().product::<usize>())
+                .sum()
+        };
+        // Element counts of the real checkpoint (gemma-4-e2b-tensors.txt; scalars count 1).
+        assert_eq!(count("model.vision_tower."), 167_365_056);
+        assert_eq!(count("model.audio_tower."), 304_825_088);
+        assert_eq!(count("model.embed_vision."), 1_179_648);
+        assert_eq!(count("model.embed_audio."), 2_359_296);
+        assert_eq!(count("model."), 5_104_298_467);
+        assert!(s.config().get("vision_config").is_some());
+        assert!(s.config().get("audio_config").is_some());
+        let shape = |n: &str| s.shape(n).unwrap().to_vec();
+        assert_eq!(
+            shape("model.vision_tower.patch_embedder.position_embedding_table"),
+            [2, 10240, 768]
+        );
+        assert_eq!(
+            shape("model.audio_tower.subsample_conv_projection.input_proj_linear.weight"),
+            [1024, 1024]
+        );
+        assert_eq!(
+            shape("model.audio_tower.layers.11.lconv1d.depthwise_conv1d.weight"),
+            [1024, 1, 5]
+        );
+        // finite clip bounds, norm weights near 1
+        let lo = "model.vision_tower.encoder.layers.15.mlp.down_proj.input_min";
+        assert_eq!(shape(lo), Vec::<usize>::new());
+        assert_eq!(s.read_f32(lo).unwrap(), [-8.0]);
+        let w = s
+            .read_f32("model.audio_tower.layers.0.norm_out.weight")
+            .unwrap();
+        assert!(w.iter().all(|v| (v - 1.0).abs() <= 0.05));
+        assert_eq!(SHAPES.len(), 3);
     }
 
     #[test]

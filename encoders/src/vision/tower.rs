@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use std::path::Path;
 
 const TOWER: &str = "model.vision_tower";
-const EMBEDDER: &str = "model.embed_vision";
+pub(crate) const EMBEDDER: &str = "model.embed_vision";
 /// Queries per attention block (bounds the score buffer to QUERY_BLOCK × patches).
 const QUERY_BLOCK: usize = 64;
 
@@ -97,20 +97,20 @@ impl VisionConfig {
     }
 }
 
-struct Layer<'a> {
-    q: ClippedLinear<'a>,
-    k: ClippedLinear<'a>,
-    v: ClippedLinear<'a>,
-    o: ClippedLinear<'a>,
-    gate: ClippedLinear<'a>,
-    up: ClippedLinear<'a>,
-    down: ClippedLinear<'a>,
-    input_ln: Vec<f32>,
-    post_attn_ln: Vec<f32>,
-    pre_ff_ln: Vec<f32>,
-    post_ff_ln: Vec<f32>,
-    q_norm: Vec<f32>,
-    k_norm: Vec<f32>,
+pub(crate) struct Layer<'a> {
+    pub(crate) q: ClippedLinear<'a>,
+    pub(crate) k: ClippedLinear<'a>,
+    pub(crate) v: ClippedLinear<'a>,
+    pub(crate) o: ClippedLinear<'a>,
+    pub(crate) gate: ClippedLinear<'a>,
+    pub(crate) up: ClippedLinear<'a>,
+    pub(crate) down: ClippedLinear<'a>,
+    pub(crate) input_ln: Vec<f32>,
+    pub(crate) post_attn_ln: Vec<f32>,
+    pub(crate) pre_ff_ln: Vec<f32>,
+    pub(crate) post_ff_ln: Vec<f32>,
+    pub(crate) q_norm: Vec<f32>,
+    pub(crate) k_norm: Vec<f32>,
 }
 
 /// Intermediate results of one image (for parity tests).
@@ -126,16 +126,26 @@ pub struct VisionActivations {
     pub embedded: Vec<f32>,
 }
 
+/// The real (non-padding) patches of one image (see [`VisionTower::real_patches`]).
+pub(crate) struct RealPatches {
+    /// Indices of the real patches among the image's (padded) patches.
+    pub real: Vec<usize>,
+    /// `(x, y)` grid position of every real patch.
+    pub pos: Vec<(usize, usize)>,
+    /// `[real patches, patch_dim]`: `2 (p - 0.5)` of their pixels.
+    pub pixels: Vec<f32>,
+}
+
 /// The vision tower of a `.cellm` Gemma 4 model, borrowing its weights from the file.
 pub struct VisionTower<'a> {
-    file: &'a CellmFile,
+    pub(crate) file: &'a CellmFile,
     pub config: VisionConfig,
-    input_proj: TensorView<'a>,
-    pos_table: TensorView<'a>,
-    layers: Vec<Layer<'a>>,
-    standardize: Option<(Vec<f32>, Vec<f32>)>,
-    inv_freq: Vec<f32>,
-    text_hidden: usize,
+    pub(crate) input_proj: TensorView<'a>,
+    pub(crate) pos_table: TensorView<'a>,
+    pub(crate) layers: Vec<Layer<'a>>,
+    pub(crate) standardize: Option<(Vec<f32>, Vec<f32>)>,
+    pub(crate) inv_freq: Vec<f32>,
+    pub(crate) text_hidden: usize,
 }
 
 fn vec_of(file: &CellmFile, name: &str, len: usize) -> Result<Vec<f32>, EncoderError> {
@@ -275,46 +285,14 @@ impl<'a> VisionTower<'a> {
     ) -> Result<VisionActivations, EncoderError> {
         let cfg = &self.config;
         let h = cfg.hidden;
-        let patch_dim = cfg.patch_size * cfg.patch_size * 3;
-        if image.pixel_values.len() != image.positions.len() * patch_dim {
-            return Err(EncoderError::Invalid(format!(
-                "pixel_values has {} values for {} patches of {patch_dim}",
-                image.pixel_values.len(),
-                image.positions.len()
-            )));
-        }
-        let real: Vec<usize> = (0..image.positions.len())
-            .filter(|&i| image.positions[i] != (-1, -1))
-            .collect();
+        let RealPatches {
+            real,
+            pos,
+            pixels: px,
+        } = self.real_patches(image)?;
         let n = real.len();
-        if n == 0 {
-            return Err(EncoderError::Invalid("the image has no patches".into()));
-        }
-        let mut pos = Vec::with_capacity(n);
-        for &i in &real {
-            let (x, y) = image.positions[i];
-            if x < 0
-                || y < 0
-                || x as usize >= cfg.position_embedding_size
-                || y as usize >= cfg.position_embedding_size
-            {
-                return Err(EncoderError::Invalid(format!(
-                    "patch position ({x}, {y}) outside the position table (size {})",
-                    cfg.position_embedding_size
-                )));
-            }
-            pos.push((x as usize, y as usize));
-        }
 
         // Patch embedding: (2 (p - 0.5)) · W_inᵀ + T[0][x] + T[1][y].
-        let mut px = Vec::with_capacity(n * patch_dim);
-        for &i in &real {
-            px.extend(
-                image.pixel_values[i * patch_dim..(i + 1) * patch_dim]
-                    .iter()
-                    .map(|&p| 2.0 * (p - 0.5)),
-            );
-        }
         let mut x = vec![0f32; n * h];
         matmul_blocked(&px, n, &self.input_proj, &mut x);
         drop(px);
@@ -367,6 +345,60 @@ impl<'a> VisionTower<'a> {
         })
     }
 
+    /// The image's real (non-padding) patches, checked against the config, with their pixels
+    /// mapped to the patch embedder's input range (shared by the CPU and GPU towers).
+    pub(crate) fn real_patches(
+        &self,
+        image: &PreprocessedImage,
+    ) -> Result<RealPatches, EncoderError> {
+        let cfg = &self.config;
+        let patch_dim = cfg.patch_size * cfg.patch_size * 3;
+        if image.pixel_values.len() != image.positions.len() * patch_dim {
+            return Err(EncoderError::Invalid(format!(
+                "pixel_values has {} values for {} patches of {patch_dim}",
+                image.pixel_values.len(),
+                image.positions.len()
+            )));
+        }
+        let real: Vec<usize> = (0..image.positions.len())
+            .filter(|&i| image.positions[i] != (-1, -1))
+            .collect();
+        let n = real.len();
+        if n == 0 {
+            return Err(EncoderError::Invalid("the image has no patches".into()));
+        }
+        let mut pos = Vec::with_capacity(n);
+        for &i in &real {
+            let (x, y) = image.positions[i];
+            if x < 0
+                || y < 0
+                || x as usize >= cfg.position_embedding_size
+                || y as usize >= cfg.position_embedding_size
+            {
+                return Err(EncoderError::Invalid(format!(
+                    "patch position ({x}, {y}) outside the position table (size {})",
+                    cfg.position_embedding_size
+                )));
+            }
+            pos.push((x as usize, y as usize));
+        }
+
+        // Patch embedding input: 2 (p - 0.5).
+        let mut px = Vec::with_capacity(n * patch_dim);
+        for &i in &real {
+            px.extend(
+                image.pixel_values[i * patch_dim..(i + 1) * patch_dim]
+                    .iter()
+                    .map(|&p| 2.0 * (p - 0.5)),
+            );
+        }
+        Ok(RealPatches {
+            real,
+            pos,
+            pixels: px,
+        })
+    }
+
     fn layer(&self, l: &Layer<'_>, x: &mut [f32], n: usize, rope: &RopeTable) {
         let cfg = &self.config;
         let (h, hd, nh, nkv) = (cfg.hidden, cfg.head_dim, cfg.heads, cfg.kv_heads);
@@ -408,7 +440,7 @@ impl<'a> VisionTower<'a> {
 
 /// For every input patch its pooled slot (padding: usize::MAX), and the number of filled slots,
 /// which come first in row-major order of the pooled grid (as transformers' pooler + mask).
-fn pool_slots(image: &PreprocessedImage, k: usize) -> Option<(Vec<usize>, usize)> {
+pub(crate) fn pool_slots(image: &PreprocessedImage, k: usize) -> Option<(Vec<usize>, usize)> {
     let max_x = image
         .positions
         .iter()
@@ -449,16 +481,16 @@ fn pool_slots(image: &PreprocessedImage, k: usize) -> Option<(Vec<usize>, usize)
 /// cos/sin of the axial RoPE for every real patch, computed once per image (every layer uses
 /// the same angles): `[patch][i]` for the x half and the y half, angle `pos · inv_freq[i]` in f32
 /// as the engine's `rope` kernel and transformers compute it.
-struct RopeTable {
-    quarter: usize,
-    cos_x: Vec<f32>,
-    sin_x: Vec<f32>,
-    cos_y: Vec<f32>,
-    sin_y: Vec<f32>,
+pub(crate) struct RopeTable {
+    pub(crate) quarter: usize,
+    pub(crate) cos_x: Vec<f32>,
+    pub(crate) sin_x: Vec<f32>,
+    pub(crate) cos_y: Vec<f32>,
+    pub(crate) sin_y: Vec<f32>,
 }
 
 impl RopeTable {
-    fn new(pos: &[(usize, usize)], inv_freq: &[f32]) -> Self {
+    pub(crate) fn new(pos: &[(usize, usize)], inv_freq: &[f32]) -> Self {
         let quarter = inv_freq.len();
         let mut t = Self {
             quarter,
@@ -577,8 +609,18 @@ pub fn encode_image_file(
     path: &Path,
     max_soft_tokens: usize,
 ) -> Result<MediaEmbedding, EncoderError> {
+    encode_image_file_with(tower, path, max_soft_tokens, &|pre| tower.encode(pre))
+}
+
+/// [`encode_image_file`] with the tower run by `encode` (the CPU tower, or its GPU copy).
+pub fn encode_image_file_with(
+    tower: &VisionTower<'_>,
+    path: &Path,
+    max_soft_tokens: usize,
+    encode: &dyn Fn(&PreprocessedImage) -> Result<Vec<f32>, EncoderError>,
+) -> Result<MediaEmbedding, EncoderError> {
     let pre = preprocess_file(path, max_soft_tokens)?;
-    let embeddings = tower.encode(&pre)?;
+    let embeddings = encode(&pre)?;
     let tokens = embeddings.len() / tower.output_dim().max(1);
     Ok(MediaEmbedding {
         kind: MediaKind::Image,

@@ -37,6 +37,14 @@ pub fn fits(w: &GpuWeight, t: usize) -> bool {
         && (!quantized || (w.group_size > 0 && w.group_size.is_multiple_of(32)))
 }
 
+/// Value bounds of a clipped linear (`Gemma4ClippableLinear`): x is clamped to `input` as it
+/// is loaded, y to `output` as it is stored; `None` leaves that side open.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Clip {
+    pub input: Option<(f32, f32)>,
+    pub output: Option<(f32, f32)>,
+}
+
 /// Records the tiled product (callers check [`fits`] and the buffers' shapes).
 pub(super) fn record(
     enc: &mut Encoder<'_>,
@@ -45,6 +53,25 @@ pub(super) fn record(
     w: &GpuWeight,
     out: &GpuBuffer,
 ) -> Result<(), GpuError> {
+    record_clipped(enc, x, t, w, out, Clip::default())
+}
+
+/// [`record`] with the clamps of `clip` on the loads and stores (shapes checked by the caller,
+/// `fits(w, t)` true).
+pub fn record_clipped(
+    enc: &mut Encoder<'_>,
+    x: &GpuBuffer,
+    t: usize,
+    w: &GpuWeight,
+    out: &GpuBuffer,
+    clip: Clip,
+) -> Result<(), GpuError> {
+    // open sides as +-f32::MAX: shaders never see an infinity (some compilers assume none)
+    let bits = |b: Option<(f32, f32)>| {
+        let (lo, hi) = b.unwrap_or((-f32::MAX, f32::MAX));
+        [lo.max(-f32::MAX).to_bits(), hi.min(f32::MAX).to_bits()]
+    };
+    let ([in_lo, in_hi], [out_lo, out_hi]) = (bits(clip.input), bits(clip.output));
     let Some(dtype) = code(w.dtype) else {
         return Err(GpuError::Unsupported(format!(
             "gemm of {} weights",
@@ -62,6 +89,10 @@ pub(super) fn record(
             w.group_size.max(1) as u32,
             part.scale_word as u32,
             dtype,
+            in_lo,
+            in_hi,
+            out_lo,
+            out_hi,
         ];
         let tiles = part.rows.div_ceil(64) * t.div_ceil(64);
         enc.dispatch(

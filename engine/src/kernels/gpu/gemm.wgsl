@@ -6,7 +6,8 @@
 // loading 8 weights of one row: q4 one word of the row's 32-value block (values 4j..4j+3 in
 // the low nibbles, 16+4j.. in the high ones, as (q - 8) * scale), q8 two words, f16 four, f32
 // eight. Requires k % 32 == 0 and a group size that is a multiple of 32 (the host checks).
-// Out-of-range tokens/rows are clamped at the loads and dropped at the store.
+// Out-of-range tokens/rows are clamped at the loads and dropped at the store. Optional value
+// clamps on the x loads and the stores serve the towers' clipped linears.
 
 struct Params {
     k: u32,
@@ -17,6 +18,10 @@ struct Params {
     gs: u32,
     scale_word: u32,
     dtype: u32,      // 0 f32, 1 f16, 2 q8, 3 q4
+    in_lo: f32,      // clamps of x on load and of y on store (the towers' clipped linears;
+    in_hi: f32,      // +-f32::MAX when open)
+    out_lo: f32,
+    out_hi: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -104,7 +109,8 @@ fn gemm(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
             let idx = lid + 256u * i;
             let tok = idx / 8u;
             let c = idx % 8u;
-            let v = x[min(t0 + tok, p.t - 1u) * kv + k0 / 4u + c];
+            let v = clamp(x[min(t0 + tok, p.t - 1u) * kv + k0 / 4u + c], vec4<f32>(p.in_lo),
+                          vec4<f32>(p.in_hi));
             xs[(4u * c) * 16u + tok / 4u][tok % 4u] = v.x;
             xs[(4u * c + 1u) * 16u + tok / 4u][tok % 4u] = v.y;
             xs[(4u * c + 2u) * 16u + tok / 4u][tok % 4u] = v.z;
@@ -137,7 +143,7 @@ fn store(tok: u32, row: u32, v: vec4<f32>) {
     let base = tok * p.out_stride + p.out_row0 + row;
     for (var j = 0u; j < 4u; j++) {
         if (row + j < p.n) {
-            y[base + j] = v[j];
+            y[base + j] = clamp(v[j], p.out_lo, p.out_hi);
         }
     }
 }
