@@ -7,7 +7,7 @@
 //! P-wide slice of every row into a small buffer for the gate. KV-sharing consumers attend over
 //! their producer's device cache and, for `Logits::Last`, run on the last row only.
 
-use super::ahead::{self, AheadSlot};
+use super::ahead::{AheadSlot, RecordsAhead};
 use super::blocks::{
     ActWidths, TailEnd, TailWeights, TextActs, flush_before_layer, matmul_in, record_layer_tail,
     record_post_add,
@@ -383,7 +383,7 @@ impl<'a> Gemma4Gpu<'a> {
 
     /// Records a one-token decode step at position `p`: the chunk loop of `forward` for
     /// `t = 1` with the last logits.
-    fn record_token(&self, enc: &mut Encoder<'_>, p: usize) -> Result<(), GpuError> {
+    fn record_step(&self, enc: &mut Encoder<'_>, p: usize) -> Result<(), GpuError> {
         self.record_ple(enc, 1)?;
         let producers = 0..self.first_consumer;
         for li in producers.clone() {
@@ -394,40 +394,6 @@ impl<'a> Gemma4Gpu<'a> {
             self.record_layer(enc, li, &consumers, 1, p, 0)?;
         }
         self.record_head(enc, 0, 1)
-    }
-
-    /// Records the step at position `p` ahead (see [`super::ahead`]).
-    fn record_ahead(&mut self, cache: &KvCache, p: usize) -> Result<(), ModelError> {
-        if !ahead::enabled(&self.ctx) || p + 1 > cache.limit() {
-            return Ok(());
-        }
-        self.ensure_acts(1);
-        self.ensure_state(cache, p + 1)?;
-        let mut enc = Encoder::deferred(&self.ctx);
-        self.record_token(&mut enc, p)?;
-        let commands = enc.finish()?;
-        let generation = self.state.as_ref().map_or(0, |s| s.generation);
-        self.ahead.put(p, generation, commands);
-        Ok(())
-    }
-
-    /// The step recorded ahead when this forward is exactly it; drops it otherwise.
-    fn take_ahead(
-        &mut self,
-        tokens: usize,
-        media: bool,
-        want: Logits,
-        pos0: usize,
-        cache: &KvCache,
-    ) -> Result<Option<wgpu::CommandBuffer>, ModelError> {
-        if !self.ahead.holds(pos0) {
-            self.ahead.clear();
-            return Ok(None);
-        }
-        self.ensure_acts(1);
-        self.ensure_state(cache, pos0 + 1)?;
-        let generation = self.state.as_ref().map_or(0, |s| s.generation);
-        Ok(self.ahead.take_for(tokens, media, want, pos0, generation))
     }
 
     /// Records the PLE inputs of the chunk's `t` rows (the token part is already uploaded).
@@ -536,14 +502,8 @@ impl TextModel for Gemma4Gpu<'_> {
         }
         let out_rows = if want == Logits::All { total } else { 1 };
         self.out.resize(out_rows * v, 0.0);
-        if let Some(step) = self.take_ahead(total, media.is_some(), want, pos0, cache)? {
-            let t0 = self.ctx.clock();
-            self.embed(tokens, &[])?;
-            self.ctx.submit_recorded(step)?;
-            cache.set_len(pos0 + 1);
-            let t1 = self.ctx.clock();
-            self.record_ahead(cache, pos0 + 1)?;
-            self.ctx.note_time("host: record the next step ahead", t1);
+        let t0 = self.ctx.clock();
+        if self.run_ahead(tokens, media.is_some(), want, pos0, cache)? {
             self.head.read(&self.ctx, &mut self.out[..v])?;
             self.ctx
                 .note_time("host: recorded step, embed to logits", t0);
@@ -623,5 +583,29 @@ impl TextModel for Gemma4Gpu<'_> {
             p.projection_bytes + p.table.data.len() / p.table.rows().max(1)
         });
         layers + ple + self.embed_tokens.data.len()
+    }
+}
+
+impl RecordsAhead for Gemma4Gpu<'_> {
+    fn ctx(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    fn slot(&mut self) -> &mut AheadSlot {
+        &mut self.ahead
+    }
+
+    fn prepare_step(&mut self, cache: &KvCache, end: usize) -> Result<u64, ModelError> {
+        self.ensure_acts(1);
+        self.ensure_state(cache, end)?;
+        Ok(self.state.as_ref().map_or(0, |s| s.generation))
+    }
+
+    fn record_token(&self, enc: &mut Encoder<'_>, p: usize) -> Result<(), GpuError> {
+        self.record_step(enc, p)
+    }
+
+    fn embed_token(&mut self, token: &[u32]) -> Result<(), ModelError> {
+        self.embed(token, &[])
     }
 }
