@@ -7,6 +7,7 @@
 # given: the model is loaded and PROMPT sent; then also generating-<theme>.png, taken while the
 # reply streams), wizard-<theme>.png (with WIZARD_SOURCE=folder-or-gguf it shows what the wizard
 # found there), settings-<theme>.png. Waits: LOAD_WAIT, STREAM_WAIT, GEN_WAIT, WIZARD_WAIT (s).
+# BACKEND=Cpu|Gpu|Auto picks the compute backend (default Auto).
 # Needs: xvfb, xdotool, imagemagick (import), and a release build (built here if missing).
 # The app runs with a throw-away data directory, so your own chats and settings are untouched.
 set -euo pipefail
@@ -47,8 +48,8 @@ seed_settings() { # theme
     mkdir -p "$work/data/cellm"
     local last=None
     [ -n "$model" ] && last="Some(\\\"$model\\\")"
-    printf '{"cellm.settings":"(theme:%s,last_model:%s,max_new_tokens:%s)"}\n' \
-        "$1" "$last" "${MAX_NEW:-96}" > "$work/data/cellm/app.ron"
+    printf '{"cellm.settings":"(theme:%s,last_model:%s,max_new_tokens:%s,compute:(backend:%s))"}\n' \
+        "$1" "$last" "${MAX_NEW:-96}" "${BACKEND:-Auto}" > "$work/data/cellm/app.ron"
 }
 
 start_app() {

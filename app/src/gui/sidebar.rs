@@ -224,9 +224,11 @@ impl App {
                             .num_columns(2)
                             .spacing([12.0, 2.0])
                             .show(ui, |ui| {
+                                // long values (a GPU's full name, the auto probe's
+                                // reason) end in "…" and show whole on hover
                                 let mut row = |k: &str, v: String| {
                                     ui.weak(k);
-                                    ui.label(v);
+                                    ui.add(egui::Label::new(&v).truncate()).on_hover_text(v);
                                     ui.end_row();
                                 };
                                 row("Family", m.family.clone());
