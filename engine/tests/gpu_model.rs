@@ -168,21 +168,9 @@ fn auto_backend_skips_software_adapters() {
 /// on both backends, through the `TextModel` trait directly.
 #[test]
 fn gpu_media_rows_match_cpu() {
-    use cellm_engine::format::CellmFile;
     use cellm_engine::kv_cache::KvCache;
     use cellm_engine::models::{self, Logits, MediaRows};
-    if let Err(e) = GpuContext::new() {
-        println!("SKIP gpu model test: {e}");
-        return;
-    }
-    for (name, family) in [("tiny-gemma3", "gemma3"), ("tiny-gemma4", "gemma4")] {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("m.cellm");
-        write_cellm(&testdata(name), family, &path, WriteOptions::default());
-        let file = CellmFile::open(&path).unwrap();
-        let mut cpu = models::load_model(&file).unwrap();
-        let ctx = GpuContext::new().unwrap();
-        let mut gpu = models::gpu::load(&file, ctx, KvPrecision::F32).unwrap();
+    common::on_tiny_models(|name, (mut cpu, mut gpu)| {
         let cfg = cpu.config().clone();
         let (h, vocab) = (cfg.hidden_size, cfg.vocab_size);
         let ids: Vec<u32> = (0..20).map(|i| (i * 37 % vocab) as u32).collect();
@@ -204,7 +192,7 @@ fn gpu_media_rows_match_cpu() {
         let kl = max_kl(&want, &got, vocab);
         println!("{name} with media rows: max KL {kl:.3e}");
         assert!(kl < 1e-6, "{name}: KL {kl}");
-    }
+    });
 }
 
 /// One-token steps recorded ahead (after each submit the GPU model records the step at the next
@@ -212,21 +200,9 @@ fn gpu_media_rows_match_cpu() {
 /// jump, a chunk, the context's last position) still give the right logits.
 #[test]
 fn gpu_steps_recorded_ahead_match_cpu() {
-    use cellm_engine::format::CellmFile;
     use cellm_engine::kv_cache::KvCache;
     use cellm_engine::models::{self, Logits};
-    if let Err(e) = GpuContext::new() {
-        println!("SKIP gpu model test: {e}");
-        return;
-    }
-    for (name, family) in [("tiny-gemma3", "gemma3"), ("tiny-gemma4", "gemma4")] {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("m.cellm");
-        write_cellm(&testdata(name), family, &path, WriteOptions::default());
-        let file = CellmFile::open(&path).unwrap();
-        let mut cpu = models::load_model(&file).unwrap();
-        let ctx = GpuContext::new().unwrap();
-        let mut gpu = models::gpu::load(&file, ctx, KvPrecision::F32).unwrap();
+    common::on_tiny_models(|name, (mut cpu, mut gpu)| {
         let cfg = cpu.config().clone();
         let vocab = cfg.vocab_size;
         let limit = 24;
@@ -255,5 +231,5 @@ fn gpu_steps_recorded_ahead_match_cpu() {
             assert!(kl < 1e-6, "{name}: call {i} {:?}: KL {kl}", calls[i]);
         }
         println!("{name}: {} steps recorded ahead match the CPU", calls.len());
-    }
+    });
 }

@@ -131,3 +131,36 @@ pub fn write_cellm(dir: &Path, family: &str, out: &Path, opts: WriteOptions) {
     }
     w.finish().unwrap();
 }
+
+/// A GPU model test's two sides: the CPU and the GPU model of one fixture.
+#[cfg(feature = "gpu")]
+pub type Pair<'a> = (
+    Box<dyn cellm_engine::models::TextModel + 'a>,
+    Box<dyn cellm_engine::models::TextModel + 'a>,
+);
+
+/// Runs `check(name, (cpu, gpu))` on the tiny Gemma 3 and Gemma 4 fixtures (f32 weights, f32 KV
+/// cache on the GPU), through the `TextModel` trait; returns false, with a note, where no GPU
+/// adapter exists.
+#[cfg(feature = "gpu")]
+pub fn on_tiny_models(check: impl for<'a> Fn(&str, Pair<'a>)) -> bool {
+    use cellm_engine::format::CellmFile;
+    use cellm_engine::kernels::gpu::GpuContext;
+    use cellm_engine::kv_cache::KvPrecision;
+    use cellm_engine::models;
+    if let Err(e) = GpuContext::new() {
+        println!("SKIP gpu model test: {e}");
+        return false;
+    }
+    for (name, family) in [("tiny-gemma3", "gemma3"), ("tiny-gemma4", "gemma4")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("m.cellm");
+        write_cellm(&testdata(name), family, &path, WriteOptions::default());
+        let file = CellmFile::open(&path).unwrap();
+        let cpu = models::load_model(&file).unwrap();
+        let ctx = GpuContext::new().unwrap();
+        let gpu = models::gpu::load(&file, ctx, KvPrecision::F32).unwrap();
+        check(name, (cpu, gpu));
+    }
+    true
+}
