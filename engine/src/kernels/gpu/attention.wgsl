@@ -109,6 +109,117 @@ fn load_q(lid: u32, b: u32, pos: u32) {
     workgroupBarrier();
 }
 
+// The keys one workgroup attends over: positions lo + j for j in j0..j1 of head kvh (nv vec4s
+// per head row, slot_v per cache slot); their scores and weights live in the scratch from
+// `base` (scores[base + j]) or, when `local`, in workgroup memory (pscore[j - base]).
+struct Keys {
+    lo: u32,
+    j0: u32,
+    j1: u32,
+    kvh: u32,
+    nv: u32,
+    slot_v: u32,
+    local: bool,
+    base: u32,
+}
+
+var<workgroup> pscore: array<f32, 1024>;
+
+fn weight_of(k: Keys, j: u32) -> f32 {
+    if (k.local) {
+        return pscore[j - k.base];
+    }
+    return scores[k.base + j];
+}
+
+fn set_weight(k: Keys, j: u32, v: f32) {
+    if (k.local) {
+        pscore[j - k.base] = v;
+    } else {
+        scores[k.base + j] = v;
+    }
+}
+
+// Scores the keys (q . k * scale, soft-capped) into their weights; the workgroup's max.
+fn score_keys(lid: u32, k: Keys) -> f32 {
+    var m = -3.4028235e38;
+    for (var j = k.j0 + lid; j < k.j1; j += 256u) {
+        var s = kdot(((k.lo + j) % p.slots) * k.slot_v + k.kvh * k.nv, k.nv) * p.scale;
+        if (p.softcap > 0.0) {
+            s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0));
+        }
+        set_weight(k, j, s);
+        m = max(m, s);
+    }
+    return block_max(lid, m);
+}
+
+// Turns the scores into e^(s - m); their sum.
+fn exp_keys(lid: u32, k: Keys, m: f32) -> f32 {
+    var sum = 0.0;
+    for (var j = k.j0 + lid; j < k.j1; j += 256u) {
+        let e = exp(weight_of(k, j) - m);
+        set_weight(k, j, e);
+        sum += e;
+    }
+    return block_sum(lid, sum);
+}
+
+// The weighted sum of the keys' V rows, left in `part` per key group (groups of nv threads,
+// group g takes keys j0 + g, j0 + g + groups, ..., each thread 16 bytes of a row, two keys per
+// step so both rows' loads are in flight together); returns the number of groups. Ends with a
+// barrier.
+fn sum_values(lid: u32, k: Keys, d4: u32) -> u32 {
+    let groups = 256u / k.nv;
+    let c = lid % k.nv;
+    let g = lid / k.nv;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    if (g < groups) {
+        let row = k.kvh * k.nv + c;
+        var j = k.j0 + g;
+        for (; j + groups < k.j1; j += 2u * groups) {
+            let wa = weight_of(k, j);
+            let wb = weight_of(k, j + groups);
+            let va = vc[((k.lo + j) % p.slots) * k.slot_v + row];
+            let vb = vc[((k.lo + j + groups) % p.slots) * k.slot_v + row];
+            if (p.kv_f16 == 1u) {
+                a0 += wa * vec4<f32>(lo16(va.x), lo16(va.y)) + wb * vec4<f32>(lo16(vb.x), lo16(vb.y));
+                a1 += wa * vec4<f32>(lo16(va.z), lo16(va.w)) + wb * vec4<f32>(lo16(vb.z), lo16(vb.w));
+            } else {
+                a0 += wa * bitcast<vec4<f32>>(va) + wb * bitcast<vec4<f32>>(vb);
+            }
+        }
+        if (j < k.j1) {
+            let wgt = weight_of(k, j);
+            let w = vc[((k.lo + j) % p.slots) * k.slot_v + row];
+            if (p.kv_f16 == 1u) {
+                a0 += wgt * vec4<f32>(lo16(w.x), lo16(w.y));
+                a1 += wgt * vec4<f32>(lo16(w.z), lo16(w.w));
+            } else {
+                a0 += wgt * bitcast<vec4<f32>>(w);
+            }
+        }
+        if (p.kv_f16 == 1u) {
+            part[g * d4 + 2u * c] = a0;
+            part[g * d4 + 2u * c + 1u] = a1;
+        } else {
+            part[g * d4 + c] = a0;
+        }
+    }
+    workgroupBarrier();
+    return groups;
+}
+
+// vec4 x of the value sum: the key groups' parts added.
+fn value_sum(x: u32, groups: u32, d4: u32) -> vec4<f32> {
+    var acc = vec4<f32>(0.0);
+    for (var k = 0u; k < groups; k++) {
+        acc += part[k * d4 + x];
+    }
+    return acc;
+}
+
 @compute @workgroup_size(256)
 fn attend(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
           @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -135,72 +246,14 @@ fn attend(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
     let slot_v = p.n_kv_heads * nv;
     load_q(lid, rh * d, pos);
 
-    let srow = rh * p.span;
-    var m = -3.4028235e38;
-    for (var j = lid; j < n; j += 256u) {
-        var s = kdot(((lo + j) % p.slots) * slot_v + kvh * nv, nv) * p.scale;
-        if (p.softcap > 0.0) {
-            s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0));
-        }
-        scores[srow + j] = s;
-        m = max(m, s);
-    }
-    m = block_max(lid, m);
-    var sum = 0.0;
-    for (var j = lid; j < n; j += 256u) {
-        let e = exp(scores[srow + j] - m);
-        scores[srow + j] = e;
-        sum += e;
-    }
-    sum = block_sum(lid, sum);
+    // the row's keys lo.., their weights in the scratch at srow
+    let keys = Keys(lo, 0u, n, kvh, nv, slot_v, false, rh * p.span);
+    let m = score_keys(lid, keys);
+    let inv = 1.0 / exp_keys(lid, keys, m);
     storageBarrier();
-    let inv = 1.0 / sum;
-
-    // values: groups of nv threads, group g takes keys g, g + groups, ...
-    let groups = 256u / nv;
-    let c = lid % nv;
-    let g = lid / nv;
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    if (g < groups) {
-        // two keys per step: both rows' loads are in flight together
-        var j = g;
-        for (; j + groups < n; j += 2u * groups) {
-            let wa = scores[srow + j];
-            let wb = scores[srow + j + groups];
-            let va = vc[((lo + j) % p.slots) * slot_v + kvh * nv + c];
-            let vb = vc[((lo + j + groups) % p.slots) * slot_v + kvh * nv + c];
-            if (p.kv_f16 == 1u) {
-                a0 += wa * vec4<f32>(lo16(va.x), lo16(va.y)) + wb * vec4<f32>(lo16(vb.x), lo16(vb.y));
-                a1 += wa * vec4<f32>(lo16(va.z), lo16(va.w)) + wb * vec4<f32>(lo16(vb.z), lo16(vb.w));
-            } else {
-                a0 += wa * bitcast<vec4<f32>>(va) + wb * bitcast<vec4<f32>>(vb);
-            }
-        }
-        if (j < n) {
-            let wgt = scores[srow + j];
-            let w = vc[((lo + j) % p.slots) * slot_v + kvh * nv + c];
-            if (p.kv_f16 == 1u) {
-                a0 += wgt * vec4<f32>(lo16(w.x), lo16(w.y));
-                a1 += wgt * vec4<f32>(lo16(w.z), lo16(w.w));
-            } else {
-                a0 += wgt * bitcast<vec4<f32>>(w);
-            }
-        }
-        if (p.kv_f16 == 1u) {
-            part[g * d4 + 2u * c] = a0;
-            part[g * d4 + 2u * c + 1u] = a1;
-        } else {
-            part[g * d4 + c] = a0;
-        }
-    }
-    workgroupBarrier();
+    let groups = sum_values(lid, keys, d4);
     for (var x = lid; x < d4; x += 256u) {
-        var acc = vec4<f32>(0.0);
-        for (var k = 0u; k < groups; k++) {
-            acc += part[k * d4 + x];
-        }
-        acc *= inv;
+        let acc = value_sum(x, groups, d4) * inv;
         let b = rh * d + 4u * x;
         out[b] = acc.x;
         out[b + 1u] = acc.y;
@@ -213,8 +266,6 @@ fn attend(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
 // `part` keys) writes the part's score max m, exp-sum l and unnormalised value sum to the
 // scratch as [m, l, acc[head_dim]]; attention_merge.wgsl combines a head's parts. A long context
 // then keeps many workgroups busy instead of one per head.
-
-var<workgroup> pscore: array<f32, 1024>;
 
 @compute @workgroup_size(256)
 fn attend_part(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
@@ -240,71 +291,18 @@ fn attend_part(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
     let slot_v = p.n_kv_heads * nv;
     load_q(lid, h * d, pos);
 
-    var m = -3.4028235e38;
-    for (var j = k0 + lid; j < k1; j += 256u) {
-        var sc = kdot(((lo + j) % p.slots) * slot_v + kvh * nv, nv) * p.scale;
-        if (p.softcap > 0.0) {
-            sc = p.softcap * tanh(clamp(sc / p.softcap, -15.0, 15.0));
-        }
-        pscore[j - k0] = sc;
-        m = max(m, sc);
-    }
-    m = block_max(lid, m);
-    var sum = 0.0;
-    for (var j = k0 + lid; j < k1; j += 256u) {
-        let e = exp(pscore[j - k0] - m);
-        pscore[j - k0] = e;
-        sum += e;
-    }
-    sum = block_sum(lid, sum);
-
-    let groups = 256u / nv;
-    let c = lid % nv;
-    let gi = lid / nv;
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    if (gi < groups) {
-        var j = k0 + gi;
-        for (; j + groups < k1; j += 2u * groups) {
-            let wa = pscore[j - k0];
-            let wb = pscore[j + groups - k0];
-            let va = vc[((lo + j) % p.slots) * slot_v + kvh * nv + c];
-            let vb = vc[((lo + j + groups) % p.slots) * slot_v + kvh * nv + c];
-            if (p.kv_f16 == 1u) {
-                a0 += wa * vec4<f32>(lo16(va.x), lo16(va.y)) + wb * vec4<f32>(lo16(vb.x), lo16(vb.y));
-                a1 += wa * vec4<f32>(lo16(va.z), lo16(va.w)) + wb * vec4<f32>(lo16(vb.z), lo16(vb.w));
-            } else {
-                a0 += wa * bitcast<vec4<f32>>(va) + wb * bitcast<vec4<f32>>(vb);
-            }
-        }
-        if (j < k1) {
-            let wgt = pscore[j - k0];
-            let w = vc[((lo + j) % p.slots) * slot_v + kvh * nv + c];
-            if (p.kv_f16 == 1u) {
-                a0 += wgt * vec4<f32>(lo16(w.x), lo16(w.y));
-                a1 += wgt * vec4<f32>(lo16(w.z), lo16(w.w));
-            } else {
-                a0 += wgt * bitcast<vec4<f32>>(w);
-            }
-        }
-        if (p.kv_f16 == 1u) {
-            part[gi * d4 + 2u * c] = a0;
-            part[gi * d4 + 2u * c + 1u] = a1;
-        } else {
-            part[gi * d4 + c] = a0;
-        }
-    }
-    workgroupBarrier();
+    // the part's keys k0..k1, their weights in workgroup memory
+    let keys = Keys(lo, k0, k1, kvh, nv, slot_v, true, k0);
+    let m = score_keys(lid, keys);
+    let sum = exp_keys(lid, keys, m);
+    let groups = sum_values(lid, keys, d4);
     let base = (h * p.parts + s) * (d + 2u);
     if (lid == 0u && g < p.n_heads * p.parts) {
         scores[base] = m;
         scores[base + 1u] = sum;
     }
     for (var x = lid; x < d4; x += 256u) {
-        var acc = vec4<f32>(0.0);
-        for (var k = 0u; k < groups; k++) {
-            acc += part[k * d4 + x];
-        }
+        let acc = value_sum(x, groups, d4);
         if (g < p.n_heads * p.parts) {
             let b = base + 2u + 4u * x;
             scores[b] = acc.x;
