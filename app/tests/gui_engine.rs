@@ -3,7 +3,7 @@
 
 use cellm_app::gui::app::{App, AppConfig, ModelState};
 use cellm_app::gui::backend::EngineBackend;
-use cellm_app::gui::settings::AppSettings;
+use cellm_app::gui::settings::{AppSettings, ComputeBackend};
 use cellm_convert::{ConvertOptions, Profile};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
@@ -32,6 +32,16 @@ fn pump(h: &mut Harness<'_, App>, what: &str, done: impl Fn(&App) -> bool) -> (u
 /// Converts `testdata/<fixture>` to f32 in `dir`, opens the app on the real engine with greedy
 /// sampling and `max_new_tokens`, and loads the model (waiting for it).
 fn app_with_fixture(dir: &Path, fixture: &str, max_new_tokens: usize) -> Harness<'static, App> {
+    app_on(dir, fixture, max_new_tokens, ComputeBackend::Cpu)
+}
+
+/// [`app_with_fixture`] with the compute backend of Settings > Compute.
+fn app_on(
+    dir: &Path,
+    fixture: &str,
+    max_new_tokens: usize,
+    backend: ComputeBackend,
+) -> Harness<'static, App> {
     let model = dir.join(format!("{fixture}.cellm"));
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../testdata")
@@ -47,6 +57,7 @@ fn app_with_fixture(dir: &Path, fixture: &str, max_new_tokens: usize) -> Harness
     let mut settings = AppSettings::default();
     settings.sampling.temperature = 0.0;
     settings.max_new_tokens = max_new_tokens;
+    settings.compute.backend = backend;
     let app = App::new(AppConfig {
         data_dir: dir.join("data"),
         settings,
@@ -103,8 +114,24 @@ fn gui_streams_a_reply_from_the_tiny_fixture_model() {
 
 #[test]
 fn gui_sends_an_image_and_a_recording_to_the_tiny_gemma4_model() {
+    send_image_and_recording(ComputeBackend::Cpu);
+}
+
+/// The same on the GPU backend: the text stack and both towers run on the GPU (lavapipe in CI).
+#[test]
+fn gui_sends_media_to_the_tiny_gemma4_model_on_the_gpu() {
+    if let Err(e) = cellm_engine::kernels::gpu::GpuContext::new() {
+        return println!("SKIP: no GPU adapter ({e})");
+    }
+    let backend = send_image_and_recording(ComputeBackend::Gpu);
+    assert!(backend.starts_with("gpu"), "{backend}");
+}
+
+/// Drops the fixture's image and recording on the tiny Gemma 4 and sends them; returns the
+/// model card's backend line.
+fn send_image_and_recording(compute: ComputeBackend) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let mut h = app_with_fixture(dir.path(), "tiny-gemma4", 8);
+    let mut h = app_on(dir.path(), "tiny-gemma4", 8, compute);
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/tiny-gemma4");
     match &h.state().model {
         ModelState::Loaded(m) => assert!(m.has_vision && m.has_audio, "{m:?}"),
@@ -125,6 +152,10 @@ fn gui_sends_an_image_and_a_recording_to_the_tiny_gemma4_model() {
     assert_eq!(chat.messages[0].attachments.len(), 2);
     assert_eq!(chat.messages[1].error, None);
     assert!(chat.messages[1].stats.as_ref().unwrap().generated_tokens > 0);
+    match &h.state().model {
+        ModelState::Loaded(m) => m.backend.clone(),
+        other => panic!("the model is gone: {other:?}"),
+    }
 }
 
 #[derive(Debug)]
