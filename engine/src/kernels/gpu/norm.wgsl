@@ -163,6 +163,17 @@ fn row_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
 }
 
+// The sum of squares of the row's vec4s this thread holds (those inside the row).
+fn sum_sq(lid: u32, n4: u32, v: array<vec4<f32>, 4>) -> f32 {
+    var ss = 0.0;
+    for (var j = 0u; j < V4; j++) {
+        if (lid + 256u * j < n4) {
+            ss += dot(v[j], v[j]);
+        }
+    }
+    return ss;
+}
+
 fn inv_rms_of(lid: u32, ss: f32) -> f32 {
     return 1.0 / sqrt(block_sum(lid, ss) / f32(p.dim) + p.eps);
 }
@@ -175,18 +186,12 @@ fn rmsnorm_v(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
     let base = min(r, p.rows - 1u) * n4;
     var xv: array<vec4<f32>, 4>;
     var wv: array<vec4<f32>, 4>;
-    var ss = 0.0;
     for (var j = 0u; j < V4; j++) {
         let i = min(lid + 256u * j, n4 - 1u);
         xv[j] = xq[base + i];
         wv[j] = wq[i];
     }
-    for (var j = 0u; j < V4; j++) {
-        if (lid + 256u * j < n4) {
-            ss += dot(xv[j], xv[j]);
-        }
-    }
-    let inv = inv_rms_of(lid, ss);
+    let inv = inv_rms_of(lid, sum_sq(lid, n4, xv));
     for (var j = 0u; j < V4; j++) {
         let i = lid + 256u * j;
         if (i < n4 && r < p.rows) {
@@ -204,7 +209,6 @@ fn rmsnorm_to_v(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     var xv: array<vec4<f32>, 4>;
     var wv: array<vec4<f32>, 4>;
     var dv: array<vec4<f32>, 4>;
-    var ss = 0.0;
     for (var j = 0u; j < V4; j++) {
         let i = min(lid + 256u * j, n4 - 1u);
         xv[j] = xq[base + i];
@@ -213,12 +217,7 @@ fn rmsnorm_to_v(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
             dv[j] = dq[base + i];
         }
     }
-    for (var j = 0u; j < V4; j++) {
-        if (lid + 256u * j < n4) {
-            ss += dot(xv[j], xv[j]);
-        }
-    }
-    let inv = inv_rms_of(lid, ss);
+    let inv = inv_rms_of(lid, sum_sq(lid, n4, xv));
     for (var j = 0u; j < V4; j++) {
         let i = lid + 256u * j;
         if (i < n4 && r < p.rows) {
@@ -250,21 +249,11 @@ fn rmsnorm_add_norm_v(@builtin(local_invocation_index) lid: u32,
         wv[j] = wq[i];
         w2v[j] = w2q[i];
     }
-    var ss = 0.0;
-    for (var j = 0u; j < V4; j++) {
-        if (lid + 256u * j < n4) {
-            ss += dot(xv[j], xv[j]);
-        }
-    }
-    let inv = inv_rms_of(lid, ss);
-    var ss2 = 0.0;
+    let inv = inv_rms_of(lid, sum_sq(lid, n4, xv));
     for (var j = 0u; j < V4; j++) {
         rv[j] = (rv[j] + xv[j] * inv * wmode(p.mode, wv[j])) * p.out_scale;
-        if (lid + 256u * j < n4) {
-            ss2 += dot(rv[j], rv[j]);
-        }
     }
-    let inv2 = inv_rms_of(lid, ss2);
+    let inv2 = inv_rms_of(lid, sum_sq(lid, n4, rv));
     for (var j = 0u; j < V4; j++) {
         let i = lid + 256u * j;
         if (i < n4 && r < p.rows) {
