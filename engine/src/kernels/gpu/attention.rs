@@ -239,14 +239,14 @@ pub fn attention(
         q_eps.to_bits(),
     ];
     let (qnw, qfreq) = rope_buffers(enc, q_rope);
-    let mut bufs = vec![(1, &q.buf), (2, &k.buf), (3, &v.buf), (4, &scratch.buf)];
     // the split pass writes only the scratch
-    if parts == 0 {
-        bufs.push((5, &out.buf));
-    }
-    bufs.extend([(6, &qnw), (7, &qfreq)]);
+    let out_binding = (parts == 0).then_some((5, &out.buf));
+    let bufs = [(1, &q.buf), (2, &k.buf), (3, &v.buf), (4, &scratch.buf)]
+        .into_iter()
+        .chain(out_binding)
+        .chain([(6, &qnw), (7, &qfreq)]);
     let groups = if parts > 0 { nh * parts } else { t * nh };
-    enc.dispatch_at(pipeline, &params, &bufs, groups as u32);
+    enc.dispatch_at(pipeline, &params, bufs, groups as u32);
     if parts > 0 {
         let pipeline = enc
             .ctx()

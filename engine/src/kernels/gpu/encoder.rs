@@ -97,17 +97,16 @@ impl<'c> Encoder<'c> {
         buffers: &[&wgpu::Buffer],
         groups: u32,
     ) {
-        let bound: Vec<(u32, &wgpu::Buffer)> = (1..).zip(buffers.iter().copied()).collect();
-        self.dispatch_at(pipeline, params, &bound, groups);
+        self.dispatch_at(pipeline, params, (1..).zip(buffers.iter().copied()), groups);
     }
 
     /// [`dispatch`](Self::dispatch) with explicit binding numbers, for entry points that use
     /// some of a shader's bindings but not the ones before them.
-    pub(crate) fn dispatch_at(
+    pub(crate) fn dispatch_at<'b>(
         &mut self,
         pipeline: wgpu::ComputePipeline,
         params: &[u32],
-        buffers: &[(u32, &wgpu::Buffer)],
+        buffers: impl IntoIterator<Item = (u32, &'b wgpu::Buffer)>,
         groups: u32,
     ) {
         let align = self.ctx.limits.min_uniform_buffer_offset_alignment.max(16) as usize;
@@ -125,7 +124,7 @@ impl<'c> Encoder<'c> {
         self.cmds.push(Cmd::Dispatch(Dispatch {
             key: BindKey {
                 pipeline,
-                buffers: buffers.iter().map(|(i, b)| (*i, (*b).clone())).collect(),
+                buffers: buffers.into_iter().map(|(i, b)| (i, b.clone())).collect(),
                 param_off: off as u64,
                 param_len: len as u64,
             },

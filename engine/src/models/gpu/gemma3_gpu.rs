@@ -243,16 +243,6 @@ impl<'a> Gemma3Gpu<'a> {
         Ok(())
     }
 
-    /// Records a one-token decode step at position `p` (the chunk loop of `forward` for
-    /// `t = 1` with the last logits).
-    fn record_step(&self, enc: &mut Encoder<'_>, p: usize) -> Result<(), GpuError> {
-        let run = 0..self.layers.len();
-        for li in run.clone() {
-            self.record_layer(enc, li, &run, 1, p)?;
-        }
-        self.record_head(enc, 0, 1)
-    }
-
     /// Records the head for `rows` rows of the chunk's hidden states from row `first`.
     fn record_head(
         &self,
@@ -386,8 +376,14 @@ impl RecordsAhead for Gemma3Gpu<'_> {
         Ok(self.state.as_ref().map_or(0, |s| s.generation))
     }
 
+    /// Records a one-token decode step at position `p` (the chunk loop of `forward` for
+    /// `t = 1` with the last logits).
     fn record_token(&self, enc: &mut Encoder<'_>, p: usize) -> Result<(), GpuError> {
-        self.record_step(enc, p)
+        let run = 0..self.layers.len();
+        for li in run.clone() {
+            self.record_layer(enc, li, &run, 1, p)?;
+        }
+        self.record_head(enc, 0, 1)
     }
 
     fn embed_token(&mut self, token: &[u32]) -> Result<(), ModelError> {

@@ -381,21 +381,6 @@ impl<'a> Gemma4Gpu<'a> {
         Ok(())
     }
 
-    /// Records a one-token decode step at position `p`: the chunk loop of `forward` for
-    /// `t = 1` with the last logits.
-    fn record_step(&self, enc: &mut Encoder<'_>, p: usize) -> Result<(), GpuError> {
-        self.record_ple(enc, 1)?;
-        let producers = 0..self.first_consumer;
-        for li in producers.clone() {
-            self.record_layer(enc, li, &producers, 1, p, 0)?;
-        }
-        let consumers = self.first_consumer..self.layers.len();
-        for li in consumers.clone() {
-            self.record_layer(enc, li, &consumers, 1, p, 0)?;
-        }
-        self.record_head(enc, 0, 1)
-    }
-
     /// Records the PLE inputs of the chunk's `t` rows (the token part is already uploaded).
     fn record_ple(&self, enc: &mut Encoder<'_>, t: usize) -> Result<(), GpuError> {
         let (Some(a), Some(ple)) = (self.acts.as_ref(), self.ple.as_ref()) else {
@@ -601,8 +586,19 @@ impl RecordsAhead for Gemma4Gpu<'_> {
         Ok(self.state.as_ref().map_or(0, |s| s.generation))
     }
 
+    /// Records a one-token decode step at position `p`: the chunk loop of `forward` for
+    /// `t = 1` with the last logits.
     fn record_token(&self, enc: &mut Encoder<'_>, p: usize) -> Result<(), GpuError> {
-        self.record_step(enc, p)
+        self.record_ple(enc, 1)?;
+        let producers = 0..self.first_consumer;
+        for li in producers.clone() {
+            self.record_layer(enc, li, &producers, 1, p, 0)?;
+        }
+        let consumers = self.first_consumer..self.layers.len();
+        for li in consumers.clone() {
+            self.record_layer(enc, li, &consumers, 1, p, 0)?;
+        }
+        self.record_head(enc, 0, 1)
     }
 
     fn embed_token(&mut self, token: &[u32]) -> Result<(), ModelError> {
