@@ -287,25 +287,31 @@ impl KvBuf {
     }
 
     /// Resizes to `n` elements (a multiple of the head size).
+    /// The caller grows geometrically, so the capacity is exactly what is asked for.
     fn resize(&mut self, n: usize) {
+        fn exact<T: Clone>(v: &mut Vec<T>, n: usize, fill: T) {
+            v.reserve_exact(n.saturating_sub(v.len()));
+            v.resize(n, fill);
+        }
         match self {
-            KvBuf::F16(v) => v.resize(n, f16::ZERO),
-            KvBuf::F32(v) => v.resize(n, 0.0),
+            KvBuf::F16(v) => exact(v, n, f16::ZERO),
+            KvBuf::F32(v) => exact(v, n, 0.0),
             KvBuf::Q8 {
                 q,
                 scales,
                 head_dim,
             } => {
-                q.resize(n, 0);
-                scales.resize(n / *head_dim, 0.0);
+                exact(q, n, 0);
+                exact(scales, n / *head_dim, 0.0);
             }
             KvBuf::Q4 {
                 q,
                 scales,
                 head_dim,
             } => {
-                scales.resize(n / *head_dim, 0.0);
-                q.resize(scales.len() * head_dim.div_ceil(2), 0x88);
+                exact(scales, n / *head_dim, 0.0);
+                let bytes = scales.len() * head_dim.div_ceil(2);
+                exact(q, bytes, 0x88);
             }
         }
     }
@@ -388,15 +394,18 @@ impl LayerCache {
         self.ring.unwrap_or(self.k.len() / self.kv_dim.max(1))
     }
 
+    /// Room for positions `..positions`. A ring is also filled by use: until the context
+    /// passes its size, position `p` sits in slot `p` (`p % slots == p`), so a short chat does
+    /// not pay for the whole window.
     fn reserve(&mut self, positions: usize) {
-        let slots = self.ring.unwrap_or(positions);
+        let (slots, cap) = match self.ring {
+            Some(r) => (positions.min(r), r * self.kv_dim),
+            None => (positions, usize::MAX),
+        };
         let need = slots * self.kv_dim;
         if self.k.len() < need {
             // Grow geometrically so that decode steps do not reallocate every token.
-            let new = match self.ring {
-                Some(_) => need,
-                None => need.max(self.k.len() * 2),
-            };
+            let new = need.max(self.k.len() * 2).min(cap);
             self.k.resize(new);
             self.v.resize(new);
         }

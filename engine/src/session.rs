@@ -5,6 +5,7 @@ pub use crate::backend_probe::ProbeSettings;
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::format::CellmFile;
 use crate::kv_cache::KvCache;
+pub use crate::memory::MemoryBreakdown;
 use crate::models::{self, Logits, MediaRows, ModelError, TextModel};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::tokenizer::Tokenizer;
@@ -206,6 +207,8 @@ pub struct Session {
     logits: Vec<f32>,
     /// Which backend runs the model ("cpu", or "gpu: <adapter>").
     backend: String,
+    /// Anonymous memory the tokenizer build kept (measured at load).
+    tokenizer_bytes: u64,
 }
 
 /// A loaded text model and the description of the backend running it.
@@ -300,7 +303,16 @@ impl Session {
         options: SessionOptions,
         probe: &ProbeSettings,
     ) -> Result<Self, SessionError> {
-        let file = Arc::new(CellmFile::open(path)?);
+        let mut file = CellmFile::open(path)?;
+        // Built before the model (an empty heap gives a clean measure of what it keeps), and
+        // from JSON moved out of the header, which is then dropped.
+        let tokenizer_json = file.take_tokenizer_json();
+        let anon0 = crate::memory::rss_anon_bytes();
+        let mut tokenizer = Tokenizer::from_json(&tokenizer_json).map_err(other)?;
+        drop(tokenizer_json);
+        crate::memory::release_free_heap();
+        let tokenizer_bytes = crate::memory::rss_anon_bytes().saturating_sub(anon0);
+        let file = Arc::new(file);
         // SAFETY: the model borrows tensor views from `file`'s memory map and header. The
         // `CellmFile` lives on the heap inside the `Arc`, is never mutated, and the `Arc` is
         // stored in the same `Session` after `model`, so it outlives every borrow.
@@ -311,11 +323,15 @@ impl Session {
             .build()
             .map_err(other)?;
         let (model, backend) = load_on_backend(file_ref, path, &options, &pool, probe)?;
+        if backend.starts_with("gpu") {
+            // The weights now live on the device; the upload paged in the whole file, of which
+            // the GPU stack later reads only embedding rows.
+            file.release_resident_pages();
+            crate::memory::release_free_heap();
+        }
         let header = file.header();
         let cfg = model.config();
 
-        let mut tokenizer =
-            Tokenizer::from_json(&header.tokenizer.tokenizer_json).map_err(other)?;
         if header.tokenizer.bos_token_id.is_some() {
             tokenizer.set_bos_id(header.tokenizer.bos_token_id);
         }
@@ -387,7 +403,26 @@ impl Session {
             add_bos,
             logits: Vec::new(),
             backend,
+            tokenizer_bytes,
         })
+    }
+
+    /// Where the session's memory goes now (see [`MemoryBreakdown`]); media encoders loaded
+    /// beside the session are not included.
+    pub fn memory(&self) -> MemoryBreakdown {
+        let m = self.model.memory();
+        MemoryBreakdown {
+            file_bytes: self.file.file_len(),
+            mapped_resident_bytes: crate::memory::mapped_resident_bytes(self.file.path()),
+            tokenizer_bytes: self.tokenizer_bytes,
+            kv_cache_bytes: self.cache.bytes() as u64,
+            scratch_bytes: m.scratch_bytes,
+            logits_bytes: m.logits_bytes + 4 * self.logits.capacity() as u64,
+            device_weight_bytes: m.device_weight_bytes,
+            device_state_bytes: m.device_state_bytes,
+            ..Default::default()
+        }
+        .with_process()
     }
 
     /// Which backend runs the model: "cpu", or "gpu: <adapter> (<api>, <device type>)"; under

@@ -18,14 +18,42 @@ fn tk_err(e: tokenizers::Error) -> TokenizerError {
 
 /// A loaded tokenizer (a Hugging Face `tokenizer.json`).
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    inner: Inner,
     bos_id: Option<u32>,
     special: HashSet<u32>,
 }
 
+/// Gemma's byte-fallback BPE in compact tables when the file has that shape (the same ids and
+/// text in a quarter of the memory, see `tokenizer_bpe`), else the `tokenizers` crate.
+enum Inner {
+    Compact(Box<crate::tokenizer_bpe::CompactBpe>),
+    Hf(Box<tokenizers::Tokenizer>),
+}
+
 impl Tokenizer {
     pub fn from_json(json: &str) -> Result<Self, TokenizerError> {
-        let inner: tokenizers::Tokenizer = json.parse().map_err(tk_err)?;
+        if let Some(c) = crate::tokenizer_bpe::CompactBpe::from_json(json) {
+            let bos_id = c.token_to_id("<bos>");
+            let special = c.special_ids().iter().copied().collect();
+            return Ok(Self {
+                inner: Inner::Compact(Box::new(c)),
+                bos_id,
+                special,
+            });
+        }
+        Self::from_json_with_tokenizers(json)
+    }
+
+    /// [`Tokenizer::from_json`] through the `tokenizers` crate whatever the file's shape (the
+    /// reference the compact form is tested against).
+    pub fn from_json_with_tokenizers(json: &str) -> Result<Self, TokenizerError> {
+        let inner = match crate::tokenizer_load::bpe_tokenizer(json) {
+            Ok(t) => t,
+            Err(crate::tokenizer_load::Fallback::Invalid(why)) => {
+                return Err(TokenizerError::Tokenizers(why));
+            }
+            Err(crate::tokenizer_load::Fallback::NotBpe) => json.parse().map_err(tk_err)?,
+        };
         let bos_id = inner.token_to_id("<bos>");
         let special = inner
             .get_added_tokens_decoder()
@@ -34,10 +62,15 @@ impl Tokenizer {
             .map(|(id, _)| id)
             .collect();
         Ok(Self {
-            inner,
+            inner: Inner::Hf(Box::new(inner)),
             bos_id,
             special,
         })
+    }
+
+    /// Whether the compact tables (rather than the `tokenizers` crate) serve this file.
+    pub fn is_compact(&self) -> bool {
+        matches!(self.inner, Inner::Compact(_))
     }
 
     /// The id `encode(.., add_bos = true)` prepends (`<bos>` when the vocabulary has it).
@@ -52,23 +85,32 @@ impl Tokenizer {
     /// Special-token strings in `text` (like `<start_of_turn>`) map to their ids. BOS is added
     /// here rather than by the file's post-processor, so the flag means the same for every file.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self.inner.encode(text, false).map_err(tk_err)?;
-        let mut ids = Vec::with_capacity(enc.len() + 1);
+        let mut ids = Vec::new();
         if add_bos && let Some(bos) = self.bos_id {
             ids.push(bos);
         }
-        ids.extend_from_slice(enc.get_ids());
+        match &self.inner {
+            Inner::Compact(c) => ids.extend(c.encode(text)),
+            Inner::Hf(t) => ids.extend_from_slice(t.encode(text, false).map_err(tk_err)?.get_ids()),
+        }
         Ok(ids)
+    }
+
+    fn decode_with(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
+        match &self.inner {
+            Inner::Compact(c) => Ok(c.decode(ids, skip_special)),
+            Inner::Hf(t) => t.decode(ids, skip_special).map_err(tk_err),
+        }
     }
 
     /// Decodes every id, special tokens included.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        self.inner.decode(ids, false).map_err(tk_err)
+        self.decode_with(ids, false)
     }
 
     /// Decodes, leaving out special tokens (`<bos>`, `<end_of_turn>`, ..).
     pub fn decode_skip_special(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        self.inner.decode(ids, true).map_err(tk_err)
+        self.decode_with(ids, true)
     }
 
     /// Whether `id` is a special (control) token, like `<start_of_turn>` or `<|image|>`.
@@ -77,16 +119,25 @@ impl Tokenizer {
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        match &self.inner {
+            Inner::Compact(c) => c.vocab_size(),
+            Inner::Hf(t) => t.get_vocab_size(true),
+        }
     }
 
     pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
+        match &self.inner {
+            Inner::Compact(c) => c.token_to_id(token),
+            Inner::Hf(t) => t.token_to_id(token),
+        }
     }
 
     /// The vocabulary entry for `id` (as stored, e.g. `▁the` or `<0x0A>`).
     pub fn token(&self, id: u32) -> Option<String> {
-        self.inner.id_to_token(id)
+        match &self.inner {
+            Inner::Compact(c) => c.id_to_token(id).map(str::to_string),
+            Inner::Hf(t) => t.id_to_token(id),
+        }
     }
 
     pub fn stream(&self) -> StreamDecoder<'_> {

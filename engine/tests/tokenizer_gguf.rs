@@ -226,4 +226,61 @@ fn tokenizer_gemma3_270m_gguf_matches_transformers() {
         &tok,
         &testdata().join("tokenizer/gemma3-270m-gguf-cases.json"),
     );
+    // The compact tables serve this vocabulary, with the ids and text of the `tokenizers` crate.
+    assert!(tok.is_compact());
+    let reference = Tokenizer::from_json_with_tokenizers(&json).expect("load with tokenizers");
+    let pool = [
+        " ",
+        "  ",
+        "\n",
+        "\n\n",
+        "\t",
+        "The",
+        " quick",
+        " brown",
+        " fox",
+        "héllo",
+        " 日本語",
+        "の",
+        "🙂",
+        "👩‍💻",
+        "<start_of_turn>",
+        "user",
+        "<end_of_turn>",
+        "<bos>",
+        "<unused7>",
+        "fn main() {",
+        "}",
+        "1234567",
+        "3.14",
+        "==",
+        "Ω≈ç√",
+        "ñ",
+        " مرحبا",
+        " привет",
+        "\u{7f}",
+        "<0x0A>",
+        "▁",
+        "www.example.com",
+        "<b>",
+        "</div>",
+    ];
+    let mut s: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..3000 {
+        let mut text = String::new();
+        for _ in 0..s % 16 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            text.push_str(pool[(s % pool.len() as u64) as usize]);
+        }
+        s = s.wrapping_add(0x9E37_79B9);
+        let ids = reference.encode(&text, false).expect("encode");
+        assert_eq!(tok.encode(&text, false).expect("encode"), ids, "{text:?}");
+        assert_eq!(tok.decode(&ids).ok(), reference.decode(&ids).ok());
+        assert_eq!(
+            tok.decode_skip_special(&ids).ok(),
+            reference.decode_skip_special(&ids).ok()
+        );
+    }
 }

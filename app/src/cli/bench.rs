@@ -2,7 +2,7 @@ use super::BackendArg;
 use anyhow::{Context, bail};
 use cellm_engine::kernels::cpu::measure_read_bandwidth;
 use cellm_engine::sampler::SamplingParams;
-use cellm_engine::session::{GenerateParams, Prompt, Session, SessionOptions};
+use cellm_engine::session::{GenerateParams, MemoryBreakdown, Prompt, Session, SessionOptions};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -39,6 +39,8 @@ struct BenchRow {
     prompt_tokens: usize,
     gen_tokens: usize,
     load_secs: f64,
+    /// From the start of the load to the first generated token of the first run.
+    first_token_secs: f64,
     prefill_tok_s: f64,
     decode_tok_s: f64,
     peak_rss_mb: f64,
@@ -46,6 +48,8 @@ struct BenchRow {
     read_bandwidth_gb_s: f64,
     /// Decode's weight traffic as a share of the measured read bandwidth.
     bandwidth_use_pct: f64,
+    /// Where the memory goes after the last run (before the bandwidth probe).
+    memory: MemoryBreakdown,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
@@ -80,9 +84,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let (mut best_prefill, mut best_decode) = (0f64, 0f64);
+    let mut first_token_secs = 0.0;
     for r in 0..args.repeat {
         session.reset();
         let stats = session.generate(&Prompt::Tokens(ids.clone()), &params, &mut |_| {})?;
+        if r == 0 {
+            // The first token is sampled from the prefill's logits.
+            first_token_secs = load_secs + stats.prefill_secs;
+        }
         // The first sampled token comes from the prefill logits: decode runs one forward fewer.
         let forwards = stats.generated_tokens.saturating_sub(1).max(1);
         let decode = forwards as f64 / stats.decode_secs.max(1e-9);
@@ -96,7 +105,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         best_decode = best_decode.max(decode);
     }
     // Before the bandwidth probe, which allocates a large buffer of its own.
-    let peak_rss = peak_rss_bytes().unwrap_or(0);
+    let memory = session.memory();
+    let peak_rss = memory.process.map_or(0, |p| p.peak_rss_bytes);
     let bandwidth = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -111,12 +121,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         prompt_tokens: args.prompt_tokens,
         gen_tokens: args.gen_tokens,
         load_secs,
+        first_token_secs,
         prefill_tok_s: best_prefill,
         decode_tok_s: best_decode,
         peak_rss_mb: peak_rss as f64 / 1e6,
         weight_bytes_per_token: bytes,
         read_bandwidth_gb_s: bandwidth,
         bandwidth_use_pct: 100.0 * bytes as f64 * best_decode / (bandwidth * 1e9),
+        memory,
     };
     if args.json {
         println!("{}", serde_json::to_string(&row)?);
@@ -125,6 +137,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         println!("backend            {}", row.backend);
         println!("threads            {}", row.threads);
         println!("load               {:.3} s", row.load_secs);
+        println!("to first token     {:.3} s", row.first_token_secs);
         println!(
             "prefill            {:.1} tok/s ({} tokens)",
             row.prefill_tok_s, row.prompt_tokens
@@ -134,6 +147,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             row.decode_tok_s, row.gen_tokens
         );
         println!("peak RSS           {:.1} MB", row.peak_rss_mb);
+        print_memory(&row.memory);
         println!(
             "weights per token  {:.1} MB",
             row.weight_bytes_per_token as f64 / 1e6
@@ -170,12 +184,38 @@ fn random_prompt(session: &Session, n: usize) -> Vec<u32> {
     ids
 }
 
-/// Peak resident set size (VmHWM) on Linux.
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+/// The breakdown as indented lines under "peak RSS".
+fn print_memory(m: &MemoryBreakdown) {
+    let mb = |b: u64| b as f64 / 1e6;
+    if let Some(p) = m.process {
+        println!(
+            "  resident now     {:.1} MB anonymous + {:.1} MB file-backed",
+            mb(p.rss_anon_bytes),
+            mb(p.rss_file_bytes)
+        );
+    }
+    match m.mapped_resident_bytes {
+        Some(r) => println!(
+            "  mapped weights   {:.1} MB resident of a {:.1} MB file",
+            mb(r),
+            mb(m.file_bytes)
+        ),
+        None => println!("  mapped weights   {:.1} MB file", mb(m.file_bytes)),
+    }
+    println!("  tokenizer        {:.1} MB", mb(m.tokenizer_bytes));
+    println!("  KV cache         {:.1} MB", mb(m.kv_cache_bytes));
+    println!("  scratch          {:.1} MB", mb(m.scratch_bytes));
+    println!("  logits           {:.1} MB", mb(m.logits_bytes));
+    if m.device_weight_bytes + m.device_state_bytes > 0 {
+        println!(
+            "  on the device    {:.1} MB weights + {:.1} MB state",
+            mb(m.device_weight_bytes),
+            mb(m.device_state_bytes)
+        );
+    }
+    if let Some(o) = m.other_anon_bytes {
+        println!("  other anonymous  {:.1} MB", mb(o));
+    }
 }
 
 fn write_csv(path: &std::path::Path, row: &BenchRow) -> anyhow::Result<()> {

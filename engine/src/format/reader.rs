@@ -273,6 +273,30 @@ impl CellmFile {
         &self.header
     }
 
+    /// Moves the embedded `tokenizer.json` out of the parsed header (leaving it empty): a
+    /// session builds its tokenizer once and need not keep tens of MB of JSON alive.
+    pub fn take_tokenizer_json(&mut self) -> String {
+        std::mem::take(&mut self.header.tokenizer.tokenizer_json)
+    }
+
+    /// Lets the OS drop this process's resident pages of the file (they are read back from the
+    /// page cache or disk if touched again): for a backend that copied the weights elsewhere
+    /// (the GPU) and reads the map only rarely afterwards. Best effort; a no-op off Unix.
+    pub fn release_resident_pages(&self) {
+        #[cfg(unix)]
+        {
+            // SAFETY: MADV_DONTNEED on a read-only shared file mapping only unmaps pages; a later
+            // access faults them in again with the same (unchanged) file contents.
+            let r = unsafe {
+                self.mmap
+                    .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+            };
+            if let Err(e) = r {
+                log::debug!("madvise(DONTNEED) on {}: {e}", self.path.display());
+            }
+        }
+    }
+
     /// Bytes reserved for the JSON header (its serialized length plus slack).
     pub fn header_len(&self) -> u64 {
         self.header_len

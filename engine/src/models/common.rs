@@ -217,6 +217,31 @@ pub(crate) struct Scratch<E> {
     pub ext: E,
 }
 
+impl<E> Scratch<E> {
+    /// Bytes held by the common buffers except the logits (a family adds its `ext`).
+    pub fn bytes(&self) -> u64 {
+        [
+            &self.x,
+            &self.h,
+            &self.a,
+            &self.q,
+            &self.k,
+            &self.v,
+            &self.att,
+            &self.gate,
+            &self.up,
+            &self.attn_scratch,
+        ]
+        .iter()
+        .map(|v| 4 * v.capacity() as u64)
+        .sum()
+    }
+
+    pub fn logits_bytes(&self) -> u64 {
+        4 * self.logits.capacity() as u64
+    }
+}
+
 /// The four norms around a Gemma layer's attention and MLP blocks.
 pub(crate) struct BlockNorms<'n> {
     pub input: &'n RmsNorm,

@@ -264,6 +264,14 @@ impl TextModel for Model<'_> {
         &self.cfg
     }
 
+    fn memory(&self) -> super::ModelMemory {
+        super::ModelMemory {
+            scratch_bytes: self.scratch.bytes(),
+            logits_bytes: self.scratch.logits_bytes(),
+            ..Default::default()
+        }
+    }
+
     fn forward(
         &mut self,
         tokens: &[u32],

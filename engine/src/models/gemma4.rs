@@ -307,6 +307,19 @@ impl TextModel for Model<'_> {
         &self.cfg
     }
 
+    fn memory(&self) -> super::ModelMemory {
+        let e = &self.scratch.ext;
+        let ple = [&e.ple, &e.ple_tok, &e.g]
+            .iter()
+            .map(|v| 4 * v.capacity() as u64)
+            .sum::<u64>();
+        super::ModelMemory {
+            scratch_bytes: self.scratch.bytes() + ple,
+            logits_bytes: self.scratch.logits_bytes(),
+            ..Default::default()
+        }
+    }
+
     fn forward(
         &mut self,
         tokens: &[u32],

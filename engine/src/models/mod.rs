@@ -57,8 +57,26 @@ pub struct MediaRows<'m> {
     pub rows: &'m [f32],
 }
 
+/// Memory a loaded text model holds besides the mapped file, for the session's breakdown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ModelMemory {
+    /// Host activation buffers (hidden states, attention, MLP; grown by chunk size).
+    pub scratch_bytes: u64,
+    /// Host buffer of the logits handed to the caller.
+    pub logits_bytes: u64,
+    /// Weights on the device (GPU backend).
+    pub device_weight_bytes: u64,
+    /// Other device buffers: KV cache, activations (GPU backend).
+    pub device_state_bytes: u64,
+}
+
 /// A decoder-only text model run on the CPU kernels.
 pub trait TextModel: Send {
+    /// What the model holds in memory now (see [`ModelMemory`]); zeros when not tracked.
+    fn memory(&self) -> ModelMemory {
+        ModelMemory::default()
+    }
+
     /// The resolved configuration.
     fn config(&self) -> &config::TextConfig;
 

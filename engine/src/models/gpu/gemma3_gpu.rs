@@ -78,7 +78,7 @@ impl<'a> Gemma3Gpu<'a> {
                 "untied lm_head.weight is not supported".into(),
             )));
         }
-        let head_weight = GpuWeight::upload(&ctx, &embed_tokens)?;
+        let head_weight = super::state::upload(&ctx, &embed_tokens)?;
         let mut layers = Vec::with_capacity(cfg.layers.len());
         for (i, spec) in cfg.layers.iter().enumerate() {
             let lw = w.pp("layers").pp(i);

@@ -123,7 +123,7 @@ impl<'a> Gemma4Gpu<'a> {
         } else {
             None
         };
-        let head_weight = GpuWeight::upload(&ctx, &embed_tokens)?;
+        let head_weight = super::state::upload(&ctx, &embed_tokens)?;
         let mut kv_dims = Vec::new();
         let mut kv_slot_of = Vec::with_capacity(cfg.layers.len());
         let mut layers = Vec::with_capacity(cfg.layers.len());

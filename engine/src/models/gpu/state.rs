@@ -7,6 +7,7 @@ use crate::kernels::gpu::{ElemType, GpuBuffer, GpuContext, GpuError, GpuWeight};
 use crate::kv_cache::KvCache;
 use crate::models::ModelError;
 use crate::models::weights::Weights;
+use crate::tensor::TensorView;
 
 /// Uploads the `[out, inp]` matrix `{name}.weight` in its stored dtype; adds its bytes to
 /// `bytes` (the weights a token reads).
@@ -20,7 +21,17 @@ pub(super) fn linear(
 ) -> Result<GpuWeight, ModelError> {
     let t = w.get(&format!("{name}.weight"), &[out, inp])?;
     *bytes += t.data.len();
-    Ok(GpuWeight::upload(ctx, &t)?)
+    upload(ctx, &t)
+}
+
+/// Uploads `t` and waits for the copy: wgpu keeps the host staging copy of a buffer written at
+/// creation until a submit completes, so without this the whole model would sit in host memory
+/// twice over until the first forward.
+pub(super) fn upload(ctx: &GpuContext, t: &TensorView<'_>) -> Result<GpuWeight, ModelError> {
+    let w = GpuWeight::upload(ctx, t)?;
+    ctx.queue().submit(std::iter::empty());
+    ctx.wait()?;
+    Ok(w)
 }
 
 /// Uploads the `n`-vector `{name}.weight` as f32 (norm weights).
