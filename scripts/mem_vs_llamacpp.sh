@@ -79,7 +79,7 @@ print(json.dumps({"engine": "cellm " + j["profile"], "load_secs": j["load_secs"]
   "rss_anon": p.get("rss_anon_bytes", 0), "rss_file": p.get("rss_file_bytes", 0),
   "file_bytes": m["file_bytes"], "tokenizer": m["tokenizer_bytes"], "kv": m["kv_cache_bytes"]}))' >> "$work/rows"
   for g in "$@"; do
-    python3 "$work/llama_run.py" "$g" "$threads" "$prompt" "$gen" | python3 -c '
+    python3 "$work/llama_run.py" "$g" "$threads" "$prompt" "$gen" 2>>"$work/llama.log" | python3 -c '
 import json, os, sys
 j = json.loads(sys.stdin.read()); j["engine"] = "llama.cpp " + os.path.basename(sys.argv[1]); print(json.dumps(j))' "$g" >> "$work/rows"
   done

@@ -309,9 +309,15 @@ impl Session {
         let tokenizer_json = file.take_tokenizer_json();
         let anon0 = crate::memory::rss_anon_bytes();
         let mut tokenizer = Tokenizer::from_json(&tokenizer_json).map_err(other)?;
+        let json_len = tokenizer_json.len() as u64;
         drop(tokenizer_json);
         crate::memory::release_free_heap();
-        let tokenizer_bytes = crate::memory::rss_anon_bytes().saturating_sub(anon0);
+        // The `tokenizers` crate does not tell its size: the growth of anonymous memory, with
+        // the JSON (resident at the first reading, freed since) added back.
+        let tokenizer_bytes = tokenizer.heap_bytes().map_or_else(
+            || (crate::memory::rss_anon_bytes() + json_len).saturating_sub(anon0),
+            |b| b as u64,
+        );
         let file = Arc::new(file);
         // SAFETY: the model borrows tensor views from `file`'s memory map and header. The
         // `CellmFile` lives on the heap inside the `Arc`, is never mutated, and the `Arc` is

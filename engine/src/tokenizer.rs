@@ -73,6 +73,14 @@ impl Tokenizer {
         matches!(self.inner, Inner::Compact(_))
     }
 
+    /// Bytes of the compact tables; `None` for the `tokenizers` crate, which does not say.
+    pub fn heap_bytes(&self) -> Option<usize> {
+        match &self.inner {
+            Inner::Compact(c) => Some(c.heap_bytes()),
+            Inner::Hf(_) => None,
+        }
+    }
+
     /// The id `encode(.., add_bos = true)` prepends (`<bos>` when the vocabulary has it).
     pub fn bos_id(&self) -> Option<u32> {
         self.bos_id

@@ -456,6 +456,14 @@ impl CompactBpe {
         &self.special_ids
     }
 
+    /// Bytes of the tables (the small added-token matcher not counted).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.strings.blob.capacity()
+            + 4 * self.strings.offs.capacity()
+            + 4 * self.index.slots.capacity()
+            + 16 * self.merges.capacity()
+    }
+
     fn merge(&self, a: u32, b: u32) -> Option<(u32, u32)> {
         let key = (a as u64) << 32 | b as u64;
         let i = self.merges.binary_search_by_key(&key, |e| e.0).ok()?;

@@ -302,3 +302,53 @@ fn chat_prompt_with_image_expands_placeholders() {
     let stats = s.generate(&prompt, &params, &mut |_| {}).unwrap();
     assert!(stats.prefill_tokens >= ids.len() - (at + 1));
 }
+
+#[test]
+fn session_memory_breakdown_follows_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("m.cellm");
+    write_cellm(
+        &testdata("tiny-gemma3"),
+        "gemma3",
+        &path,
+        WriteOptions::default(),
+    );
+    let mut s = Session::load(
+        &path,
+        SessionOptions {
+            threads: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(s.tokenizer().is_compact());
+    let m0 = s.memory();
+    assert!(m0.tokenizer_bytes > 0);
+    assert_eq!(m0.file_bytes, std::fs::metadata(&path).unwrap().len());
+    // Nothing is allocated for the context before it is used.
+    assert_eq!(m0.kv_cache_bytes, 0);
+    s.set_stop_ids(vec![]);
+    let params = GenerateParams {
+        max_new_tokens: 4,
+        ..Default::default()
+    };
+    s.generate(&Prompt::Tokens(vec![2, 10, 11]), &params, &mut |_| {})
+        .unwrap();
+    let m1 = s.memory();
+    assert!(m1.kv_cache_bytes > 0 && m1.scratch_bytes > 0);
+    assert!(m1.logits_bytes >= 4 * s.info().vocab_size as u64);
+    let params = GenerateParams {
+        max_new_tokens: 150,
+        ..Default::default()
+    };
+    s.generate(&Prompt::Tokens(vec![2, 10, 11]), &params, &mut |_| {})
+        .unwrap();
+    let m2 = s.memory();
+    assert!(m2.kv_cache_bytes > m1.kv_cache_bytes, "{m1:?} {m2:?}");
+    if cfg!(target_os = "linux") {
+        let p = m2.process.expect("/proc counters");
+        assert!(p.rss_anon_bytes > 0 && p.peak_rss_bytes >= p.rss_anon_bytes);
+        assert!(m2.mapped_resident_bytes.expect("smaps") > 0);
+        assert!(m2.other_anon_bytes.is_some());
+    }
+}
