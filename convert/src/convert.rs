@@ -56,6 +56,34 @@ fn open_gguf(input: &Path) -> Result<Box<dyn Source>, ConvertError> {
     Ok(Box::new(GgufSource::open(input)?))
 }
 
+/// Opens a Gemma 4 `.gguf` model with its mmproj GGUF (vision and audio towers). Without
+/// `mmproj` this is [`open_source`], which finds an mmproj next to a Gemma 4 GGUF by its name.
+pub fn open_source_with_mmproj(
+    input: &Path,
+    mmproj: Option<&Path>,
+) -> Result<Box<dyn Source>, ConvertError> {
+    let Some(mmproj) = mmproj else {
+        return open_source(input);
+    };
+    if !mmproj.is_file() {
+        return Err(ConvertError::Invalid(format!(
+            "mmproj {} is not a file",
+            mmproj.display()
+        )));
+    }
+    if !(input.is_file()
+        && input
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf")))
+    {
+        return Err(ConvertError::Invalid(format!(
+            "--mmproj goes with a Gemma 4 .gguf model; {} is not a .gguf file",
+            input.display()
+        )));
+    }
+    Ok(Box::new(GgufSource::open_with_mmproj(input, mmproj)?))
+}
+
 /// What to convert to.
 #[derive(Clone, Debug)]
 pub struct ConvertOptions {

@@ -10,6 +10,10 @@ pub struct Args {
     /// Output .cellm path.
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
+    /// Gemma 4 GGUF: the mmproj GGUF holding the vision and audio towers. Default: the one
+    /// .gguf file next to the model whose name contains "mmproj", if any (else text only).
+    #[arg(long)]
+    pub mmproj: Option<PathBuf>,
     /// Quantization profile: f32, f16, bf16, int8, int4, mixed-int4, awq-int4
     /// (int4 with activation-aware scales from --calib), lut4, lut6, auto (the smallest
     /// f16/int8/int4 mix meeting --target-kl). Default int8, or auto when --target-kl is given.
@@ -100,7 +104,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("output directory {} does not exist", parent.display());
     }
 
-    let source = cellm_convert::open_source(&args.input)
+    let source = cellm_convert::open_source_with_mmproj(&args.input, args.mmproj.as_deref())
         .with_context(|| format!("cannot read {}", args.input.display()))?;
     let mut options = ConvertOptions::new(profile);
     options.group_size = args.group_size;
