@@ -16,16 +16,55 @@ fn tk_err(e: tokenizers::Error) -> TokenizerError {
     TokenizerError::Tokenizers(e.to_string())
 }
 
+thread_local! {
+    /// Set while [`guarded`] runs a tokenizer call on this thread: its panic is reported as an
+    /// error, so the panic hook stays quiet.
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs a call into the `tokenizers` crate, turning a panic (a pre-tokenizer regex that
+/// exceeds onig's retry limit, say) into an error: a hostile tokenizer.json must not take the
+/// process, or the app's worker thread, down.
+fn guarded<T>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, TokenizerError>,
+) -> Result<T, TokenizerError> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(|g| g.get()) {
+                previous(info);
+            }
+        }));
+    });
+    let was = GUARDED.with(|g| g.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(was));
+    result.unwrap_or_else(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown failure".into());
+        Err(TokenizerError::Tokenizers(format!(
+            "{what} failed inside the tokenizer: {msg}"
+        )))
+    })
+}
+
 /// A loaded tokenizer (a Hugging Face `tokenizer.json`).
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     bos_id: Option<u32>,
     special: HashSet<u32>,
+    /// Finds the special tokens' spellings in text that must stay plain (built on first use).
+    special_finder: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>>,
 }
 
 impl Tokenizer {
     pub fn from_json(json: &str) -> Result<Self, TokenizerError> {
-        let inner: tokenizers::Tokenizer = json.parse().map_err(tk_err)?;
+        let inner: tokenizers::Tokenizer = guarded("loading", || json.parse().map_err(tk_err))?;
         let bos_id = inner.token_to_id("<bos>");
         let special = inner
             .get_added_tokens_decoder()
@@ -37,7 +76,65 @@ impl Tokenizer {
             inner,
             bos_id,
             special,
+            special_finder: std::sync::OnceLock::new(),
         })
+    }
+
+    fn special_finder(&self) -> Option<&aho_corasick::AhoCorasick> {
+        self.special_finder
+            .get_or_init(|| {
+                let words: Vec<String> = self
+                    .inner
+                    .get_added_tokens_decoder()
+                    .into_values()
+                    .filter(|t| t.special && !t.content.is_empty())
+                    .map(|t| t.content)
+                    .collect();
+                aho_corasick::AhoCorasick::builder()
+                    .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                    .build(words)
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    /// Whether `text` spells a special token (like `<end_of_turn>`) somewhere.
+    pub fn contains_special(&self, text: &str) -> bool {
+        self.special_finder().is_some_and(|f| f.is_match(text))
+    }
+
+    /// Encodes `text` as plain text: a special token's spelling in it (typed or pasted by the
+    /// user, a file name, tool output) becomes ordinary pieces, never the control token. Text
+    /// without such spellings encodes exactly as [`Tokenizer::encode`] does.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let Some(finder) = self.special_finder().filter(|f| f.is_match(text)) else {
+            return self.encode(text, false);
+        };
+        let mut ids = Vec::new();
+        let mut push = |piece: &str| -> Result<(), TokenizerError> {
+            if !piece.is_empty() {
+                ids.extend(self.encode(piece, false)?);
+            }
+            Ok(())
+        };
+        let mut at = 0;
+        for m in finder.find_iter(text) {
+            push(&text[at..m.start()])?;
+            // Split the spelling after its first character: neither half spells a special
+            // token, so each half encodes to ordinary pieces.
+            let word = &text[m.start()..m.end()];
+            let cut = word.chars().next().map_or(0, char::len_utf8);
+            push(&word[..cut])?;
+            push(&word[cut..])?;
+            at = m.end();
+        }
+        push(&text[at..])?;
+        if let Some(&bad) = ids.iter().find(|&&id| self.is_special(id)) {
+            return Err(TokenizerError::Tokenizers(format!(
+                "plain text encoded to the control token {bad}"
+            )));
+        }
+        Ok(ids)
     }
 
     /// The id `encode(.., add_bos = true)` prepends (`<bos>` when the vocabulary has it).
@@ -52,7 +149,9 @@ impl Tokenizer {
     /// Special-token strings in `text` (like `<start_of_turn>`) map to their ids. BOS is added
     /// here rather than by the file's post-processor, so the flag means the same for every file.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self.inner.encode(text, false).map_err(tk_err)?;
+        let enc = guarded("encoding", || {
+            self.inner.encode(text, false).map_err(tk_err)
+        })?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
         if add_bos && let Some(bos) = self.bos_id {
             ids.push(bos);
@@ -63,12 +162,12 @@ impl Tokenizer {
 
     /// Decodes every id, special tokens included.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        self.inner.decode(ids, false).map_err(tk_err)
+        guarded("decoding", || self.inner.decode(ids, false).map_err(tk_err))
     }
 
     /// Decodes, leaving out special tokens (`<bos>`, `<end_of_turn>`, ..).
     pub fn decode_skip_special(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        self.inner.decode(ids, true).map_err(tk_err)
+        guarded("decoding", || self.inner.decode(ids, true).map_err(tk_err))
     }
 
     /// Whether `id` is a special (control) token, like `<start_of_turn>` or `<|image|>`.
@@ -198,9 +297,30 @@ fn derive_merges<'a>(vocab: &HashMap<&'a str, u32>) -> Vec<(&'a str, &'a str)> {
     // Python dicts keep the last index for a repeated key; order by that index.
     let mut order: Vec<(u32, &str)> = vocab.iter().map(|(t, &i)| (i, *t)).collect();
     order.sort_unstable();
+    // Both pieces of a split are vocabulary entries, so only splits whose two byte lengths are
+    // lengths some entry has can match: for a long token (a hostile 2 MB one, say) trying those
+    // few is linear in its length where trying every split would be quadratic.
+    let mut lengths: Vec<usize> = vocab.keys().map(|t| t.len()).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    let has_len: HashSet<usize> = lengths.iter().copied().collect();
     let mut merges = Vec::new();
+    let mut bounds = Vec::new();
     for (_, token) in order {
-        let bounds: Vec<usize> = token.char_indices().map(|(i, _)| i).skip(1).collect();
+        bounds.clear();
+        let n = token.len();
+        let chars = token.chars().count();
+        if chars <= lengths.len() {
+            bounds.extend(token.char_indices().map(|(i, _)| i).skip(1));
+        } else {
+            bounds.extend(
+                lengths
+                    .iter()
+                    .copied()
+                    .filter(|&b| b > 0 && b < n && token.is_char_boundary(b))
+                    .filter(|&b| has_len.contains(&(n - b))),
+            );
+        }
         for &b in bounds.iter().rev() {
             let (l, r) = token.split_at(b);
             if vocab.contains_key(l) && vocab.contains_key(r) {

@@ -21,25 +21,25 @@ pub struct Args {
     pub profile: Option<String>,
     /// Profile auto: largest mean KL(f32 || converted) on the calibration text (--calib,
     /// default assets/calibration.txt), e.g. 0.01. Implies --profile auto.
-    #[arg(long)]
+    #[arg(long, value_parser = super::bounds::target_kl)]
     pub target_kl: Option<f64>,
     /// Profile auto: write the sensitivity scan, plan and measured points as JSON to FILE.
     #[arg(long)]
     pub scan_json: Option<PathBuf>,
     /// Profile auto: worker threads for the scan (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = super::bounds::threads)]
     pub threads: Option<usize>,
     /// Group size for int8/int4 weights (32, 64, 128).
-    #[arg(long)]
+    #[arg(long, value_parser = super::bounds::group_size)]
     pub group_size: Option<usize>,
     /// lut4/lut6: rows sharing one palette (default 8; 0 = one palette per tensor).
-    #[arg(long)]
+    #[arg(long, value_parser = super::bounds::group_size)]
     pub lut_group: Option<usize>,
     /// lut4/lut6: storage of the embeddings / LM head: lut4, lut6, int8 or f16 (default int8).
     #[arg(long)]
     pub head_lut: Option<String>,
     /// Layers kept at f16 whatever the profile, e.g. 0,1,17.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = super::bounds::layer)]
     pub exclude_layers: Vec<usize>,
     /// Calibration text (for awq-int4 and fidelity measurement).
     #[arg(long)]

@@ -2,6 +2,7 @@
 //! depend on them); see docs/architecture.md.
 
 pub mod bench;
+pub mod bounds;
 pub mod compare;
 pub mod convert;
 pub mod convert_auto;

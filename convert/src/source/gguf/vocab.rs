@@ -115,6 +115,18 @@ pub fn spm_vocab(f: &GgufFile) -> Result<SpmVocab, ConvertError> {
             token_types.len()
         )));
     }
+    // Real vocabularies repeat a handful of entries at most; one that is mostly repeats cannot
+    // tokenize text and is corrupt.
+    let distinct = tokens
+        .iter()
+        .map(String::as_str)
+        .collect::<std::collections::HashSet<&str>>()
+        .len();
+    if n > 1 && distinct * 2 < n {
+        return Err(invalid(format!(
+            "only {distinct} of the {n} tokens are distinct"
+        )));
+    }
     Ok(SpmVocab {
         bos_id: token_id(f, "tokenizer.ggml.bos_token_id", n)?,
         eos_id: token_id(f, "tokenizer.ggml.eos_token_id", n)?,
