@@ -2,3 +2,5 @@
 //! the real app state. The command line lives in the binary (`main.rs`, `cli/`).
 
 pub mod gui;
+pub mod hub;
+pub mod serve;

@@ -56,6 +56,34 @@ fn open_gguf(input: &Path) -> Result<Box<dyn Source>, ConvertError> {
     Ok(Box::new(GgufSource::open(input)?))
 }
 
+/// Opens a Gemma 4 `.gguf` model with its mmproj GGUF (vision and audio towers). Without
+/// `mmproj` this is [`open_source`], which finds an mmproj next to a Gemma 4 GGUF by its name.
+pub fn open_source_with_mmproj(
+    input: &Path,
+    mmproj: Option<&Path>,
+) -> Result<Box<dyn Source>, ConvertError> {
+    let Some(mmproj) = mmproj else {
+        return open_source(input);
+    };
+    if !mmproj.is_file() {
+        return Err(ConvertError::Invalid(format!(
+            "mmproj {} is not a file",
+            mmproj.display()
+        )));
+    }
+    if !(input.is_file()
+        && input
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf")))
+    {
+        return Err(ConvertError::Invalid(format!(
+            "--mmproj goes with a Gemma 4 .gguf model; {} is not a .gguf file",
+            input.display()
+        )));
+    }
+    Ok(Box::new(GgufSource::open_with_mmproj(input, mmproj)?))
+}
+
 /// What to convert to.
 #[derive(Clone, Debug)]
 pub struct ConvertOptions {
@@ -181,6 +209,29 @@ fn check_output(source: &dyn Source, out: &Path) -> Result<(), ConvertError> {
     Ok(())
 }
 
+/// The source config's numbers must be within the engine's bounds (FORMAT.md, "Config bounds"):
+/// a file the engine would refuse to load is not written.
+fn check_config(source: &dyn Source) -> Result<(), ConvertError> {
+    if !matches!(source.family(), "gemma3" | "gemma4") {
+        return Ok(());
+    }
+    cellm_engine::models::config::check_config(source.config())
+        .map_err(|e| ConvertError::Invalid(format!("source {e}")))
+}
+
+/// Refuses NaN and infinite weights: they would make every logit NaN at run time.
+fn check_finite(name: &str, values: &[f32], row0: usize, cols: usize) -> Result<(), ConvertError> {
+    match values.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(ConvertError::Invalid(format!(
+            "tensor '{name}' holds {} at row {}, column {}; weights must be finite",
+            values[i],
+            row0 + i / cols.max(1),
+            i % cols.max(1)
+        ))),
+    }
+}
+
 /// `--exclude-layers` must name decoder layers the model has.
 fn check_excluded_layers(source: &dyn Source, spec: &QuantSpec) -> Result<(), ConvertError> {
     let layers: BTreeSet<usize> = source
@@ -217,6 +268,7 @@ pub fn convert(
     let spec = QuantSpec::new(options.profile, options.group_size, &options.exclude_layers)?
         .with_lut(options.lut_group, options.head_lut.as_deref())?;
     check_output(source, out)?;
+    check_config(source)?;
     let cancelled = || options.cancel.load(Ordering::Relaxed);
 
     check_excluded_layers(source, &spec)?;
@@ -398,6 +450,7 @@ fn encode_tensor(
     if rows * cols <= BLOCK_VALUES || !source.supports_row_reads() {
         let mut values = source.read_f32(&p.name)?;
         check_len(&values, rows * cols)?;
+        check_finite(&p.name, &values, 0, cols)?;
         if let Some(t) = transform {
             t.apply(&mut values, 0, cols)?;
         }
@@ -412,6 +465,7 @@ fn encode_tensor(
             let end = (r + block_rows).min(rows);
             let mut values = source.read_f32_rows(&p.name, r..end)?;
             check_len(&values, (end - r) * cols)?;
+            check_finite(&p.name, &values, r, cols)?;
             if let Some(t) = transform {
                 t.apply(&mut values, r, cols)?;
             }

@@ -12,7 +12,8 @@ pub mod quant;
 pub mod source;
 
 pub use convert::{
-    ConvertOptions, ConvertSummary, Phase, Progress, SYNTHETIC_PREFIX, convert, open_source, plan,
+    ConvertOptions, ConvertSummary, Phase, Progress, SYNTHETIC_PREFIX, convert, open_source,
+    open_source_with_mmproj, plan,
 };
 pub use error::ConvertError;
 pub use quant::{Profile, QuantSpec};

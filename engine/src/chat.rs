@@ -153,6 +153,81 @@ pub struct ChatTemplate {
 
 const TEMPLATE_NAME: &str = "chat";
 
+/// Template instructions one render may execute. Real chat templates (tools included) use well
+/// under a million for long conversations; this bounds a hostile template (nested `range` loops)
+/// to about a second, so a render never needs to be interrupted.
+const RENDER_FUEL: u64 = 20_000_000;
+
+/// Largest rendered prompt (bytes); far beyond any context the engine can hold.
+const MAX_RENDER_BYTES: usize = 64 << 20;
+
+/// Macro / include nesting a template may use (real templates nest a few levels).
+const MAX_RECURSION: usize = 64;
+
+/// Refuses a `set` that names its own target twice on the right (`set s = s + s`): in a loop
+/// that doubles a string per step, which no instruction budget bounds in memory.
+fn check_self_doubling(source: &str) -> Result<(), ChatError> {
+    let mut rest = source;
+    while let Some(i) = rest.find("{%") {
+        let tag = &rest[i + 2..];
+        let end = tag.find("%}").unwrap_or(tag.len());
+        let body = tag[..end].trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
+        if let Some(assign) = body.strip_prefix("set ")
+            && let Some((target, value)) = assign.split_once('=')
+        {
+            let target = target.trim();
+            let is_word = |c: char| c.is_alphanumeric() || c == '_' || c == '.';
+            // Words inside string literals (`message['role']`) are not variables.
+            let mut code = String::with_capacity(value.len());
+            let mut quote = None;
+            for c in value.chars() {
+                match quote {
+                    Some(q) if c == q => quote = None,
+                    Some(_) => {}
+                    None if c == '\'' || c == '"' => quote = Some(c),
+                    None => code.push(c),
+                }
+            }
+            let uses = code
+                .split(|c: char| !is_word(c))
+                .filter(|w| *w == target)
+                .count();
+            if !target.is_empty() && uses >= 2 {
+                return Err(ChatError::Template(format!(
+                    "`{{% {body} %}}` uses '{target}' twice to build itself; such a template \
+                     can grow without bound and is refused"
+                )));
+            }
+        }
+        rest = &tag[end.min(tag.len())..];
+    }
+    Ok(())
+}
+
+/// An `io::Write` that fails once more than `left` bytes were written.
+struct Capped {
+    out: Vec<u8>,
+    left: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() > self.left {
+            return Err(std::io::Error::other(format!(
+                "the rendered prompt exceeds {} MiB",
+                MAX_RENDER_BYTES >> 20
+            )));
+        }
+        self.left -= buf.len();
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl ChatTemplate {
     /// The model's own Jinja template when present, else a built-in one for the family ("gemma3" | "gemma4").
     pub fn new(template: Option<&str>, family: &str, bos_token: &str) -> Result<Self, ChatError> {
@@ -160,7 +235,10 @@ impl ChatTemplate {
             Some(t) if !t.trim().is_empty() => without_generation_tags(t),
             _ => Self::builtin(family)?.to_string(),
         };
+        check_self_doubling(&source)?;
         let mut env = Environment::new();
+        env.set_fuel(Some(RENDER_FUEL));
+        env.set_recursion_limit(MAX_RECURSION);
         // transformers' jinja2 environment: trim_blocks + lstrip_blocks, no trailing newline.
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -209,8 +287,104 @@ impl ChatTemplate {
         }
         ctx.insert("add_generation_prompt".into(), json!(add_generation_prompt));
         let tmpl = self.env.get_template(TEMPLATE_NAME).map_err(template_err)?;
-        tmpl.render(Value::from_serialize(&ctx))
-            .map_err(template_err)
+        let mut out = Capped {
+            out: Vec::new(),
+            left: MAX_RENDER_BYTES,
+        };
+        tmpl.render_captured_to(Value::from_serialize(&ctx), &mut out)
+            .map_err(template_err)?;
+        String::from_utf8(out.out)
+            .map_err(|_| ChatError::Template("the rendered prompt is not valid UTF-8".into()))
+    }
+}
+
+/// Marks message `i`'s place in a skeleton render: private-use characters that no template
+/// trims or escapes and no tokenizer treats as special.
+fn sentinel(i: usize) -> String {
+    format!("\u{E000}cellm-message-{i}\u{E001}")
+}
+
+impl ChatTemplate {
+    /// Renders `messages` and encodes the result so that only the template's own markers are
+    /// control tokens: a special token's spelling inside a user, system or tool message (say a
+    /// pasted `<end_of_turn>`) is encoded as plain text and cannot forge a turn. Assistant
+    /// messages are the model's own output and keep the template's handling.
+    ///
+    /// The template is rendered once with the real contents and once with a sentinel in place
+    /// of each such message; the real render is then split where the sentinels were, and the
+    /// pieces of message text are encoded with [`Tokenizer::encode_plain`]. Without special
+    /// spellings in any message this is exactly `encode(render(messages))`.
+    pub fn encode(
+        &self,
+        tokenizer: &crate::tokenizer::Tokenizer,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>, ChatError> {
+        let tok_err = |e: crate::tokenizer::TokenizerError| ChatError::Template(e.to_string());
+        let text = self.render(messages, add_generation_prompt)?;
+        let guarded: Vec<usize> = messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.role != Role::Assistant && tokenizer.contains_special(&m.content))
+            .map(|(i, _)| i)
+            .collect();
+        if guarded.is_empty() {
+            return tokenizer.encode(&text, false).map_err(tok_err);
+        }
+        let skeleton_msgs: Vec<ChatMessage> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut m = m.clone();
+                if guarded.contains(&i) {
+                    m.content = sentinel(i);
+                }
+                m
+            })
+            .collect();
+        let skeleton = self.render(&skeleton_msgs, add_generation_prompt)?;
+        // How the template wrote each message's text: as is or trimmed (the Gemma templates
+        // trim); the one whose substitution reproduces the real render is the right one.
+        let transforms: [fn(&str) -> &str; 4] = [|s| s, str::trim, str::trim_start, str::trim_end];
+        let pieces = transforms.iter().find_map(|f| {
+            let mut pieces: Vec<(bool, &str)> = Vec::new();
+            let mut rest = skeleton.as_str();
+            let mut rebuilt = String::with_capacity(text.len());
+            while let Some((at, i)) = guarded
+                .iter()
+                .filter_map(|&i| rest.find(&sentinel(i)).map(|at| (at, i)))
+                .min()
+            {
+                pieces.push((false, &rest[..at]));
+                rebuilt.push_str(&rest[..at]);
+                let content = f(&messages[i].content);
+                pieces.push((true, content));
+                rebuilt.push_str(content);
+                rest = &rest[at + sentinel(i).len()..];
+            }
+            pieces.push((false, rest));
+            rebuilt.push_str(rest);
+            (rebuilt == text).then_some(pieces)
+        });
+        let Some(pieces) = pieces else {
+            return Err(ChatError::Template(
+                "a message spells a control token and this chat template rewrites message \
+                 text in a way that does not let cellm keep it as plain text"
+                    .into(),
+            ));
+        };
+        let mut ids = Vec::new();
+        for (plain, piece) in pieces {
+            if piece.is_empty() {
+                continue;
+            }
+            ids.extend(if plain {
+                tokenizer.encode_plain(piece).map_err(tok_err)?
+            } else {
+                tokenizer.encode(piece, false).map_err(tok_err)?
+            });
+        }
+        Ok(ids)
     }
 }
 

@@ -4,6 +4,7 @@
 //! -> [`models`] (Gemma 3 / Gemma 4 text stacks) using [`kernels`] -> [`sampler`] ->
 //! [`tokenizer`] -> text, all driven by [`session`].
 
+pub mod atomic_file;
 pub mod backend_probe;
 pub mod calibrate;
 pub mod chat;
@@ -12,6 +13,7 @@ pub mod kernels;
 pub mod kv_cache;
 pub mod memory;
 pub mod models;
+pub mod numerics;
 pub mod sampler;
 pub mod session;
 pub mod tensor;

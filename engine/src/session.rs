@@ -28,6 +28,9 @@ pub enum SessionError {
     Other(String),
 }
 
+/// Logit values [`Session::logits_for`] may return (4 GiB of f32).
+const MAX_TEACHER_FORCED_LOGITS: usize = 1 << 30;
+
 #[derive(Clone, Debug, Default)]
 pub struct SessionOptions {
     /// Worker threads for the CPU kernels (None: all cores).
@@ -516,9 +519,11 @@ impl Session {
                         audios: count(m, MediaKind::Audio),
                     })
                     .collect();
-                let text = template.render(&msgs, true).map_err(other)?;
-                // Templates write <bos> themselves; add it only when one did not.
-                let mut ids = self.tokenizer.encode(&text, false).map_err(other)?;
+                // Templates write <bos> themselves; add it only when one did not. Message text
+                // never becomes control tokens (ChatTemplate::encode).
+                let mut ids = template
+                    .encode(&self.tokenizer, &msgs, true)
+                    .map_err(other)?;
                 if self.add_bos
                     && let Some(bos) = self.tokenizer.bos_id()
                     && ids.first() != Some(&bos)
@@ -643,7 +648,13 @@ impl Session {
         let mut sampler = Sampler::new(&params.sampling);
         let window = params.sampling.repetition_window;
         let mut history = ids.clone();
-        history.reserve(params.max_new_tokens + 1);
+        // Generation stops at the context limit, so never reserve beyond it.
+        history.reserve(
+            params
+                .max_new_tokens
+                .min(self.cache.limit())
+                .saturating_add(1),
+        );
 
         let t0 = Instant::now();
         let Self {
@@ -682,6 +693,15 @@ impl Session {
             }
             if generated >= params.max_new_tokens {
                 break StopReason::MaxTokens;
+            }
+            if self.logits.iter().any(|v| !v.is_finite()) {
+                // Only now pay for the per-layer search (numerics.rs).
+                let place = crate::numerics::locate_non_finite(&self.file, &history);
+                self.reset();
+                return Err(SessionError::Other(format!(
+                    "the model produced NaN or infinite logits at position {}; {place}",
+                    history.len().saturating_sub(1)
+                )));
             }
             let recent = &history[history.len().saturating_sub(window)..];
             let next = sampler.sample(&mut self.logits, recent);
@@ -744,6 +764,17 @@ impl Session {
                 tokens: ids.len(),
                 limit,
             });
+        }
+        // Every position's logits are kept: refuse sizes that cannot be held rather than abort.
+        let vocab = self.info.vocab_size;
+        if ids.len().saturating_mul(vocab) > MAX_TEACHER_FORCED_LOGITS {
+            return Err(SessionError::Other(format!(
+                "{} positions x {vocab} vocabulary entries of logits exceed the {} GiB this \
+                 comparison may hold; use at most {} positions",
+                ids.len(),
+                MAX_TEACHER_FORCED_LOGITS * 4 >> 30,
+                MAX_TEACHER_FORCED_LOGITS / vocab.max(1)
+            )));
         }
         let (positions, rows) = self.media_rows(ids, media)?;
         self.reset();

@@ -16,11 +16,50 @@ fn tk_err(e: tokenizers::Error) -> TokenizerError {
     TokenizerError::Tokenizers(e.to_string())
 }
 
+thread_local! {
+    /// Set while [`guarded`] runs a tokenizer call on this thread: its panic is reported as an
+    /// error, so the panic hook stays quiet.
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs a call into the `tokenizers` crate, turning a panic (a pre-tokenizer regex that
+/// exceeds onig's retry limit, say) into an error: a hostile tokenizer.json must not take the
+/// process, or the app's worker thread, down.
+fn guarded<T>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, TokenizerError>,
+) -> Result<T, TokenizerError> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(|g| g.get()) {
+                previous(info);
+            }
+        }));
+    });
+    let was = GUARDED.with(|g| g.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(was));
+    result.unwrap_or_else(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown failure".into());
+        Err(TokenizerError::Tokenizers(format!(
+            "{what} failed inside the tokenizer: {msg}"
+        )))
+    })
+}
+
 /// A loaded tokenizer (a Hugging Face `tokenizer.json`).
 pub struct Tokenizer {
     inner: Inner,
     bos_id: Option<u32>,
     special: HashSet<u32>,
+    /// Finds the special tokens' spellings in text that must stay plain (built on first use).
+    special_finder: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>>,
 }
 
 /// Gemma's byte-fallback BPE in compact tables when the file has that shape (the same ids and
@@ -39,6 +78,7 @@ impl Tokenizer {
                 inner: Inner::Compact(Box::new(c)),
                 bos_id,
                 special,
+                special_finder: std::sync::OnceLock::new(),
             });
         }
         Self::from_json_with_tokenizers(json)
@@ -47,13 +87,15 @@ impl Tokenizer {
     /// [`Tokenizer::from_json`] through the `tokenizers` crate whatever the file's shape (the
     /// reference the compact form is tested against).
     pub fn from_json_with_tokenizers(json: &str) -> Result<Self, TokenizerError> {
-        let inner = match crate::tokenizer_load::bpe_tokenizer(json) {
-            Ok(t) => t,
-            Err(crate::tokenizer_load::Fallback::Invalid(why)) => {
-                return Err(TokenizerError::Tokenizers(why));
+        let inner = guarded("loading", || {
+            match crate::tokenizer_load::bpe_tokenizer(json) {
+                Ok(t) => Ok(t),
+                Err(crate::tokenizer_load::Fallback::Invalid(why)) => {
+                    Err(TokenizerError::Tokenizers(why))
+                }
+                Err(crate::tokenizer_load::Fallback::NotBpe) => json.parse().map_err(tk_err),
             }
-            Err(crate::tokenizer_load::Fallback::NotBpe) => json.parse().map_err(tk_err)?,
-        };
+        })?;
         let bos_id = inner.token_to_id("<bos>");
         let special = inner
             .get_added_tokens_decoder()
@@ -65,6 +107,7 @@ impl Tokenizer {
             inner: Inner::Hf(Box::new(inner)),
             bos_id,
             special,
+            special_finder: std::sync::OnceLock::new(),
         })
     }
 
@@ -79,6 +122,62 @@ impl Tokenizer {
             Inner::Compact(c) => Some(c.heap_bytes()),
             Inner::Hf(_) => None,
         }
+    }
+
+    fn special_finder(&self) -> Option<&aho_corasick::AhoCorasick> {
+        self.special_finder
+            .get_or_init(|| {
+                let words: Vec<String> = self
+                    .special
+                    .iter()
+                    .filter_map(|&id| self.token(id))
+                    .filter(|t| !t.is_empty())
+                    .collect();
+                aho_corasick::AhoCorasick::builder()
+                    .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                    .build(words)
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    /// Whether `text` spells a special token (like `<end_of_turn>`) somewhere.
+    pub fn contains_special(&self, text: &str) -> bool {
+        self.special_finder().is_some_and(|f| f.is_match(text))
+    }
+
+    /// Encodes `text` as plain text: a special token's spelling in it (typed or pasted by the
+    /// user, a file name, tool output) becomes ordinary pieces, never the control token. Text
+    /// without such spellings encodes exactly as [`Tokenizer::encode`] does.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let Some(finder) = self.special_finder().filter(|f| f.is_match(text)) else {
+            return self.encode(text, false);
+        };
+        let mut ids = Vec::new();
+        let mut push = |piece: &str| -> Result<(), TokenizerError> {
+            if !piece.is_empty() {
+                ids.extend(self.encode(piece, false)?);
+            }
+            Ok(())
+        };
+        let mut at = 0;
+        for m in finder.find_iter(text) {
+            push(&text[at..m.start()])?;
+            // Split the spelling after its first character: neither half spells a special
+            // token, so each half encodes to ordinary pieces.
+            let word = &text[m.start()..m.end()];
+            let cut = word.chars().next().map_or(0, char::len_utf8);
+            push(&word[..cut])?;
+            push(&word[cut..])?;
+            at = m.end();
+        }
+        push(&text[at..])?;
+        if let Some(&bad) = ids.iter().find(|&&id| self.is_special(id)) {
+            return Err(TokenizerError::Tokenizers(format!(
+                "plain text encoded to the control token {bad}"
+            )));
+        }
+        Ok(ids)
     }
 
     /// The id `encode(.., add_bos = true)` prepends (`<bos>` when the vocabulary has it).
@@ -99,7 +198,10 @@ impl Tokenizer {
         }
         match &self.inner {
             Inner::Compact(c) => ids.extend(c.encode(text)),
-            Inner::Hf(t) => ids.extend_from_slice(t.encode(text, false).map_err(tk_err)?.get_ids()),
+            Inner::Hf(t) => {
+                let enc = guarded("encoding", || t.encode(text, false).map_err(tk_err))?;
+                ids.extend_from_slice(enc.get_ids());
+            }
         }
         Ok(ids)
     }
@@ -107,7 +209,7 @@ impl Tokenizer {
     fn decode_with(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
         match &self.inner {
             Inner::Compact(c) => Ok(c.decode(ids, skip_special)),
-            Inner::Hf(t) => t.decode(ids, skip_special).map_err(tk_err),
+            Inner::Hf(t) => guarded("decoding", || t.decode(ids, skip_special).map_err(tk_err)),
         }
     }
 
@@ -257,9 +359,30 @@ fn derive_merges<'a>(vocab: &HashMap<&'a str, u32>) -> Vec<(&'a str, &'a str)> {
     // Python dicts keep the last index for a repeated key; order by that index.
     let mut order: Vec<(u32, &str)> = vocab.iter().map(|(t, &i)| (i, *t)).collect();
     order.sort_unstable();
+    // Both pieces of a split are vocabulary entries, so only splits whose two byte lengths are
+    // lengths some entry has can match: for a long token (a hostile 2 MB one, say) trying those
+    // few is linear in its length where trying every split would be quadratic.
+    let mut lengths: Vec<usize> = vocab.keys().map(|t| t.len()).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    let has_len: HashSet<usize> = lengths.iter().copied().collect();
     let mut merges = Vec::new();
+    let mut bounds = Vec::new();
     for (_, token) in order {
-        let bounds: Vec<usize> = token.char_indices().map(|(i, _)| i).skip(1).collect();
+        bounds.clear();
+        let n = token.len();
+        let chars = token.chars().count();
+        if chars <= lengths.len() {
+            bounds.extend(token.char_indices().map(|(i, _)| i).skip(1));
+        } else {
+            bounds.extend(
+                lengths
+                    .iter()
+                    .copied()
+                    .filter(|&b| b > 0 && b < n && token.is_char_boundary(b))
+                    .filter(|&b| has_len.contains(&(n - b))),
+            );
+        }
         for &b in bounds.iter().rev() {
             let (l, r) = token.split_at(b);
             if vocab.contains_key(l) && vocab.contains_key(r) {

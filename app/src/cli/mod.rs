@@ -2,12 +2,15 @@
 //! depend on them); see docs/architecture.md.
 
 pub mod bench;
+pub mod bounds;
 pub mod compare;
 pub mod convert;
 pub mod convert_auto;
 pub mod inspect;
 pub mod media;
+pub mod pull;
 pub mod run;
+pub mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +40,10 @@ pub enum Command {
     Bench(bench::Args),
     /// Print a .cellm file's header, tensor table and sizes.
     Inspect(inspect::Args),
+    /// Serve a model over an OpenAI-compatible HTTP API (chat, completions, streaming).
+    Serve(serve::Args),
+    /// Download a model repository from the Hugging Face hub into its cache.
+    Pull(pull::Args),
 }
 
 pub fn dispatch(cmd: Command) -> anyhow::Result<()> {
@@ -46,6 +53,8 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<()> {
         Command::Compare(a) => compare::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Inspect(a) => inspect::main(a),
+        Command::Serve(a) => serve::main(a),
+        Command::Pull(a) => pull::main(a),
     }
 }
 

@@ -22,13 +22,13 @@ pub struct Args {
     #[arg(long = "audio")]
     pub audio: Vec<PathBuf>,
     /// Maximum new tokens.
-    #[arg(short = 'n', long = "max-new", default_value_t = 256)]
+    #[arg(short = 'n', long = "max-new", default_value_t = 256, value_parser = super::bounds::tokens)]
     pub max_new: usize,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = super::bounds::temperature)]
     pub temp: f32,
-    #[arg(long = "top-k", default_value_t = 64)]
+    #[arg(long = "top-k", default_value_t = 64, value_parser = super::bounds::top_k)]
     pub top_k: usize,
-    #[arg(long = "top-p", default_value_t = 0.95)]
+    #[arg(long = "top-p", default_value_t = 0.95, value_parser = super::bounds::top_p)]
     pub top_p: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -37,7 +37,7 @@ pub struct Args {
     pub raw: bool,
     #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
     pub backend: BackendArg,
-    #[arg(long)]
+    #[arg(long, value_parser = super::bounds::threads)]
     pub threads: Option<usize>,
     #[command(flatten)]
     pub kv: super::compare::KvArgs,

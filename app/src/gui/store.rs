@@ -86,6 +86,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    cellm_engine::atomic_file::register_temp(&tmp);
     let result = (|| -> anyhow::Result<()> {
         let mut f = std::fs::File::create(&tmp)
             .with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -97,6 +98,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
+    }
+    cellm_engine::atomic_file::unregister_temp(&tmp);
+    if result.is_ok() {
+        // Make the rename itself survive a crash.
+        cellm_engine::atomic_file::sync_parent_dir(path);
     }
     result
 }

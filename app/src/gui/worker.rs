@@ -126,7 +126,8 @@ fn worker_loop(
         match command {
             Command::Load(path, options) => {
                 emit(Event::Loading(path.clone()));
-                match backend.load(&path, &options) {
+                let loaded = contain_panic(|| backend.load(&path, &options));
+                match loaded {
                     Ok((summary, cancel)) => emit(Event::Loaded(summary, cancel)),
                     Err(msg) => emit(Event::LoadFailed(msg)),
                 }
@@ -162,7 +163,7 @@ fn worker_loop(
                         text: t.to_owned(),
                     })
                 };
-                let result = backend.generate(&request, &mut on_text);
+                let result = contain_panic(|| backend.generate(&request, &mut on_text));
                 match result {
                     Ok(outcome) => emit(Event::Done { chat_id, outcome }),
                     Err(message) => emit(Event::Failed { chat_id, message }),
@@ -170,6 +171,19 @@ fn worker_loop(
             }
         }
     }
+}
+
+/// Runs a model call, turning a panic inside it into an error message: a hostile model or
+/// prompt must not kill the worker, which stays ready for the next command.
+fn contain_panic<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let why = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown failure".into());
+        Err(format!("internal error in the model worker: {why}"))
+    })
 }
 
 fn unsupported_media(backend: &dyn Backend, request: &GenerateRequest) -> Option<AttachmentKind> {

@@ -269,6 +269,44 @@ impl Source for HfSource {
 
 type Mapped = (Vec<(PathBuf, Mmap)>, HashMap<String, Stored>);
 
+/// Checks a safetensors file held in memory as [`HfSource::open`] checks each shard (header,
+/// tensor table, length); for the mutation test and the fuzz target.
+pub fn check_safetensors_bytes(bytes: &[u8]) -> Result<usize, ConvertError> {
+    let (n, meta) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| ConvertError::Invalid(format!("not a safetensors file: {e}")))?;
+    let data_start = 8usize.saturating_add(n);
+    if bytes.len() < data_start.saturating_add(meta.data_len()) {
+        return Err(ConvertError::Invalid("truncated".into()));
+    }
+    Ok(meta.tensors().len())
+}
+
+/// The path of a shard named by model.safetensors.index.json, which must stay inside the
+/// model folder: a plain relative name (no absolute path, no `..`), and, with symlinks
+/// resolved, still under the folder.
+fn shard_path(dir: &Path, name: &str) -> Result<PathBuf, ConvertError> {
+    use std::path::Component;
+    let outside = || {
+        ConvertError::Invalid(format!(
+            "model.safetensors.index.json names the shard '{name}', which is outside the \
+             model folder {}",
+            dir.display()
+        ))
+    };
+    let rel = Path::new(name);
+    if name.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(outside());
+    }
+    let path = dir.join(rel);
+    // A missing shard is reported by the caller; an existing one must resolve inside `dir`.
+    if let (Ok(real), Ok(root)) = (path.canonicalize(), dir.canonicalize())
+        && !real.starts_with(&root)
+    {
+        return Err(outside());
+    }
+    Ok(path)
+}
+
 /// Maps model.safetensors, or every shard named by model.safetensors.index.json.
 fn map_safetensors(dir: &Path) -> Result<Mapped, ConvertError> {
     let single = dir.join("model.safetensors");
@@ -308,7 +346,7 @@ fn map_safetensors(dir: &Path) -> Result<Mapped, ConvertError> {
     let mut files = Vec::new();
     let mut stored = HashMap::new();
     for (i, fname) in file_names.iter().enumerate() {
-        let path = dir.join(fname);
+        let path = shard_path(dir, fname)?;
         if !path.is_file() {
             return Err(ConvertError::Invalid(format!(
                 "tensor file {} (named in model.safetensors.index.json) is missing",

@@ -8,7 +8,7 @@ pub mod wav;
 
 pub use features::{LogMelExtractor, LogMelFeatures};
 pub use tower::{AudioTower, encode_audio_file, encode_audio_file_with};
-pub use wav::{Waveform, read_wav};
+pub use wav::{Waveform, read_wav, read_wav_bytes};
 
 /// Sample rate of the Gemma 4 audio tower's input.
 pub const TARGET_RATE: u32 = 16_000;

@@ -38,11 +38,25 @@ impl Waveform {
 
 pub fn read_wav(path: &Path) -> Result<Waveform, EncoderError> {
     let shown = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|source| EncoderError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    decode(std::io::BufReader::new(file), shown)
+}
+
+/// [`read_wav`] of a WAV file held in memory (`name` is shown in errors); for the fuzz and
+/// mutation tests of the parser.
+pub fn read_wav_bytes(bytes: &[u8], name: &str) -> Result<Waveform, EncoderError> {
+    decode(std::io::Cursor::new(bytes), name.to_string())
+}
+
+fn decode<R: std::io::Read>(input: R, shown: String) -> Result<Waveform, EncoderError> {
     let bad = |why: String| EncoderError::BadWav {
         path: shown.clone(),
         why,
     };
-    let reader = hound::WavReader::open(path).map_err(|e| match e {
+    let reader = hound::WavReader::new(input).map_err(|e| match e {
         hound::Error::IoError(source) => EncoderError::Io {
             path: shown.clone(),
             source,

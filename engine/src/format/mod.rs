@@ -31,6 +31,11 @@ pub enum FormatError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{0} is a folder or a device, not a .cellm file (a Hugging Face folder is converted with \
+         `cellm convert FOLDER -o model.cellm`)"
+    )]
+    NotAFile(String),
     #[error("{0} is not a .cellm file (bad magic bytes)")]
     BadMagic(String),
     #[error("{path} has format version {found}; this build reads version {expected}")]

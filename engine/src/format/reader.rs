@@ -224,6 +224,23 @@ impl CellmFile {
     /// Maps the file and validates magic, version, header JSON, and every tensor entry (dtype /
     /// shape / length agreement, alignment, bounds, no overlaps). Checksums are not read here
     /// (that would touch every page); see [`CellmFile::verify_checksums`].
+    /// Runs every check [`CellmFile::open`] makes on a whole file held in memory and returns
+    /// its header; for the mutation test and the fuzz target.
+    pub fn check_bytes(bytes: &[u8]) -> Result<Header, FormatError> {
+        let shown = "<memory>".to_string();
+        let pre = parse_preamble(bytes, &shown)?;
+        let header_end = PREAMBLE_LEN + pre.header_len as usize; // bounds-checked above
+        let header: Header =
+            serde_json::from_slice(&bytes[PREAMBLE_LEN..header_end]).map_err(|e| {
+                FormatError::Header {
+                    path: shown.clone(),
+                    what: format!("header JSON: {e}"),
+                }
+            })?;
+        validate_tensors(&header, pre.data_offset, bytes.len() as u64, &shown)?;
+        Ok(header)
+    }
+
     pub fn open(path: impl AsRef<Path>) -> Result<Self, FormatError> {
         let path = path.as_ref();
         let shown = path.display().to_string();
@@ -232,7 +249,11 @@ impl CellmFile {
             source,
         };
         let file = std::fs::File::open(path).map_err(io)?;
-        let file_len = file.metadata().map_err(io)?.len();
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(FormatError::NotAFile(shown));
+        }
+        let file_len = meta.len();
         if file_len == 0 {
             return Err(FormatError::Truncated {
                 path: shown,

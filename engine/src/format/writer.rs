@@ -168,6 +168,7 @@ impl CellmWriter {
             .truncate(true)
             .open(&tmp_path)
             .map_err(|e| io_err(&tmp_path, e))?;
+        crate::atomic_file::register_temp(&tmp_path);
 
         let mut writer = Self {
             final_path: path.to_path_buf(),
@@ -296,6 +297,7 @@ impl CellmWriter {
         );
         drop(file);
         std::fs::rename(&tmp, &self.final_path).map_err(|e| io_err(&self.final_path, e))?;
+        crate::atomic_file::unregister_temp(&tmp);
         self.tmp_path = None;
         sync_parent_dir(&self.final_path);
         Ok(self.final_path.clone())
@@ -321,7 +323,8 @@ impl Drop for CellmWriter {
         // Close before removing (required on Windows).
         drop(self.out.take());
         if let Some(tmp) = self.tmp_path.take() {
-            let _ = std::fs::remove_file(tmp);
+            let _ = std::fs::remove_file(&tmp);
+            crate::atomic_file::unregister_temp(&tmp);
         }
     }
 }

@@ -270,6 +270,7 @@ fn rope_param_for(raw: &RawTextConfig, lt: LayerType) -> Result<RopeParameters, 
 }
 
 fn resolve_rope(p: &RopeParameters, head_dim: usize) -> Result<RopeSpec, ConfigError> {
+    check_rope(p)?;
     let theta = p
         .rope_theta
         .ok_or_else(|| invalid("rope_parameters entry without rope_theta"))?;
@@ -330,7 +331,139 @@ fn layer_types(
     Ok(types)
 }
 
+/// Upper bounds on the numbers a config may declare (FORMAT.md, "Config bounds"). They sit far
+/// above every released Gemma (E2B: 35 layers, hidden 1536, head_dim 512, vocab 262144) and far
+/// below what would make the first allocation sized from them abort the process. The tensors
+/// present are checked against the resolved config when the model loads.
+pub mod bounds {
+    pub const MAX_LAYERS: usize = 1024;
+    pub const MAX_HIDDEN: usize = 1 << 16;
+    pub const MAX_INTERMEDIATE: usize = 1 << 20;
+    pub const MAX_HEADS: usize = 1024;
+    pub const MAX_HEAD_DIM: usize = 4096;
+    pub const MAX_VOCAB: usize = 1 << 22;
+    pub const MAX_POSITIONS: usize = 1 << 24;
+    pub const MAX_WINDOW: usize = 1 << 24;
+}
+
+/// Checks every number of a raw text config against [`bounds`] and for sanity (finite, positive
+/// where a zero or negative value would silently give garbage). Called by the model loaders
+/// and by the converter before a header is written.
+pub fn check_bounds(raw: &RawTextConfig) -> Result<(), ConfigError> {
+    use bounds::*;
+    let range = |name: &str, v: usize, lo: usize, hi: usize| {
+        if v < lo || v > hi {
+            Err(invalid(format!("{name} = {v} is outside {lo}..={hi}")))
+        } else {
+            Ok(())
+        }
+    };
+    let head_dim = |name: &str, v: usize| {
+        range(name, v, 2, MAX_HEAD_DIM)?;
+        if v % 2 != 0 {
+            return Err(invalid(format!("{name} = {v} is odd (RoPE needs pairs)")));
+        }
+        Ok(())
+    };
+    let positive = |name: &str, v: Option<f64>| match v {
+        Some(x) if !(x.is_finite() && x > 0.0) => {
+            Err(invalid(format!("{name} = {x} must be finite and positive")))
+        }
+        _ => Ok(()),
+    };
+    range("num_hidden_layers", raw.num_hidden_layers, 1, MAX_LAYERS)?;
+    range("hidden_size", raw.hidden_size, 1, MAX_HIDDEN)?;
+    range(
+        "intermediate_size",
+        raw.intermediate_size,
+        1,
+        MAX_INTERMEDIATE,
+    )?;
+    range("num_attention_heads", raw.num_attention_heads, 1, MAX_HEADS)?;
+    range("num_key_value_heads", raw.num_key_value_heads, 1, MAX_HEADS)?;
+    range("vocab_size", raw.vocab_size, 1, MAX_VOCAB)?;
+    if let Some(d) = raw.head_dim {
+        head_dim("head_dim", d)?;
+    }
+    if let Some(d) = raw.global_head_dim {
+        head_dim("global_head_dim", d)?;
+    }
+    for (layer, o) in raw.per_layer_config.iter().flatten() {
+        if let Some(d) = o.head_dim {
+            head_dim(&format!("per_layer_config[{layer}].head_dim"), d)?;
+        }
+        if let Some(h) = o.num_key_value_heads {
+            range(
+                &format!("per_layer_config[{layer}].num_key_value_heads"),
+                h,
+                1,
+                MAX_HEADS,
+            )?;
+        }
+    }
+    if let Some(w) = raw.sliding_window {
+        range("sliding_window", w, 1, MAX_WINDOW)?;
+    }
+    if let Some(p) = raw.max_position_embeddings {
+        range("max_position_embeddings", p, 1, MAX_POSITIONS)?;
+    }
+    if let Some(p) = raw.sliding_window_pattern {
+        range("sliding_window_pattern", p, 0, MAX_LAYERS)?;
+    }
+    if let Some(n) = raw.hidden_size_per_layer_input {
+        range("hidden_size_per_layer_input", n, 0, MAX_HIDDEN)?;
+    }
+    if let Some(n) = raw.vocab_size_per_layer_input {
+        range("vocab_size_per_layer_input", n, 0, MAX_VOCAB)?;
+    }
+    if let Some(n) = raw.num_kv_shared_layers {
+        range("num_kv_shared_layers", n, 0, raw.num_hidden_layers)?;
+    }
+    // eps is added to a mean of squares: zero divides by zero on a zero row, negative gives NaN.
+    if !(raw.rms_norm_eps.is_finite() && raw.rms_norm_eps > 0.0 && raw.rms_norm_eps < 1.0) {
+        return Err(invalid(format!(
+            "rms_norm_eps = {} must be in (0, 1)",
+            raw.rms_norm_eps
+        )));
+    }
+    positive("rope_theta", raw.rope_theta)?;
+    positive("rope_local_base_freq", raw.rope_local_base_freq)?;
+    positive("query_pre_attn_scalar", raw.query_pre_attn_scalar)?;
+    positive("final_logit_softcapping", raw.final_logit_softcapping)?;
+    positive("attn_logit_softcapping", raw.attn_logit_softcapping)?;
+    Ok(())
+}
+
+/// Checks a RoPE entry's numbers (theta and factor finite and positive, the rotary fraction in
+/// [0, 1]).
+fn check_rope(p: &RopeParameters) -> Result<(), ConfigError> {
+    let bad = |name: &str, x: f64| invalid(format!("rope {name} = {x} is out of range"));
+    if let Some(t) = p.rope_theta
+        && !(t.is_finite() && t > 0.0)
+    {
+        return Err(bad("rope_theta", t));
+    }
+    if let Some(f) = p.factor
+        && !(f.is_finite() && f > 0.0)
+    {
+        return Err(bad("factor", f));
+    }
+    if let Some(f) = p.partial_rotary_factor
+        && !(0.0..=1.0).contains(&f)
+    {
+        return Err(bad("partial_rotary_factor", f));
+    }
+    Ok(())
+}
+
+/// Parses and bounds-checks the text part of a header or source config (see [`check_bounds`]).
+pub fn check_config(config: &serde_json::Value) -> Result<(), ConfigError> {
+    let raw: RawTextConfig = serde_json::from_value(text_part(config).clone())?;
+    check_bounds(&raw)
+}
+
 fn check_common(raw: &RawTextConfig) -> Result<(), ConfigError> {
+    check_bounds(raw)?;
     if raw.num_attention_heads == 0 || raw.num_key_value_heads == 0 || raw.num_hidden_layers == 0 {
         return Err(invalid("zero heads or layers"));
     }

@@ -29,6 +29,12 @@ pub enum ModelError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
+    #[error("tensor '{name}' holds {value} at index {index}; weights must be finite")]
+    NonFinite {
+        name: String,
+        index: usize,
+        value: f32,
+    },
     #[error("token id {id} is outside the vocabulary ({vocab})")]
     TokenOutOfRange { id: usize, vocab: usize },
     #[error("media rows: {0}")]

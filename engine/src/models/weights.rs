@@ -197,6 +197,16 @@ impl<'a> Weights<'a> {
                 found: t.shape.to_vec(),
             });
         }
-        Ok(t.to_f32_vec())
+        let v = t.to_f32_vec();
+        // Norm weights and scalars are read once at load: a NaN here would turn every output
+        // into padding, so refuse it with the tensor's name.
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(ModelError::NonFinite {
+                name: full,
+                index: i,
+                value: v[i],
+            });
+        }
+        Ok(v)
     }
 }

@@ -23,7 +23,7 @@ fn missing(key: &str) -> ConvertError {
     ))
 }
 
-fn get_u64(f: &GgufFile, key: &str) -> Result<Option<u64>, ConvertError> {
+pub(crate) fn get_u64(f: &GgufFile, key: &str) -> Result<Option<u64>, ConvertError> {
     match f.get(key) {
         None => Ok(None),
         Some(v) => v.as_u64().map(Some).ok_or_else(|| {
@@ -38,7 +38,7 @@ fn req_u64(f: &GgufFile, key: &str) -> Result<u64, ConvertError> {
     get_u64(f, key)?.ok_or_else(|| missing(key))
 }
 
-fn get_f64(f: &GgufFile, key: &str) -> Result<Option<f64>, ConvertError> {
+pub(crate) fn get_f64(f: &GgufFile, key: &str) -> Result<Option<f64>, ConvertError> {
     match f.get(key) {
         None => Ok(None),
         Some(v) => float_value(v).map(Some).ok_or_else(|| {

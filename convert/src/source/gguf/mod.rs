@@ -2,11 +2,15 @@
 //! tensor names onto Hugging Face names.
 //!
 //! [`parse`] reads the container, [`dequant`] decodes ggml block formats to f32, [`names`] and
-//! [`config`] translate llama.cpp's Gemma 3 names and metadata to Hugging Face ones, [`vocab`]
-//! builds the tokenizer, and [`GgufSource`] ties them into a [`crate::source::Source`].
+//! [`config`] translate llama.cpp's Gemma 3 names and metadata to Hugging Face ones,
+//! [`gemma4_names`] and [`gemma4_config`] do the same for Gemma 4 and its mmproj (vision and audio
+//! towers), [`vocab`] builds the tokenizer, and [`GgufSource`] ties them into a
+//! [`crate::source::Source`].
 
 pub mod config;
 pub mod dequant;
+pub mod gemma4_config;
+pub mod gemma4_names;
 pub mod names;
 pub mod parse;
 mod source;
@@ -17,7 +21,7 @@ pub mod vocab;
 mod tests;
 
 pub use parse::{GgufFile, GgufValue, TensorInfo};
-pub use source::GgufSource;
+pub use source::{GgufSource, find_mmproj};
 pub use types::GgmlType;
 
 #[derive(Debug, thiserror::Error)]

@@ -459,6 +459,21 @@ fn parse(buf: &[u8]) -> Result<Parsed, String> {
             ));
         }
     }
+    // Two tensors sharing bytes would alias each other's data: a corrupt or hostile table.
+    let mut spans: Vec<(u64, u64, &str)> = tensors
+        .iter()
+        .filter(|t| t.n_bytes > 0)
+        .map(|t| (t.offset, t.offset + t.n_bytes, t.name.as_str()))
+        .collect();
+    spans.sort_unstable();
+    for w in spans.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(format!(
+                "tensors '{}' and '{}' overlap in the data section (offsets {} and {})",
+                w[0].2, w[1].2, w[0].0, w[1].0
+            ));
+        }
+    }
     Ok(Parsed {
         version,
         metadata,
@@ -468,8 +483,8 @@ fn parse(buf: &[u8]) -> Result<Parsed, String> {
     })
 }
 
-/// Parse a whole file held in memory (tests feed it truncated and corrupted bytes).
-#[cfg(test)]
-pub(crate) fn parse_bytes(buf: &[u8]) -> Result<(), String> {
+/// Parse a whole file held in memory (the tests, the mutation test and the fuzz target feed it
+/// truncated and corrupted bytes).
+pub fn parse_bytes(buf: &[u8]) -> Result<(), String> {
     parse(buf).map(|_| ())
 }
