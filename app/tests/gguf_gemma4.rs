@@ -227,3 +227,14 @@ fn gguf4_cli_mmproj_flag() {
     assert!(err.contains("--mmproj"), "{err}");
     assert!(!o3.exists());
 }
+
+/// The wizard's source check: a Gemma 4 .gguf with its mmproj next to it shows all three parts;
+/// the mmproj itself gets one clear message.
+#[test]
+fn gguf4_wizard_finds_the_mmproj() {
+    let facts = cellm_app::gui::convert_job::inspect(&gguf("tiny-gemma4-f32.gguf")).unwrap();
+    assert_eq!(facts.family, "gemma4");
+    assert_eq!(facts.towers, vec!["text", "vision", "audio"]);
+    let e = cellm_app::gui::convert_job::inspect(&gguf("mmproj-tiny-gemma4-f32.gguf")).unwrap_err();
+    assert!(e.contains("--mmproj") && !e.contains('\n'), "{e}");
+}

@@ -603,3 +603,82 @@ fn gguf_v2_and_custom_alignment() {
     assert_eq!(f.dequantize(t).expect("dequantize"), want);
     assert!(parse_bytes(&build(48).0).is_err());
 }
+
+/// A minimal v3 GGUF: string / u32 metadata and F32 tensors of the given ne, zero-filled.
+fn small_gguf(
+    strings: &[(&str, &str)],
+    u32s: &[(&str, u32)],
+    tensors: &[(&str, &[u64])],
+) -> Vec<u8> {
+    let mut b = header(3, tensors.len() as u64, (strings.len() + u32s.len()) as u64);
+    let put_str = |b: &mut Vec<u8>, s: &str| {
+        b.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        b.extend_from_slice(s.as_bytes());
+    };
+    for (k, v) in strings {
+        put_str(&mut b, k);
+        b.extend_from_slice(&8u32.to_le_bytes());
+        put_str(&mut b, v);
+    }
+    for (k, v) in u32s {
+        put_str(&mut b, k);
+        b.extend_from_slice(&4u32.to_le_bytes());
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut offset = 0u64;
+    for (name, ne) in tensors {
+        put_str(&mut b, name);
+        b.extend_from_slice(&(ne.len() as u32).to_le_bytes());
+        for d in *ne {
+            b.extend_from_slice(&d.to_le_bytes());
+        }
+        b.extend_from_slice(&0u32.to_le_bytes()); // F32
+        b.extend_from_slice(&offset.to_le_bytes());
+        offset += (ne.iter().product::<u64>() * 4).div_ceil(32) * 32;
+    }
+    b.resize(b.len().div_ceil(32) * 32, 0);
+    b.resize(b.len() + offset as usize, 0);
+    b
+}
+
+fn open_err(bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("model.gguf");
+    std::fs::write(&path, bytes).expect("write");
+    match GgufSource::open(&path) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The Gemma 4 variants cellm does not run get one clear line naming the variant.
+#[test]
+fn gguf4_unsupported_variants_are_refused() {
+    let arch = [("general.architecture", "gemma4")];
+    let moe = small_gguf(
+        &arch,
+        &[("gemma4.block_count", 1)],
+        &[("blk.0.ffn_gate_exps.weight", &[8, 4, 2])],
+    );
+    let e = open_err(&moe);
+    assert!(e.contains("mixture-of-experts") && !e.contains('\n'), "{e}");
+    let k_eq_v = small_gguf(
+        &arch,
+        &[("gemma4.block_count", 1)],
+        &[
+            ("blk.0.attn_k.weight", &[8, 4]),
+            ("blk.0.attn_q.weight", &[8, 8]),
+        ],
+    );
+    let e = open_err(&k_eq_v);
+    assert!(e.contains("attention_k_eq_v") && !e.contains('\n'), "{e}");
+    let e = open_err(&small_gguf(
+        &[("general.architecture", "clip")],
+        &[],
+        &[("v.patch_embd.weight", &[2, 2, 3, 4])],
+    ));
+    assert!(e.contains("--mmproj"), "{e}");
+    // A Gemma 4 GGUF whose metadata lacks what the config needs names the key.
+    let e = open_err(&small_gguf(&arch, &[], &[("token_embd.weight", &[8, 4])]));
+    assert!(e.contains("lacks 'gemma4.embedding_length'"), "{e}");
+}
