@@ -742,20 +742,26 @@ def clip_fractions(model, run):
     return res
 
 
-def make_gemma4(tok):
+def make_gemma4(tok, name="tiny-gemma4", cfg=None, tweak=None, slim=False):
+    """Writes testdata/<name>/. `cfg` defaults to gemma4_config(); `tweak(model)` adjusts the
+    random weights before calibration; other folders read the media files of tiny-gemma4; `slim`
+    keeps only the logits, ids, media inputs and soft tokens (no per-layer states) in
+    reference.safetensors."""
     from PIL import Image
     from transformers import Gemma4ForConditionalGeneration
     from transformers.models.gemma4.feature_extraction_gemma4 import Gemma4AudioFeatureExtractor
     from transformers.models.gemma4.image_processing_pil_gemma4 import Gemma4ImageProcessorPil
 
-    folder = os.path.join(HERE, "tiny-gemma4")
+    folder = os.path.join(HERE, name)
     os.makedirs(folder, exist_ok=True)
+    media_dir = os.path.join(HERE, "tiny-gemma4")
 
     # Media inputs, written first so the references come from the committed files.
-    Image.fromarray(make_image(), "RGB").save(os.path.join(folder, "tiny_image.png"), optimize=True)
-    write_wav(os.path.join(folder, "tiny_audio.wav"), make_audio())
-    img = Image.open(os.path.join(folder, "tiny_image.png")).convert("RGB")
-    with wave.open(os.path.join(folder, "tiny_audio.wav"), "rb") as w:
+    if name == "tiny-gemma4":
+        Image.fromarray(make_image(), "RGB").save(os.path.join(folder, "tiny_image.png"), optimize=True)
+        write_wav(os.path.join(folder, "tiny_audio.wav"), make_audio())
+    img = Image.open(os.path.join(media_dir, "tiny_image.png")).convert("RGB")
+    with wave.open(os.path.join(media_dir, "tiny_audio.wav"), "rb") as w:
         pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
     waveform = (pcm.astype(np.float32) / 32768.0).astype(np.float32)  # what a WAV reader gives
 
@@ -768,12 +774,14 @@ def make_gemma4(tok):
     ids_text = torch.tensor([tok.encode(TEXT_PROMPT).ids], dtype=torch.long)
 
     torch.manual_seed(0)
-    cfg = gemma4_config()
+    cfg = cfg if cfg is not None else gemma4_config()
     model = Gemma4ForConditionalGeneration(cfg).eval()
     model.config._attn_implementation = "eager"
     for sub in (model.config.text_config, model.config.vision_config, model.config.audio_config):
         sub._attn_implementation = "eager"
     randomise_gemma4(model)
+    if tweak is not None:
+        tweak(model)
 
     # Number of audio soft tokens the tower produces for this clip.
     with torch.no_grad():
@@ -892,8 +900,8 @@ def make_gemma4(tok):
     mm = capture(run_mm, "mm_", True)
     # media names without the mm_ prefix (there is one multimodal prompt)
     for k, v in mm.items():
-        name = k[3:] if k[3:].startswith(("vision_", "audio_")) else k
-        refs[name] = v
+        key = k[3:] if k[3:].startswith(("vision_", "audio_")) else k
+        refs[key] = v
     refs["mm_input_ids"] = ids_mm[0].clone()
     refs["pixel_values"] = iv["pixel_values"][0].float()
     refs["image_position_ids"] = iv["image_position_ids"][0].long()
@@ -912,7 +920,12 @@ def make_gemma4(tok):
     assert mm_greedy == mm_greedy_nc, (mm_greedy, mm_greedy_nc)
     refs["greedy_ids"] = torch.tensor(greedy, dtype=torch.long)
     refs["mm_greedy_ids"] = torch.tensor(mm_greedy, dtype=torch.long)
-    save_refs(os.path.join(folder, "reference.safetensors"), refs)
+    kept = refs
+    if slim:
+        keep = ("input_ids", "mm_input_ids", "logits", "mm_logits", "greedy_ids", "mm_greedy_ids",
+                "vision_embedded", "audio_embedded", "num_soft_tokens", "num_audio_tokens")
+        kept = {k: v for k, v in refs.items() if k in keep}
+    save_refs(os.path.join(folder, "reference.safetensors"), kept)
 
     ent_t = entropy_stats(refs["logits"])
     ent_m = entropy_stats(refs["mm_logits"])
@@ -925,7 +938,7 @@ def make_gemma4(tok):
     write_json(os.path.join(folder, "dtype_kl.json"), dkl)
     fr = clip_fractions(model, run_mm)
     info = {
-        "model": "tiny-gemma4 (Gemma4ForConditionalGeneration, random weights, f32, all towers)",
+        "model": f"{name} (Gemma4ForConditionalGeneration, random weights, f32, all towers)",
         "prompt": TEXT_PROMPT,
         "input_ids": ids_text[0].tolist(),
         "greedy_ids": greedy,
@@ -934,9 +947,9 @@ def make_gemma4(tok):
         "mm_greedy_ids": mm_greedy,
         "num_image_soft_tokens": n_img,
         "num_audio_soft_tokens": n_aud,
-        "image": {"file": "tiny_image.png", "height": IMAGE_H, "width": IMAGE_W, "max_soft_tokens": IMAGE_BUDGET,
+        "image": {"file": "tiny_image.png" if name == "tiny-gemma4" else "../tiny-gemma4/tiny_image.png", "height": IMAGE_H, "width": IMAGE_W, "max_soft_tokens": IMAGE_BUDGET,
                   "processor": "Gemma4ImageProcessorPil (no resize needed: fixed point)"},
-        "audio": {"file": "tiny_audio.wav", "samples": AUDIO_SAMPLES, "rate": 16000,
+        "audio": {"file": "tiny_audio.wav" if name == "tiny-gemma4" else "../tiny-gemma4/tiny_audio.wav", "samples": AUDIO_SAMPLES, "rate": 16000,
                   "waveform": "int16 / 32768 (audio_waveform in reference.safetensors)"},
         "embedding_std": G4_EMBED_STD,
         "final_norm_gain": gain,
@@ -957,8 +970,8 @@ def make_gemma4(tok):
         "clipped_linears": len(clipped),
     }
     write_json(os.path.join(folder, "reference.json"), info)
-    print("tiny-gemma4:", json.dumps({k: info[k] for k in ("entropy_nats", "softcap", "greedy_ids", "mm_greedy_ids")}), flush=True)
-    print("tiny-gemma4 dtype kl:", json.dumps(dkl), flush=True)
+    print(f"{name}:", json.dumps({k: info[k] for k in ("entropy_nats", "softcap", "greedy_ids", "mm_greedy_ids")}), flush=True)
+    print(f"{name} dtype kl:", json.dumps(dkl), flush=True)
     return info, dkl
 
 

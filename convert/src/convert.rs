@@ -2,6 +2,7 @@
 //! (huge ones in row blocks) through the quantizer into a [`CellmWriter`].
 
 use crate::error::ConvertError;
+use crate::plan_check;
 use crate::provenance::{hash_file, now_rfc3339};
 use crate::quant::awq::{self, CalibrationText, TensorTransform};
 use crate::quant::encode::TensorEncoder;
@@ -287,6 +288,28 @@ pub fn convert(
         .collect::<Result<Vec<u64>, _>>()?;
     let bytes_total: u64 = sizes.iter().sum();
 
+    let mut header = Header {
+        family: source.family().to_owned(),
+        config: source.config().clone(),
+        tokenizer: source.tokenizer().clone(),
+        quantization: QuantizationInfo {
+            profile: spec.profile.name().to_owned(),
+            // lut profiles: rows per palette (0 = per tensor)
+            group_size: if spec.profile.lut_dtype().is_some() {
+                spec.lut_group
+            } else {
+                spec.group_size
+            },
+            excluded_layers: spec.exclude_layers.iter().copied().collect(),
+        },
+        provenance: Provenance::default(),
+        fidelity: options.fidelity.clone(),
+        tensors: Vec::new(),
+    };
+    // The file must load: every model part is built from the plan before anything is read,
+    // hashed or written (plan_check.rs).
+    plan_check::check_plan(&header, &plans, out)?;
+
     // Provenance: hash every source file, streamed.
     let files = source.source_files();
     let hash_total: u64 = files
@@ -343,28 +366,11 @@ pub fn convert(
         None
     };
 
-    let header = Header {
-        family: source.family().to_owned(),
-        config: source.config().clone(),
-        tokenizer: source.tokenizer().clone(),
-        quantization: QuantizationInfo {
-            profile: spec.profile.name().to_owned(),
-            // lut profiles: rows per palette (0 = per tensor)
-            group_size: if spec.profile.lut_dtype().is_some() {
-                spec.lut_group
-            } else {
-                spec.group_size
-            },
-            excluded_layers: spec.exclude_layers.iter().copied().collect(),
-        },
-        provenance: Provenance {
-            converter_version: format!("cellm-convert {}", env!("CARGO_PKG_VERSION")),
-            source_files,
-            created: now_rfc3339(),
-            notes: awq.as_ref().map(|a| a.notes.clone()).unwrap_or_default(),
-        },
-        fidelity: options.fidelity.clone(),
-        tensors: Vec::new(),
+    header.provenance = Provenance {
+        converter_version: format!("cellm-convert {}", env!("CARGO_PKG_VERSION")),
+        source_files,
+        created: now_rfc3339(),
+        notes: awq.as_ref().map(|a| a.notes.clone()).unwrap_or_default(),
     };
 
     if cancelled() {
@@ -407,6 +413,11 @@ pub fn convert(
         bytes_total,
     });
     let output = writer.finish()?;
+    // Opened as `cellm run` opens it; a file that fails this is not left behind.
+    if let Err(e) = plan_check::check_written(&output) {
+        let _ = std::fs::remove_file(&output);
+        return Err(e);
+    }
     let file_bytes = std::fs::metadata(&output)
         .map_err(|source| ConvertError::Io {
             path: output.display().to_string(),

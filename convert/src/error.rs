@@ -20,6 +20,12 @@ pub enum ConvertError {
     Format(#[from] cellm_engine::format::FormatError),
     #[error(transparent)]
     Tensor(#[from] cellm_engine::tensor::TensorError),
+    /// The planned (or written) file would not load: the text stack refused it.
+    #[error(transparent)]
+    Model(#[from] cellm_engine::models::ModelError),
+    /// The planned (or written) file would not load: a tower refused it.
+    #[error(transparent)]
+    Encoder(#[from] cellm_encoders::EncoderError),
     #[error("conversion cancelled")]
     Cancelled,
 }

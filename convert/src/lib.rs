@@ -7,6 +7,7 @@
 pub mod convert;
 pub mod error;
 pub mod fidelity;
+pub mod plan_check;
 pub mod provenance;
 pub mod quant;
 pub mod source;

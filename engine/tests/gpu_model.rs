@@ -233,3 +233,78 @@ fn gpu_steps_recorded_ahead_match_cpu() {
         println!("{name}: {} steps recorded ahead match the CPU", calls.len());
     });
 }
+
+/// The real-layout fixtures on the GPU backend against transformers itself: f32 weights, f32 KV
+/// cache, the text prompt and the multimodal one (transformers' soft tokens merged), KL < 1e-6.
+fn check_gpu_vs_transformers(name: &str) {
+    use cellm_engine::session::{MediaEmbedding, MediaKind};
+    if let Err(e) = GpuContext::new() {
+        println!("SKIP gpu model test: {e}");
+        return;
+    }
+    let dir = testdata(name);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("m.cellm");
+    let special = [("image".to_string(), 302u32), ("audio".to_string(), 303u32)]
+        .into_iter()
+        .collect();
+    write_cellm(
+        &dir,
+        "gemma4",
+        &path,
+        WriteOptions {
+            dtype: DType::F32,
+            special_tokens: special,
+            ..Default::default()
+        },
+    );
+    let refb = std::fs::read(dir.join("reference.safetensors")).unwrap();
+    let r = SafeTensors::deserialize(&refb).unwrap();
+    let mut gpu = Session::load(
+        &path,
+        SessionOptions {
+            threads: Some(2),
+            kv_precision: KvPrecision::F32,
+            backend: Backend::Gpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(gpu.backend().starts_with("gpu"), "{}", gpu.backend());
+    let vocab = gpu.info().vocab_size;
+    let (want, _) = common::f32s(&r, "logits");
+    let got = gpu.logits_for(&ids(&r, "input_ids"), &[]).unwrap();
+    let kl = max_kl(&want, &got, vocab);
+    println!("{name} text on {}: max KL {kl:.3e}", gpu.backend());
+    assert!(kl < 1e-6, "{name} text: KL {kl}");
+
+    let media: Vec<MediaEmbedding> = [
+        ("vision_embedded", MediaKind::Image),
+        ("audio_embedded", MediaKind::Audio),
+    ]
+    .into_iter()
+    .map(|(t, kind)| {
+        let (embeddings, shape) = common::f32s(&r, t);
+        MediaEmbedding {
+            kind,
+            embeddings,
+            tokens: shape[0],
+        }
+    })
+    .collect();
+    let (want, _) = common::f32s(&r, "mm_logits");
+    let got = gpu.logits_for(&ids(&r, "mm_input_ids"), &media).unwrap();
+    let kl = max_kl(&want, &got, vocab);
+    println!("{name} image + audio on {}: max KL {kl:.3e}", gpu.backend());
+    assert!(kl < 1e-6, "{name} multimodal: KL {kl}");
+}
+
+#[test]
+fn gpu_e2b_layout_matches_transformers() {
+    check_gpu_vs_transformers("e2b-layout");
+}
+
+#[test]
+fn gpu_mixed_layout_matches_transformers() {
+    check_gpu_vs_transformers("mixed-layout");
+}

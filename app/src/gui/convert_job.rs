@@ -65,6 +65,10 @@ pub fn inspect(path: &Path) -> Result<SourceFacts, String> {
         }
     }
     let source = cellm_convert::open_source(path).map_err(|e| plain(&e))?;
+    // Unsupported variants (Gemma 4 MoE, attention_k_eq_v, ...) are named here, before the
+    // user picks a profile, not after a conversion.
+    cellm_convert::plan_check::check_source(source.as_ref(), Profile::F16)
+        .map_err(|e| plain(&e))?;
     Ok(facts_of(path, source.as_ref()))
 }
 

@@ -286,6 +286,42 @@ impl CellmFile {
         })
     }
 
+    /// A file that exists only as its plan: `header` with the tensor table laid out from `plan`
+    /// as [`super::CellmWriter`] lays it out, over zero-filled data that lives nowhere (an
+    /// anonymous map: a page costs memory only once read, and building the models reads only
+    /// small vectors). Building the models from it runs the very lookups and shape checks a load
+    /// of the written file runs, so a converter can prove a file loads before writing a byte.
+    /// `shown` names the file in errors.
+    pub fn planned(
+        mut header: Header,
+        plan: Vec<super::TensorPlan>,
+        shown: &str,
+    ) -> Result<Self, FormatError> {
+        let (entries, data_len) = super::writer::lay_out(plan, shown)?;
+        header.tensors = entries;
+        let io = |source| FormatError::Io {
+            path: shown.to_string(),
+            source,
+        };
+        let len = usize::try_from(data_len)
+            .map_err(|_| io(std::io::Error::other("planned data does not fit in memory")))?;
+        // A zero-length anonymous map is refused; one spare byte is never part of a tensor.
+        let mmap = memmap2::MmapOptions::new()
+            .len(len.max(1))
+            .map_anon()
+            .and_then(|m| m.make_read_only())
+            .map_err(io)?;
+        let index = validate_tensors(&header, 0, data_len, shown)?;
+        Ok(Self {
+            path: PathBuf::from(shown),
+            header,
+            header_len: 0,
+            data_offset: 0,
+            index,
+            mmap,
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

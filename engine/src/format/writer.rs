@@ -88,6 +88,57 @@ pub(crate) fn header_region(
     Ok(json)
 }
 
+/// The tensor table of `plan`: data offsets 64-aligned in plan order, float tensors with group
+/// size 0, checksums at their widest (`u32::MAX`) until written. Also returns the data length.
+/// Shared by [`CellmWriter::create`] and [`super::CellmFile::planned`].
+pub(crate) fn lay_out(
+    plan: Vec<TensorPlan>,
+    shown: &str,
+) -> Result<(Vec<TensorEntry>, u64), FormatError> {
+    let mut entries = Vec::with_capacity(plan.len());
+    let mut seen = std::collections::HashSet::with_capacity(plan.len());
+    let mut cursor = 0u64;
+    for p in plan {
+        let tensor_err = |what: String| FormatError::Tensor {
+            path: shown.to_string(),
+            tensor: p.name.clone(),
+            what,
+        };
+        if p.name.is_empty() {
+            return Err(tensor_err("empty tensor name".into()));
+        }
+        if !seen.insert(p.name.clone()) {
+            return Err(tensor_err("listed twice in the tensor plan".into()));
+        }
+        // Float tensors carry no group size: store 0 so the file has one spelling.
+        let group_size = if p.dtype.is_quantized() {
+            p.group_size
+        } else {
+            0
+        };
+        let byte_len = p
+            .dtype
+            .byte_len(&p.shape, group_size)
+            .map_err(|e| tensor_err(e.to_string()))?;
+        let offset = align_up(cursor).ok_or_else(|| tensor_err("offset overflows".into()))?;
+        cursor = offset
+            .checked_add(byte_len as u64)
+            .ok_or_else(|| tensor_err("offset overflows".into()))?;
+        entries.push(TensorEntry {
+            name: p.name,
+            dtype: p.dtype,
+            shape: p.shape,
+            offset,
+            byte_len: byte_len as u64,
+            group_size,
+            // Widest value, so the final header (real checksums) is never longer than the
+            // space reserved from this one.
+            crc32: u32::MAX,
+        });
+    }
+    Ok((entries, cursor))
+}
+
 impl CellmWriter {
     /// Creates the temporary file, lays out the tensor table from `plan` (offsets 64-aligned),
     /// and reserves header space (JSON plus slack so `fidelity` can be filled in later).
@@ -98,47 +149,7 @@ impl CellmWriter {
         plan: Vec<TensorPlan>,
     ) -> Result<Self, FormatError> {
         let shown = path.display().to_string();
-        let mut entries = Vec::with_capacity(plan.len());
-        let mut seen = std::collections::HashSet::with_capacity(plan.len());
-        let mut cursor = 0u64;
-        for p in plan {
-            let tensor_err = |what: String| FormatError::Tensor {
-                path: shown.clone(),
-                tensor: p.name.clone(),
-                what,
-            };
-            if p.name.is_empty() {
-                return Err(tensor_err("empty tensor name".into()));
-            }
-            if !seen.insert(p.name.clone()) {
-                return Err(tensor_err("listed twice in the tensor plan".into()));
-            }
-            // Float tensors carry no group size: store 0 so the file has one spelling.
-            let group_size = if p.dtype.is_quantized() {
-                p.group_size
-            } else {
-                0
-            };
-            let byte_len = p
-                .dtype
-                .byte_len(&p.shape, group_size)
-                .map_err(|e| tensor_err(e.to_string()))?;
-            let offset = align_up(cursor).ok_or_else(|| tensor_err("offset overflows".into()))?;
-            cursor = offset
-                .checked_add(byte_len as u64)
-                .ok_or_else(|| tensor_err("offset overflows".into()))?;
-            entries.push(TensorEntry {
-                name: p.name,
-                dtype: p.dtype,
-                shape: p.shape,
-                offset,
-                byte_len: byte_len as u64,
-                group_size,
-                // Widest value, so the final header (real checksums) is never longer than the
-                // space reserved from this one.
-                crc32: u32::MAX,
-            });
-        }
+        let (entries, _) = lay_out(plan, &shown)?;
         header.tensors = entries.clone();
 
         let json_len = serde_json::to_vec(&header)

@@ -35,13 +35,17 @@ pub struct RopeParameters {
     pub factor: Option<f64>,
 }
 
-/// Per-layer overrides (`per_layer_config` in transformers 5 Gemma 4 configs).
+/// Per-layer overrides (`per_layer_config` in transformers 5 Gemma 4 configs). transformers keys
+/// the map by layer index, zero-padded to the widest index (`"04"`, `"34"`); any other attribute
+/// it may override is kept in `other` and refused (see [`per_layer_overrides`]).
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct LayerOverride {
     #[serde(default)]
     pub head_dim: Option<usize>,
     #[serde(default)]
     pub num_key_value_heads: Option<usize>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 /// The raw text config as serialized by transformers (Gemma 3 text or Gemma 4 `text_config`).
@@ -72,7 +76,7 @@ pub struct RawTextConfig {
     #[serde(default)]
     pub rope_local_base_freq: Option<f64>,
     #[serde(default)]
-    pub rope_scaling: Option<RopeParameters>,
+    pub rope_scaling: Option<serde_json::Value>,
     #[serde(default)]
     pub query_pre_attn_scalar: Option<f64>,
     #[serde(default)]
@@ -100,6 +104,14 @@ pub struct RawTextConfig {
     pub enable_moe_block: Option<bool>,
     #[serde(default)]
     pub use_bidirectional_attention: Option<serde_json::Value>,
+    #[serde(default)]
+    pub attention_bias: Option<bool>,
+    #[serde(default)]
+    pub tie_word_embeddings: Option<bool>,
+    #[serde(default)]
+    pub num_global_key_value_heads: Option<usize>,
+    #[serde(default)]
+    pub num_experts: Option<usize>,
 }
 
 fn default_eps() -> f64 {
@@ -234,12 +246,39 @@ pub fn text_part(config: &serde_json::Value) -> &serde_json::Value {
     config.get("text_config").unwrap_or(config)
 }
 
-fn rope_param_for(raw: &RawTextConfig, lt: LayerType) -> Result<RopeParameters, ConfigError> {
-    if let Some(v) = &raw.rope_parameters {
-        // Keyed by layer type (transformers 5), or a single flat entry.
+/// Gemma 4's RoPE when the config names none (`Gemma4TextConfig.__post_init__`).
+fn gemma4_default_rope(_raw: &RawTextConfig, lt: LayerType) -> Result<RopeParameters, ConfigError> {
+    Ok(match lt {
+        LayerType::Sliding => RopeParameters {
+            rope_type: Some("default".into()),
+            rope_theta: Some(10_000.0),
+            ..Default::default()
+        },
+        LayerType::Full => RopeParameters {
+            rope_type: Some("proportional".into()),
+            rope_theta: Some(1_000_000.0),
+            partial_rotary_factor: Some(0.25),
+            factor: None,
+        },
+    })
+}
+
+fn rope_param_for(
+    raw: &RawTextConfig,
+    lt: LayerType,
+    defaults: fn(&RawTextConfig, LayerType) -> Result<RopeParameters, ConfigError>,
+) -> Result<RopeParameters, ConfigError> {
+    // Keyed by layer type (transformers 5; some writers keep the old `rope_scaling` name).
+    for v in [&raw.rope_parameters, &raw.rope_scaling]
+        .into_iter()
+        .flatten()
+    {
         if let Some(entry) = v.get(lt.key()) {
             return Ok(serde_json::from_value(entry.clone())?);
         }
+    }
+    if let Some(v) = &raw.rope_parameters {
+        // A single flat entry.
         if v.get("rope_theta").is_some() || v.get("rope_type").is_some() {
             let mut p: RopeParameters = serde_json::from_value(v.clone())?;
             if lt == LayerType::Sliding {
@@ -251,7 +290,11 @@ fn rope_param_for(raw: &RawTextConfig, lt: LayerType) -> Result<RopeParameters, 
             return Ok(p);
         }
     }
-    // Legacy Gemma 3 fields.
+    defaults(raw, lt)
+}
+
+/// Gemma 3's RoPE from the legacy fields (`rope_theta`, `rope_local_base_freq`, `rope_scaling`).
+fn gemma3_default_rope(raw: &RawTextConfig, lt: LayerType) -> Result<RopeParameters, ConfigError> {
     Ok(match lt {
         LayerType::Sliding => RopeParameters {
             rope_type: Some("default".into()),
@@ -259,7 +302,10 @@ fn rope_param_for(raw: &RawTextConfig, lt: LayerType) -> Result<RopeParameters, 
             ..Default::default()
         },
         LayerType::Full => {
-            let mut p = raw.rope_scaling.clone().unwrap_or_default();
+            let mut p: RopeParameters = match &raw.rope_scaling {
+                Some(v) if !v.is_null() => serde_json::from_value(v.clone())?,
+                _ => RopeParameters::default(),
+            };
             p.rope_theta = Some(raw.rope_theta.unwrap_or(1_000_000.0));
             if p.rope_type.is_none() {
                 p.rope_type = Some("default".into());
@@ -456,6 +502,78 @@ fn check_rope(p: &RopeParameters) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `per_layer_config` by layer index. transformers writes the keys zero-padded (`"04"`), older
+/// writers plain (`"4"`): both parse as the index. Keys that are not a layer index, and overrides
+/// of attributes the engine does not apply per layer, are refused by name.
+fn per_layer_overrides(raw: &RawTextConfig) -> Result<BTreeMap<usize, LayerOverride>, ConfigError> {
+    let mut out = BTreeMap::new();
+    let Some(map) = &raw.per_layer_config else {
+        return Ok(out);
+    };
+    for (key, over) in map {
+        let i: usize = key
+            .trim()
+            .parse()
+            .map_err(|_| invalid(format!("per_layer_config key '{key}' is not a layer index")))?;
+        if i >= raw.num_hidden_layers {
+            return Err(invalid(format!(
+                "per_layer_config key '{key}' is past the last layer ({} layers)",
+                raw.num_hidden_layers
+            )));
+        }
+        if let Some((name, value)) = over.other.iter().find(|(_, v)| !v.is_null()) {
+            return Err(invalid(format!(
+                "per_layer_config layer {i} overrides '{name}' (= {value}), which is not supported"
+            )));
+        }
+        if out.insert(i, over.clone()).is_some() {
+            return Err(invalid(format!("per_layer_config names layer {i} twice")));
+        }
+    }
+    Ok(out)
+}
+
+/// Settings that change the math in ways the engine does not implement: a clear refusal naming
+/// the key, rather than a file that loads and computes something else.
+fn refuse_unsupported(raw: &RawTextConfig, family: &str) -> Result<(), ConfigError> {
+    let refuse = |key: &str, value: String, what: &str| {
+        Err(invalid(format!(
+            "{key} = {value} ({what}) is not supported for {family}"
+        )))
+    };
+    if raw.attention_bias == Some(true) {
+        return refuse(
+            "attention_bias",
+            "true".into(),
+            "biased attention projections",
+        );
+    }
+    if raw.tie_word_embeddings == Some(false) {
+        return refuse("tie_word_embeddings", "false".into(), "a separate lm_head");
+    }
+    if let Some(v) = &raw.use_bidirectional_attention
+        && !v.is_null()
+        && v != &serde_json::Value::Bool(false)
+    {
+        return refuse(
+            "use_bidirectional_attention",
+            v.to_string(),
+            "non-causal attention",
+        );
+    }
+    if raw.enable_moe_block == Some(true) {
+        return refuse(
+            "enable_moe_block",
+            "true".into(),
+            "a Mixture-of-Experts model",
+        );
+    }
+    if raw.attention_k_eq_v == Some(true) {
+        return refuse("attention_k_eq_v", "true".into(), "keys reused as values");
+    }
+    Ok(())
+}
+
 /// Parses and bounds-checks the text part of a header or source config (see [`check_bounds`]).
 pub fn check_config(config: &serde_json::Value) -> Result<(), ConfigError> {
     let raw: RawTextConfig = serde_json::from_value(text_part(config).clone())?;
@@ -488,6 +606,10 @@ fn check_common(raw: &RawTextConfig) -> Result<(), ConfigError> {
 pub fn gemma3(config: &serde_json::Value) -> Result<TextConfig, ConfigError> {
     let raw: RawTextConfig = serde_json::from_value(text_part(config).clone())?;
     check_common(&raw)?;
+    refuse_unsupported(&raw, "Gemma 3")?;
+    if raw.per_layer_config.as_ref().is_some_and(|m| !m.is_empty()) {
+        return Err(invalid("per_layer_config is not supported for Gemma 3"));
+    }
     let head_dim = raw.head_dim.unwrap_or(256);
     let types = layer_types(&raw, 6, false)?;
     let window = raw.sliding_window.unwrap_or(4096);
@@ -500,7 +622,7 @@ pub fn gemma3(config: &serde_json::Value) -> Result<TextConfig, ConfigError> {
                 num_kv_heads: raw.num_key_value_heads,
                 intermediate_size: raw.intermediate_size,
                 window: (lt == LayerType::Sliding).then_some(window),
-                rope: resolve_rope(&rope_param_for(&raw, lt)?, head_dim)?,
+                rope: resolve_rope(&rope_param_for(&raw, lt, gemma3_default_rope)?, head_dim)?,
                 kv: KvRole::Own,
             })
         })
@@ -526,20 +648,8 @@ pub fn gemma3(config: &serde_json::Value) -> Result<TextConfig, ConfigError> {
 pub fn gemma4(config: &serde_json::Value) -> Result<TextConfig, ConfigError> {
     let raw: RawTextConfig = serde_json::from_value(text_part(config).clone())?;
     check_common(&raw)?;
-    if raw.enable_moe_block.unwrap_or(false) {
-        return Err(invalid("Gemma 4 MoE blocks are not supported"));
-    }
-    if raw.attention_k_eq_v.unwrap_or(false) {
-        return Err(invalid("attention_k_eq_v is not supported"));
-    }
-    if let Some(v) = &raw.use_bidirectional_attention
-        && !v.is_null()
-        && v != &serde_json::Value::Bool(false)
-    {
-        return Err(invalid(format!(
-            "use_bidirectional_attention = {v} is not supported"
-        )));
-    }
+    refuse_unsupported(&raw, "Gemma 4")?;
+    let overrides = per_layer_overrides(&raw)?;
     let n = raw.num_hidden_layers;
     let head_dim = raw.head_dim.unwrap_or(256);
     let global_head_dim = raw.global_head_dim.unwrap_or(512);
@@ -557,10 +667,9 @@ pub fn gemma4(config: &serde_json::Value) -> Result<TextConfig, ConfigError> {
 
     let mut layers = Vec::with_capacity(n);
     for (i, &lt) in types.iter().enumerate() {
-        let over = raw
-            .per_layer_config
-            .as_ref()
-            .and_then(|m| m.get(&i.to_string()));
+        let over = overrides.get(&i);
+        // Without per_layer_config, full layers take global_head_dim (transformers builds the
+        // per-layer map from it); with one, the map is complete and global_head_dim unused.
         let hd = match (over.and_then(|o| o.head_dim), lt) {
             (Some(d), _) => d,
             (None, LayerType::Full) if raw.per_layer_config.is_none() => global_head_dim,
@@ -585,7 +694,7 @@ pub fn gemma4(config: &serde_json::Value) -> Result<TextConfig, ConfigError> {
             num_kv_heads: kvh,
             intermediate_size: raw.intermediate_size * if wide { 2 } else { 1 },
             window: (lt == LayerType::Sliding).then_some(window),
-            rope: resolve_rope(&rope_param_for(&raw, lt)?, hd)?,
+            rope: resolve_rope(&rope_param_for(&raw, lt, gemma4_default_rope)?, hd)?,
             kv,
         });
     }
@@ -665,5 +774,131 @@ mod tests {
         assert_eq!(c.attn_scale, 1.0 / 16.0);
         assert!((c.layers[5].rope.inv_freq[1] - 1e6f32.powf(-2.0 / 256.0)).abs() < 1e-9);
         assert!((c.layers[0].rope.inv_freq[1] - 1e4f32.powf(-2.0 / 256.0)).abs() < 1e-9);
+    }
+
+    /// The E2B text config as transformers 5 saves it: `per_layer_config` keyed "04".."34",
+    /// `global_head_dim: null`, 35 layers.
+    fn e2b_saved() -> serde_json::Value {
+        let types: Vec<&str> = (0..35)
+            .map(|i| {
+                if i % 5 == 4 {
+                    "full_attention"
+                } else {
+                    "sliding_attention"
+                }
+            })
+            .collect();
+        let plc: serde_json::Map<String, serde_json::Value> = (0..35)
+            .filter(|i| i % 5 == 4)
+            .map(|i| (format!("{i:02}"), serde_json::json!({"head_dim": 512})))
+            .collect();
+        serde_json::json!({
+            "text_config": {
+                "hidden_size": 1536, "num_hidden_layers": 35, "intermediate_size": 6144,
+                "num_attention_heads": 8, "num_key_value_heads": 1, "head_dim": 256,
+                "global_head_dim": null, "vocab_size": 262144, "sliding_window": 512,
+                "num_kv_shared_layers": 20, "use_double_wide_mlp": true,
+                "hidden_size_per_layer_input": 256, "final_logit_softcapping": 30.0,
+                "attention_k_eq_v": false, "enable_moe_block": false, "num_experts": null,
+                "use_bidirectional_attention": null, "attention_bias": false,
+                "layer_types": types, "per_layer_config": plc,
+                "rope_parameters": {
+                    "full_attention": {"partial_rotary_factor": 0.25, "rope_theta": 1000000.0, "rope_type": "proportional"},
+                    "sliding_attention": {"rope_theta": 10000.0, "rope_type": "default"}
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn zero_padded_per_layer_keys() {
+        let c = gemma4(&e2b_saved()).unwrap();
+        for (i, l) in c.layers.iter().enumerate() {
+            let full = i % 5 == 4;
+            assert_eq!(l.head_dim, if full { 512 } else { 256 }, "layer {i}");
+            assert_eq!(l.layer_type == LayerType::Full, full, "layer {i}");
+            assert_eq!(l.intermediate_size, if i >= 15 { 12288 } else { 6144 });
+        }
+        assert_eq!(c.layers[34].kv, KvRole::Reuse(14));
+        assert_eq!(c.layers[33].kv, KvRole::Reuse(13));
+        // Plain keys mean the same.
+        let mut plain = e2b_saved();
+        let plc = plain["text_config"]["per_layer_config"]
+            .as_object()
+            .unwrap()
+            .clone();
+        plain["text_config"]["per_layer_config"] = plc
+            .into_iter()
+            .map(|(k, v)| (k.trim_start_matches('0').to_string(), v))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        let p = gemma4(&plain).unwrap();
+        let dims = |c: &TextConfig| c.layers.iter().map(|l| l.head_dim).collect::<Vec<_>>();
+        assert_eq!(dims(&c), dims(&p));
+    }
+
+    #[test]
+    fn unsupported_keys_are_named() {
+        let cases = [
+            ("enable_moe_block", serde_json::json!(true)),
+            ("attention_k_eq_v", serde_json::json!(true)),
+            ("use_bidirectional_attention", serde_json::json!("vision")),
+            ("attention_bias", serde_json::json!(true)),
+            ("tie_word_embeddings", serde_json::json!(false)),
+        ];
+        for (key, value) in cases {
+            let mut c = e2b_saved();
+            c["text_config"][key] = value;
+            let msg = gemma4(&c).unwrap_err().to_string();
+            assert!(msg.contains(key) && msg.contains("not supported"), "{msg}");
+        }
+        let mut c = e2b_saved();
+        c["text_config"]["per_layer_config"]["04"]["sliding_window"] = serde_json::json!(64);
+        let msg = gemma4(&c).unwrap_err().to_string();
+        assert!(
+            msg.contains("sliding_window") && msg.contains("layer 4"),
+            "{msg}"
+        );
+        let mut c = e2b_saved();
+        c["text_config"]["per_layer_config"]["x4"] = serde_json::json!({"head_dim": 512});
+        assert!(gemma4(&c).unwrap_err().to_string().contains("'x4'"));
+        let mut c = e2b_saved();
+        c["text_config"]["per_layer_config"]["35"] = serde_json::json!({"head_dim": 512});
+        assert!(gemma4(&c).unwrap_err().to_string().contains("'35'"));
+    }
+
+    #[test]
+    fn gemma4_rope_defaults_and_flat_form() {
+        // No rope_parameters: transformers' Gemma 4 defaults (proportional, 1e6, 0.25).
+        let mut c = e2b_saved();
+        c["text_config"]
+            .as_object_mut()
+            .unwrap()
+            .remove("rope_parameters");
+        let d = gemma4(&c).unwrap();
+        let keyed = gemma4(&e2b_saved()).unwrap();
+        for (a, b) in d.layers.iter().zip(&keyed.layers) {
+            assert_eq!(a.rope, b.rope);
+        }
+        // A flat Gemma 4 text config (Gemma4ForCausalLM) reads the same as the nested one.
+        let flat = e2b_saved()["text_config"].clone();
+        assert_eq!(gemma4(&flat).unwrap().layers.len(), 35);
+    }
+
+    #[test]
+    fn gemma3_rope_scaling_keyed_by_layer_type() {
+        let c = serde_json::json!({
+            "hidden_size": 640, "num_hidden_layers": 6, "intermediate_size": 2048,
+            "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256,
+            "vocab_size": 262144, "sliding_window": 512,
+            "rope_scaling": {
+                "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}
+            }
+        });
+        let c = gemma3(&c).unwrap();
+        let f = &c.layers[5].rope.inv_freq;
+        assert!((f[0] - 1.0 / 8.0).abs() < 1e-7, "{}", f[0]);
+        assert_eq!(c.layers[0].rope.inv_freq[0], 1.0);
     }
 }
