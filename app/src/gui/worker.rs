@@ -22,7 +22,8 @@ pub enum Command {
 pub enum Event {
     Loading(PathBuf),
     Loaded(ModelSummary, CancelToken),
-    LoadFailed(String),
+    /// The message, and the cancel token of the model still loaded (see `Backend::cancel_token`).
+    LoadFailed(String, Option<CancelToken>),
     Unloaded,
     Token {
         chat_id: String,
@@ -128,7 +129,7 @@ fn worker_loop(
                 emit(Event::Loading(path.clone()));
                 match backend.load(&path, &options) {
                     Ok((summary, cancel)) => emit(Event::Loaded(summary, cancel)),
-                    Err(msg) => emit(Event::LoadFailed(msg)),
+                    Err(msg) => emit(Event::LoadFailed(msg, backend.cancel_token())),
                 }
             }
             Command::Unload => {
