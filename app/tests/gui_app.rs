@@ -684,8 +684,10 @@ fn gui_compute_settings_reach_the_load_and_the_card() {
     assert!(h.state().compute_changed());
     assert_eq!(loads.lock().unwrap().len(), 1);
 
-    // "Reload model" loads again with the new options.
-    h.get_by_label("Reload model").click();
+    // "Reload model" loads again with the new options (Settings scroll: bring it into view).
+    h.get_by_label("Reload model").scroll_to_me();
+    h.step();
+    h.get_by_label("Reload model").click_accesskit();
     h.step();
     h.step();
     pump(

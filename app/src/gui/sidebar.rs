@@ -130,16 +130,9 @@ impl App {
                     // Text on the left, the rest of the row filled (a grow atom after it); the
                     // chat being written to keeps room for its spinner on the right.
                     let r = ui.add(
-                        egui::Button::selectable(
-                            selected,
-                            (
-                                title,
-                                egui::Atom::grow(),
-                                if generating { "      " } else { "" },
-                            ),
-                        )
-                        .truncate()
-                        .min_size(egui::vec2(ui.available_width(), 28.0)),
+                        egui::Button::selectable(selected, (title, egui::Atom::grow()))
+                            .truncate()
+                            .min_size(egui::vec2(ui.available_width(), 28.0)),
                     );
                     if generating {
                         let size = 14.0;

@@ -210,9 +210,9 @@ pub fn error_box(ui: &mut egui::Ui, message: &str) {
         });
 }
 
-pub fn step_heading(ui: &mut egui::Ui, n: usize, title: &str) {
+pub fn step_heading(ui: &mut egui::Ui, n: usize, title: &str) -> egui::Response {
     ui.add_space(4.0);
-    ui.label(RichText::new(format!("{n}. {title}")).strong().size(15.5));
+    ui.label(RichText::new(format!("{n}. {title}")).strong().size(15.5))
 }
 
 pub fn primary_button(text: &str) -> egui::Button<'static> {

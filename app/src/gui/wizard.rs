@@ -242,7 +242,7 @@ impl Wizard {
         ui.add_space(4.0);
 
         // Step 1: the source.
-        theme::step_heading(ui, 1, "Source");
+        let _ = theme::step_heading(ui, 1, "Source");
         ui.add_enabled_ui(!converting, |ui| {
             ui.horizontal(|ui| {
                 let edit = ui.add(
@@ -301,7 +301,7 @@ impl Wizard {
         };
 
         // Step 2: what was found.
-        theme::step_heading(ui, 2, "Found");
+        let _ = theme::step_heading(ui, 2, "Found");
         egui::Grid::new("wizard_facts")
             .num_columns(2)
             .spacing([16.0, 4.0])
@@ -322,7 +322,7 @@ impl Wizard {
             });
 
         // Step 3: profile.
-        theme::step_heading(ui, 3, "Profile");
+        let _ = theme::step_heading(ui, 3, "Profile");
         ui.add_enabled_ui(!converting, |ui| {
             egui::Grid::new("wizard_profiles")
                 .num_columns(3)
@@ -357,13 +357,14 @@ impl Wizard {
         });
 
         // Step 4: output.
-        theme::step_heading(ui, 4, "Output file");
+        let heading_id = theme::step_heading(ui, 4, "Output file").id;
         ui.add_enabled_ui(!converting, |ui| {
             ui.horizontal(|ui| {
                 ui.add(
                     egui::TextEdit::singleline(&mut self.output_text)
                         .desired_width((ui.available_width() - 90.0).clamp(120.0, 380.0)),
-                );
+                )
+                .labelled_by(heading_id);
                 if ui.button("Choose…").clicked() && self.dialog.is_none() {
                     let name = default_output(&facts.path, self.profile)
                         .file_name()
