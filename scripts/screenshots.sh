@@ -7,7 +7,10 @@
 # given: the model is loaded and PROMPT sent; then also generating-<theme>.png, taken while the
 # reply streams), wizard-<theme>.png (with WIZARD_SOURCE=folder-or-gguf it shows what the wizard
 # found there), settings-<theme>.png. Waits: LOAD_WAIT, STREAM_WAIT, GEN_WAIT, WIZARD_WAIT (s).
-# BACKEND=Cpu|Gpu|Auto picks the compute backend (default Auto).
+# BACKEND=Cpu|Gpu|Auto picks the compute backend (default Auto). SIZE=WxH sets the window
+# (default 1280x800; the file names get "-WxH" unless it is the default); THEMES="Dark Light".
+# MIXED=1 seeds a chat of mixed scripts (Chinese, Korean, Arabic, emoji, arrows) first and
+# saves mixed-<theme>.png of it, so missing fonts show as boxes.
 # Needs: xvfb, xdotool, imagemagick (import), and a release build (built here if missing).
 # The app runs with a throw-away data directory, so your own chats and settings are untouched.
 set -euo pipefail
@@ -31,7 +34,10 @@ if [ -n "$model" ]; then model=$(cd "$(dirname "$model")" && pwd)/$(basename "$m
 disp=99
 while [ -e "/tmp/.X11-unix/X$disp" ] || [ -e "/tmp/.X$disp-lock" ]; do disp=$((disp + 1)); done
 export DISPLAY=:$disp
-Xvfb "$DISPLAY" -screen 0 1280x800x24 >/dev/null 2>&1 &
+size=${SIZE:-1280x800}
+w=${size%x*}; h=${size#*x}
+suffix=""; [ "$size" = 1280x800 ] || suffix="-$size"
+Xvfb "$DISPLAY" -screen 0 "${w}x${h}x24" >/dev/null 2>&1 &
 xvfb_pid=$!
 app_pid=
 work=$(mktemp -d)
@@ -56,8 +62,8 @@ start_app() {
     XDG_DATA_HOME="$work/data" XDG_RUNTIME_DIR="$work" "$bin" >"$work/app.log" 2>&1 &
     app_pid=$!
     win=$(timeout 60 xdotool search --sync --name '^cellm$' | head -1)
-    xdotool windowmove "$win" 0 0 windowsize "$win" 1280 800
-    xdotool mousemove 640 400
+    xdotool windowmove "$win" 0 0 windowsize "$win" "$w" "$h"
+    xdotool mousemove $((w / 2)) $((h / 2))
     xdotool windowfocus --sync "$win" || true
     sleep 2
 }
@@ -68,11 +74,35 @@ stop_app() {
     app_pid=
 }
 
-shot() { sleep 1.5; import -window root "$out/$1"; echo "saved $out/$1"; }
+shot() {
+    sleep 1.5
+    local f="${1%.png}$suffix.png"
+    import -window root "$out/$f"
+    echo "saved $out/$f"
+}
 
-for theme in Dark Light; do
+# A saved chat of mixed scripts, in the app's chat format (model.rs: Chat).
+seed_mixed_chat() {
+    mkdir -p "$work/data/cellm/chats"
+    cat > "$work/data/cellm/chats/0-mixed.json" <<'JSON'
+{"id":"0-mixed","title":"Scripts 中文 한국어 العربية","system_prompt":"","updated":4102444800,
+ "messages":[
+  {"author":"user","text":"Translate → 中文, 日本語, 한국어 and العربية, with emoji 😀👍🎉 and arrows ← → ↑ ↓ ⇒"},
+  {"author":"assistant","text":"- 中文: 你好，世界\n- 日本語: こんにちは世界\n- 한국어: 안녕하세요 세계\n- العربية: مرحبا بالعالم\n- Emoji: 😀 👍 🎉 ❤️ 🚀\n- Arrows: ← → ↑ ↓ ⇒ ⇐ ↔"}
+ ]}
+JSON
+}
+
+for theme in ${THEMES:-Dark Light}; do
     t=$(echo "$theme" | tr '[:upper:]' '[:lower:]')
     seed_settings "$theme"
+    if [ -n "${MIXED:-}" ]; then
+        seed_mixed_chat
+        start_app
+        shot "mixed-$t.png"
+        stop_app
+        rm -rf "$work/data/cellm/chats"
+    fi
     start_app
     if [ -n "$model" ]; then
         sleep "${LOAD_WAIT:-8}"

@@ -9,7 +9,7 @@ use cellm_app::gui::settings::AppSettings;
 use cellm_engine::session::Backend as EngineBackendKind;
 use cellm_engine::session::{CancelToken, SessionOptions};
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT as _, Queryable};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -87,6 +87,7 @@ impl Backend for Scripted {
             generated_tokens: n,
             decode_tok_s: 42.0,
             cancelled: self.cancel.is_cancelled(),
+            ..GenerateOutcome::default()
         })
     }
 
@@ -249,9 +250,30 @@ fn gui_chats_create_rename_delete() {
     h.step();
     assert_eq!(h.state().active_chat().unwrap().title, "Groceries");
     h.get_by_label("Groceries");
+    // Delete asks first, then offers Undo for a few seconds.
     h.get_by_label("Delete").click();
     h.step();
+    h.step();
+    assert_eq!(
+        h.state().chats.len(),
+        2,
+        "nothing deleted before the confirmation"
+    );
+    h.get_by_label("Delete chat").click();
+    h.step();
+    h.step();
     assert_eq!(h.state().chats.len(), 1);
+    assert!(
+        !dir.path()
+            .join("chats")
+            .read_dir()
+            .map_or(false, |d| d.count() > 1)
+    );
+    h.get_by_label_contains("Undo").click();
+    h.step();
+    h.step();
+    assert_eq!(h.state().chats.len(), 2, "Undo brings the chat back");
+    assert_eq!(h.state().active_chat().unwrap().title, "Groceries");
 }
 
 #[test]
@@ -341,7 +363,6 @@ fn gui_drop_image_and_wav_then_send_says_unsupported() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = harness(app(dir.path(), Scripted::new(vec!["never"], 0)));
     h.step();
-    load(&mut h);
     let image = testdata("media/gray_300x200.png");
     let wav = testdata("media/mono16k_pcm16.wav");
     let text_file = dir.path().join("notes.txt");
@@ -356,8 +377,9 @@ fn gui_drop_image_and_wav_then_send_says_unsupported() {
     // The WAV shows as a chip with its name; the text file is refused in plain words.
     assert!(h.query_all_by_label_contains("mono16k_pcm16.wav").count() > 0);
     assert!(h.query_all_by_label_contains("cannot be attached").count() > 0);
-    // Sent alone, the image gets the default prompt; this build answers that images are not
-    // supported yet.
+    // Attached before a load (nothing is known yet), then a text-only model is loaded: the
+    // worker still refuses the media in plain words.
+    load(&mut h);
     h.get_by_label("Send").click();
     h.step();
     pump(&mut h, "the refusal", |a| !a.is_generating());
@@ -369,6 +391,21 @@ fn gui_drop_image_and_wav_then_send_says_unsupported() {
     h.step();
     assert!(
         h.query_all_by_label_contains("does not support images")
+            .count()
+            > 0
+    );
+    // With the text-only model loaded, the composer says what it reads, its media buttons
+    // are off, and a dropped image is refused up front.
+    assert!(h.query_all_by_label_contains("reads text").count() > 0);
+    assert!(h.get_by_label("+").accesskit_node().is_disabled());
+    assert!(h.get_by_label("Mic").accesskit_node().is_disabled());
+    h.input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(Dropped(image.clone())));
+    h.step();
+    h.step();
+    assert!(
+        h.query_all_by_label_contains("does not read images")
             .count()
             > 0
     );
@@ -406,11 +443,20 @@ fn gui_wizard_converts_the_tiny_gguf_and_loads_it() {
         "conversion failed"
     );
     assert!(out.is_file());
+    // The finished screen is still: no frame after frame of repaints.
+    assert!(
+        h.try_run().is_ok(),
+        "the wizard's finished screen keeps repainting"
+    );
     click_in_view(&mut h, "Load this model");
     pump(
         &mut h,
         "the converted model to load",
         |a| matches!(&a.model, ModelState::Loaded(m) if m.path == out),
+    );
+    assert!(
+        !h.state().wizard_open(),
+        "Load this model closes the wizard"
     );
 }
 
@@ -433,6 +479,13 @@ fn gui_regenerate_and_edit_and_resend() {
     let chat = h.state().active_chat().unwrap().clone();
     assert_eq!(chat.messages.len(), 2, "regenerate replaces the reply");
     assert_eq!(chat.messages[1].text, "AB");
+    assert_eq!(chat.messages[1].versions.len(), 2, "and keeps the old one");
+    h.step();
+    h.get_by_label_contains("2/2");
+    h.get_by_label("‹").click();
+    h.step();
+    h.step();
+    h.get_by_label_contains("1/2");
 
     // Edit the question: it comes back into the composer; sending replaces it and the reply.
     h.get_by_label("Edit").click();
@@ -631,8 +684,10 @@ fn gui_compute_settings_reach_the_load_and_the_card() {
     assert!(h.state().compute_changed());
     assert_eq!(loads.lock().unwrap().len(), 1);
 
-    // "Reload model" loads again with the new options.
-    h.get_by_label("Reload model").click();
+    // "Reload model" loads again with the new options (Settings scroll: bring it into view).
+    h.get_by_label("Reload model").scroll_to_me();
+    h.step();
+    h.get_by_label("Reload model").click_accesskit();
     h.step();
     h.step();
     pump(

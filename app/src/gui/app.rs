@@ -6,15 +6,25 @@ use super::backend::{Backend, GenerateRequest, ModelSummary};
 use super::composer::ComposerState;
 use super::dialogs::PendingDialog;
 use super::model::{Attachment, AttachmentKind, Author, Chat, ChatMessage, ReplyStats};
-use super::settings::{AppSettings, ComputeSettings, STORAGE_KEY, ThemeChoice};
+use super::settings::{AppSettings, ComputeBackend, ComputeSettings, STORAGE_KEY, ThemeChoice};
 use super::sidebar::SidebarState;
 use super::store::ChatStore;
 use super::theme;
 use super::wizard::{Wizard, WizardAction};
 use super::worker::{Command, Event, WorkerHandle};
 use cellm_engine::session::CancelToken;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long a deleted chat can be brought back with Undo.
+pub const UNDO_SECONDS: u64 = 6;
+/// How long "Copied" and similar confirmations stay.
+const CONFIRM_SECONDS: f32 = 1.5;
+
+/// The notice shown when Send is pressed before a model is loaded (cleared by a load).
+pub const NO_MODEL: &str =
+    "No model is loaded yet: load a .cellm file from the left panel, or convert one.";
 
 /// Where the loaded model stands.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,6 +41,12 @@ pub struct Generation {
     pub started: Instant,
     pub first_piece: Option<Instant>,
     pub pieces: usize,
+    /// Stop was pressed; the worker has not answered yet.
+    pub cancelling: bool,
+    /// What the newest message attaches ("image", "audio", "image and audio"): encoded first.
+    pub media: Option<&'static str>,
+    /// A regenerate: the reply it replaces stays as the previous version, and comes back on failure.
+    pub regenerating: bool,
 }
 
 impl Generation {
@@ -88,6 +104,22 @@ pub struct App {
     pub(super) mic_devices: Vec<String>,
     /// Where Ctrl+V and the Paste button read images from (swapped for a fake in tests).
     clipboard: Box<dyn super::clipboard::ClipboardSource>,
+    /// Drafts of the chats not shown now (text, attachments), by chat id.
+    pub(super) drafts: HashMap<String, (String, Vec<Attachment>)>,
+    /// A chat whose Delete waits for confirmation.
+    pub pending_delete: Option<String>,
+    /// The chat deleted last, until Undo expires.
+    pub undo_delete: Option<(Chat, Instant)>,
+    /// The model that was loaded before the load running now (kept when that load fails).
+    previous_model: Option<(ModelSummary, Option<ComputeSettings>)>,
+    /// What was copied last and when ("Copied" shows for a moment).
+    pub(super) copied: Option<(String, Instant)>,
+    /// When Enter was pressed while a reply was being written (a hint shows for a moment).
+    pub(super) busy_hint: Option<Instant>,
+    /// A file dialog that could not open: the path is typed instead.
+    pub(super) path_prompt: Option<(AppDialog, String)>,
+    /// Answers once which scripts no system font covers.
+    font_probe: Option<std::sync::mpsc::Receiver<Vec<&'static str>>>,
     /// The WAV attachment being replayed, if any.
     pub(super) player: Option<super::player::Player>,
     data_dir: PathBuf,
@@ -121,6 +153,14 @@ impl App {
             recorder: None,
             mic_devices: Vec::new(),
             clipboard: Box::new(super::clipboard::SystemClipboard),
+            drafts: HashMap::new(),
+            pending_delete: None,
+            undo_delete: None,
+            previous_model: None,
+            copied: None,
+            busy_hint: None,
+            path_prompt: None,
+            font_probe: None,
             player: None,
             data_dir: config.data_dir.clone(),
             theme_applied: None,
@@ -144,7 +184,15 @@ impl App {
         self.worker.set_context(&ctx);
         if self.theme_applied.is_none() {
             egui_extras::install_image_loaders(&ctx);
-            theme::install_fonts(&ctx);
+            self.font_probe = Some(theme::install_fonts(&ctx));
+        }
+        if let Some(rx) = &self.font_probe
+            && let Ok(missing) = rx.try_recv()
+        {
+            self.font_probe = None;
+            if let Some(n) = theme::missing_fonts_notice(&missing) {
+                self.notice(n);
+            }
         }
         if self.theme_applied != Some(self.settings.theme) {
             theme::apply(&ctx, self.settings.theme);
@@ -166,6 +214,9 @@ impl App {
             self.load_model(path);
         }
         self.settings_window(&ctx);
+        self.delete_confirmation(&ctx);
+        self.path_prompt_window(&ctx);
+        self.expire_transients(&ctx);
         self.drop_overlay(&ctx);
 
         if self.player.is_some() {
@@ -186,9 +237,11 @@ impl App {
 
     pub fn load_model(&mut self, path: PathBuf) {
         if self.generation.is_some() {
-            self.notices
-                .push("Stop the running reply before loading another model.".to_owned());
+            self.notice("Stop the running reply before loading another model.");
             return;
+        }
+        if let ModelState::Loaded(m) = &self.model {
+            self.previous_model = Some((m.clone(), self.model_compute));
         }
         self.model = ModelState::Loading(path.clone());
         self.model_compute = Some(self.settings.compute);
@@ -214,6 +267,7 @@ impl App {
         if self.generation.is_none() {
             self.worker.send(Command::Unload);
             self.model = ModelState::None;
+            self.previous_model = None;
             self.cancel = None;
             self.settings.last_model = None;
         }
@@ -231,9 +285,36 @@ impl App {
         );
         let chat = Chat::new(id.clone());
         self.chats.insert(0, chat);
-        self.active = Some(id.clone());
-        self.composer.editing = None;
+        self.select_chat(Some(id.clone()));
         id
+    }
+
+    /// Shows another chat, keeping the composer's draft with the chat it was written in.
+    pub fn select_chat(&mut self, id: Option<String>) {
+        if id == self.active {
+            return;
+        }
+        self.composer.editing = None;
+        let text = std::mem::take(&mut self.composer.text);
+        let attachments = std::mem::take(&mut self.composer.attachments);
+        if let Some(old) = self.active.take()
+            && (!text.is_empty() || !attachments.is_empty())
+        {
+            self.drafts.insert(old, (text, attachments));
+        }
+        if let Some((text, attachments)) = id.as_ref().and_then(|id| self.drafts.remove(id)) {
+            self.composer.text = text;
+            self.composer.attachments = attachments;
+        }
+        self.active = id;
+    }
+
+    /// Adds a notice unless the same one is already shown.
+    pub fn notice(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        if !self.notices.contains(&text) {
+            self.notices.push(text);
+        }
     }
 
     pub fn rename_chat(&mut self, id: &str, title: &str) {
@@ -247,18 +328,50 @@ impl App {
         self.save_chat(id);
     }
 
+    /// Asks for confirmation before [`Self::delete_chat`].
+    pub fn request_delete(&mut self, id: &str) {
+        self.pending_delete = Some(id.to_owned());
+    }
+
+    /// Deletes a chat; [`Self::undo_delete`] brings it back for [`UNDO_SECONDS`].
     pub fn delete_chat(&mut self, id: &str) {
         if self.generation.as_ref().is_some_and(|g| g.chat_id == id) {
             self.stop();
             self.generation = None;
         }
-        self.chats.retain(|c| c.id != id);
+        let Some(pos) = self.chats.iter().position(|c| c.id == id) else {
+            return;
+        };
+        let chat = self.chats.remove(pos);
         if let Err(e) = self.store.delete(id) {
-            self.notices.push(format!("{e:#}"));
+            self.notice(format!("{e:#}"));
         }
+        self.drafts.remove(id);
         if self.active.as_deref() == Some(id) {
-            self.active = self.chats.first().map(|c| c.id.clone());
+            self.active = None;
+            self.composer.text.clear();
+            self.composer.attachments.clear();
+            self.composer.editing = None;
+            let next = self.chats.get(pos.min(self.chats.len().saturating_sub(1)));
+            self.select_chat(next.map(|c| c.id.clone()));
         }
+        self.undo_delete = Some((chat, Instant::now()));
+    }
+
+    /// Brings back the chat deleted last (while its Undo lasts).
+    pub fn undo_delete(&mut self) {
+        let Some((chat, _)) = self.undo_delete.take() else {
+            return;
+        };
+        let id = chat.id.clone();
+        let at = self
+            .chats
+            .iter()
+            .position(|c| c.updated <= chat.updated)
+            .unwrap_or(self.chats.len());
+        self.chats.insert(at, chat);
+        self.save_chat(&id);
+        self.select_chat(Some(id));
     }
 
     pub fn active_chat(&self) -> Option<&Chat> {
@@ -271,6 +384,11 @@ impl App {
         self.chats.iter_mut().find(|c| c.id == id)
     }
 
+    /// Whether the conversion wizard is open.
+    pub fn wizard_open(&self) -> bool {
+        self.wizard.open
+    }
+
     pub fn is_generating(&self) -> bool {
         self.generation.is_some()
     }
@@ -278,9 +396,21 @@ impl App {
     /// Sends the composer's text (and attachments) as a new user message.
     pub fn send(&mut self) {
         if self.generation.is_some() {
+            self.busy_hint = Some(Instant::now());
             return;
         }
-        let mut text = self.composer.text.trim().to_owned();
+        // A base model continues the text as typed: its trailing newlines matter.
+        let completion = matches!(&self.model, ModelState::Loaded(m) if m.completion_mode);
+        let mut text = if completion {
+            let t = self.composer.text.trim_start();
+            if t.trim().is_empty() {
+                String::new()
+            } else {
+                t.to_owned()
+            }
+        } else {
+            self.composer.text.trim().to_owned()
+        };
         let attachments = std::mem::take(&mut self.composer.attachments);
         if text.is_empty() {
             match attachments.first().map(|a| a.kind) {
@@ -291,10 +421,7 @@ impl App {
         }
         if !matches!(self.model, ModelState::Loaded(_)) {
             self.composer.attachments = attachments;
-            self.notices.push(
-                "No model is loaded yet: load a .cellm file from the left panel, or convert one."
-                    .to_owned(),
-            );
+            self.notice(NO_MODEL);
             return;
         }
         if self.active_chat().is_none() {
@@ -321,11 +448,14 @@ impl App {
         let Some(chat) = self.active_chat_mut() else {
             return;
         };
-        if chat
+        // The old reply stays as a version of the new one (‹ 1/2 ›), and comes back if
+        // regenerating fails.
+        let previous = chat
             .messages
             .last()
-            .is_some_and(|m| m.author == Author::Assistant)
-        {
+            .filter(|m| m.author == Author::Assistant)
+            .cloned();
+        if previous.is_some() {
             chat.messages.pop();
         }
         if chat
@@ -334,6 +464,35 @@ impl App {
             .is_some_and(|m| m.author == Author::User)
         {
             self.start_reply();
+            if let Some(prev) = previous
+                && let Some(chat) = self.active_chat_mut()
+                && let Some(m) = chat.messages.last_mut()
+            {
+                m.versions = prev.all_versions();
+                m.version = m.versions.len();
+                if let Some(g) = self.generation.as_mut() {
+                    g.regenerating = true;
+                }
+            }
+        } else if let Some(prev) = previous
+            && let Some(chat) = self.active_chat_mut()
+        {
+            chat.messages.push(prev);
+        }
+    }
+
+    /// Shows another version of the last reply of the active chat.
+    pub fn show_version(&mut self, index: usize) {
+        if self.generation.is_some() {
+            return;
+        }
+        let Some(id) = self.active.clone() else {
+            return;
+        };
+        if let Some(m) = self.last_reply_mut(&id)
+            && m.select_version(index)
+        {
+            self.save_chat(&id);
         }
     }
 
@@ -364,7 +523,7 @@ impl App {
         }
         match super::recorder::Recorder::start(self.settings.microphone.as_deref()) {
             Ok(r) => self.recorder = Some(r),
-            Err(e) => self.notices.push(e),
+            Err(e) => self.notice(e),
         }
     }
 
@@ -378,7 +537,7 @@ impl App {
         }
         match rec.finish(&self.data_dir.join("recordings")) {
             Ok(path) => self.attach(vec![path]),
-            Err(e) => self.notices.push(e),
+            Err(e) => self.notice(e),
         }
     }
 
@@ -409,13 +568,11 @@ impl App {
         match self.clipboard.read() {
             Ok(Clipboard::Image(img)) => self.attach_pasted(&img),
             Ok(Clipboard::Text) if !asked => {}
-            Ok(Clipboard::Text) => self.notices.push(
+            Ok(Clipboard::Text) => self.notice(
                 "The clipboard holds text, not an image: paste it into the message box.".to_owned(),
             ),
-            Ok(Clipboard::Empty) => self
-                .notices
-                .push("The clipboard holds no image to paste.".to_owned()),
-            Err(e) => self.notices.push(e),
+            Ok(Clipboard::Empty) => self.notice("The clipboard holds no image to paste."),
+            Err(e) => self.notice(e),
         }
     }
 
@@ -423,7 +580,7 @@ impl App {
     fn attach_pasted(&mut self, img: &super::clipboard::PastedImage) {
         match super::clipboard::save_png(&self.data_dir.join("pasted"), img) {
             Ok(path) => self.attach(vec![path]),
-            Err(e) => self.notices.push(e),
+            Err(e) => self.notice(e),
         }
     }
 
@@ -436,7 +593,7 @@ impl App {
         drop(was);
         match super::player::Player::start(path) {
             Ok(p) => self.player = Some(p),
-            Err(e) => self.notices.push(e),
+            Err(e) => self.notice(e),
         }
     }
 
@@ -453,7 +610,7 @@ impl App {
             && let Some(p) = self.player.take()
             && let Some(e) = p.error()
         {
-            self.notices.push(e);
+            self.notice(e);
         }
     }
 
@@ -474,6 +631,9 @@ impl App {
     pub fn stop(&mut self) {
         if let Some(c) = &self.cancel {
             c.cancel();
+            if let Some(g) = self.generation.as_mut() {
+                g.cancelling = true;
+            }
         }
     }
 
@@ -483,6 +643,22 @@ impl App {
         let Some(chat) = self.active_chat_mut() else {
             return;
         };
+        let media = chat.messages.last().and_then(|m| {
+            let image = m
+                .attachments
+                .iter()
+                .any(|a| a.kind == AttachmentKind::Image);
+            let audio = m
+                .attachments
+                .iter()
+                .any(|a| a.kind == AttachmentKind::Audio);
+            match (image, audio) {
+                (true, true) => Some("image and audio"),
+                (true, false) => Some("image"),
+                (false, true) => Some("audio"),
+                (false, false) => None,
+            }
+        });
         let request = GenerateRequest {
             chat_id: chat.id.clone(),
             system_prompt: chat.system_prompt.clone(),
@@ -502,6 +678,9 @@ impl App {
             started: Instant::now(),
             first_piece: None,
             pieces: 0,
+            cancelling: false,
+            media,
+            regenerating: false,
         });
         self.save_chat(&chat_id);
         self.worker.send(Command::Generate(request));
@@ -511,19 +690,27 @@ impl App {
         if let Some(chat) = self.chats.iter().find(|c| c.id == id)
             && let Err(e) = self.store.save(chat)
         {
-            self.notices.push(format!("Could not save the chat: {e:#}"));
+            self.notice(format!("Could not save the chat: {e:#}"));
         }
     }
 
     pub(super) fn attach(&mut self, paths: Vec<PathBuf>) {
         for path in paths {
             match Attachment::from_path(&path) {
+                Some(a) if !self.model_reads(a.kind) => self.notice(format!(
+                    "{} is not attached: the loaded model does not read {}.",
+                    a.file_name(),
+                    match a.kind {
+                        AttachmentKind::Image => "images",
+                        AttachmentKind::Audio => "audio",
+                    }
+                )),
                 Some(a) => {
                     if !self.composer.attachments.contains(&a) {
                         self.composer.attachments.push(a);
                     }
                 }
-                None => self.notices.push(format!(
+                None => self.notice(format!(
                     "{} cannot be attached: use a PNG or JPEG image, or a WAV recording.",
                     path.display()
                 )),
@@ -531,11 +718,22 @@ impl App {
         }
     }
 
+    /// Whether the loaded model reads this kind of attachment (true before any load).
+    pub fn model_reads(&self, kind: AttachmentKind) -> bool {
+        match &self.model {
+            ModelState::Loaded(m) => match kind {
+                AttachmentKind::Image => m.has_vision,
+                AttachmentKind::Audio => m.has_audio,
+            },
+            _ => true,
+        }
+    }
+
     pub(super) fn export_chat(&mut self, id: &str, path: &Path) {
         if let Some(chat) = self.chats.iter().find(|c| c.id == id) {
             let md = chat.to_markdown();
             if let Err(e) = super::store::write_atomic(path, md.as_bytes()) {
-                self.notices.push(format!("Could not export: {e:#}"));
+                self.notice(format!("Could not export: {e:#}"));
             }
         }
     }
@@ -554,12 +752,39 @@ impl App {
             Event::Loading(path) => self.model = ModelState::Loading(path),
             Event::Loaded(summary, cancel) => {
                 self.settings.last_model = Some(summary.path.clone());
+                self.notices.retain(|n| n != NO_MODEL);
+                if self
+                    .model_compute
+                    .is_some_and(|c| c.backend == ComputeBackend::Gpu)
+                    && let Some(adapter) = super::text::software_adapter(&summary.backend)
+                {
+                    self.notice(format!(
+                        "The GPU backend found only {adapter}, a software renderer that runs on \
+                         the CPU and is much slower than the CPU backend. Choose CPU (or Auto) in \
+                         Settings > Compute."
+                    ));
+                }
                 self.model = ModelState::Loaded(summary);
+                self.previous_model = None;
                 self.cancel = Some(cancel);
             }
-            Event::LoadFailed(message) => {
-                self.model = ModelState::Failed(message);
-                self.cancel = None;
+            Event::LoadFailed(message, token) => {
+                let message = super::text::with_advice(&message);
+                match self.previous_model.take() {
+                    // The backend keeps (or restores) the model it had when a load fails.
+                    Some((previous, compute)) => {
+                        if token.is_some() {
+                            self.cancel = token;
+                        }
+                        self.notice(format!("{message} Still using {}.", previous.file_name()));
+                        self.model = ModelState::Loaded(previous);
+                        self.model_compute = compute;
+                    }
+                    None => {
+                        self.model = ModelState::Failed(message);
+                        self.cancel = None;
+                    }
+                }
             }
             Event::Unloaded => {}
             Event::Token { chat_id, text } => {
@@ -572,19 +797,55 @@ impl App {
                 }
             }
             Event::Done { chat_id, outcome } => {
+                let ttft = self
+                    .generation
+                    .as_ref()
+                    .filter(|g| g.chat_id == chat_id)
+                    .and_then(|g| Some(g.first_piece?.duration_since(g.started).as_secs_f64()));
+                let context = match &self.model {
+                    ModelState::Loaded(m) => m.context_length,
+                    _ => 0,
+                };
                 if let Some(m) = self.last_reply_mut(&chat_id) {
                     m.stats = Some(ReplyStats {
                         generated_tokens: outcome.generated_tokens,
                         decode_tok_s: outcome.decode_tok_s,
                         prompt_tokens: outcome.prompt_tokens,
                         stopped: outcome.cancelled,
+                        prompt_tok_s: outcome.prompt_tok_s,
+                        first_token_secs: ttft,
+                        stop_reason: outcome.stop_reason.clone(),
+                        context_length: context,
                     });
+                    m.sync_version();
                 }
                 self.finish(&chat_id);
             }
             Event::Failed { chat_id, message } => {
+                let (cancelling, regenerating) = self
+                    .generation
+                    .as_ref()
+                    .filter(|g| g.chat_id == chat_id)
+                    .map_or((false, false), |g| (g.cancelling, g.regenerating));
+                let message = super::text::with_advice(&message);
+                let mut kept = false;
                 if let Some(m) = self.last_reply_mut(&chat_id) {
-                    m.error = Some(message);
+                    if cancelling {
+                        // Stopped by the user (e.g. while the image was encoded): not an error.
+                        m.stats = Some(ReplyStats::stopped_early());
+                        m.sync_version();
+                    } else if regenerating && m.drop_shown_version() {
+                        // The failed attempt goes; the reply it was to replace stays.
+                        kept = true;
+                    } else {
+                        m.error = Some(message.clone());
+                        m.sync_version();
+                    }
+                }
+                if kept {
+                    self.notice(format!(
+                        "Regenerating failed, so the previous reply is kept: {message}"
+                    ));
                 }
                 self.finish(&chat_id);
             }
@@ -636,6 +897,18 @@ impl App {
             && ctx.input_mut(|i| i.consume_key(egui::Modifiers::NONE, egui::Key::Escape))
         {
             self.stop();
+        }
+        // Esc closes the topmost dialog (a running conversion keeps the wizard open).
+        if ctx.input(|i| i.key_pressed(egui::Key::Escape)) {
+            if self.pending_delete.is_some() {
+                self.pending_delete = None;
+            } else if self.path_prompt.is_some() {
+                self.path_prompt = None;
+            } else if self.settings_open {
+                self.settings_open = false;
+            } else if self.wizard.open && !self.wizard.is_converting() {
+                self.wizard.open = false;
+            }
         }
     }
 
@@ -717,12 +990,28 @@ impl App {
         let Some((_, dialog)) = &self.dialog else {
             return;
         };
-        let Some(paths) = dialog.poll() else {
+        let Some(result) = dialog.poll() else {
             return;
         };
         let Some((purpose, _)) = self.dialog.take() else {
             return;
         };
+        match result {
+            super::dialogs::DialogResult::Picked(paths) => self.use_paths(purpose, paths),
+            super::dialogs::DialogResult::Unavailable => {
+                let text = match &purpose {
+                    AppDialog::Export(_) | AppDialog::SaveCopy(_) => {
+                        dirs_home().display().to_string() + "/"
+                    }
+                    _ => String::new(),
+                };
+                self.path_prompt = Some((purpose, text));
+            }
+        }
+    }
+
+    /// Acts on the paths a file dialog (or the typed-path fallback) gave.
+    pub(super) fn use_paths(&mut self, purpose: AppDialog, paths: Vec<PathBuf>) {
         match purpose {
             AppDialog::LoadModel => {
                 if let Some(p) = paths.into_iter().next() {
@@ -740,8 +1029,7 @@ impl App {
                     && p != src
                     && let Err(e) = std::fs::copy(&src, &p)
                 {
-                    self.notices
-                        .push(format!("Could not save {}: {e}", p.display()));
+                    self.notice(format!("Could not save {}: {e}", p.display()));
                 }
             }
         }
@@ -757,20 +1045,34 @@ impl App {
             )
             .show(ui, |ui| {
                 ui.horizontal(|ui| {
+                    let shown = self.sidebar_visible(ui.ctx());
+                    if ui
+                        .selectable_label(shown, "Chats")
+                        .on_hover_text(if shown {
+                            "Hide the chat list"
+                        } else {
+                            "Show the chat list and the model"
+                        })
+                        .clicked()
+                    {
+                        self.sidebar.collapsed = Some(shown);
+                    }
                     ui.label(egui::RichText::new("cellm").strong().size(18.0));
-                    ui.add_space(8.0);
-                    match &self.model {
-                        ModelState::Loaded(m) => {
-                            ui.weak(format!("{} · {}", m.file_name(), m.profile));
-                        }
+                    ui.add_space(4.0);
+                    // The buttons on the right keep their room; the model name gives way.
+                    let room = (ui.available_width() - 300.0).max(0.0);
+                    let status = match &self.model {
+                        ModelState::Loaded(m) => format!("{} · {}", m.file_name(), m.profile),
                         ModelState::Loading(_) => {
                             ui.spinner();
-                            ui.weak("Loading model…");
+                            "Loading model…".to_owned()
                         }
-                        _ => {
-                            ui.weak("No model loaded");
-                        }
-                    }
+                        _ => "No model loaded".to_owned(),
+                    };
+                    ui.scope(|ui| {
+                        ui.set_max_width(room);
+                        ui.add(egui::Label::new(egui::RichText::new(status).weak()).truncate());
+                    });
                     ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                         if ui.button("Settings").on_hover_text("Ctrl+,").clicked() {
                             self.settings_open = !self.settings_open;
@@ -804,78 +1106,240 @@ impl App {
             .frame(egui::Frame::window(&ctx.global_style()).inner_margin(egui::Margin::same(16)))
             .anchor(egui::Align2::RIGHT_TOP, [-16.0, 56.0])
             .show(ctx, |ui| {
-                ui.set_width(380.0);
-                theme::section_label(ui, "Sampling");
-                ui.add_space(4.0);
-                super::settings::sampling_controls(ui, &mut self.settings);
-                ui.add_space(8.0);
-                theme::section_label(ui, "Compute");
-                ui.add_space(4.0);
-                super::settings::compute_controls(ui, &mut self.settings.compute);
-                ui.add_space(4.0);
-                if self.compute_changed() {
-                    ui.horizontal(|ui| {
-                        ui.weak("Applies on the next model load.");
-                        let busy = self.generation.is_some();
-                        if ui
-                            .add_enabled(!busy, egui::Button::new("Reload model"))
-                            .clicked()
-                        {
-                            self.reload_model();
-                        }
+                let screen = ctx.content_rect();
+                ui.set_width((screen.width() - 72.0).clamp(260.0, 400.0));
+                // On a short window the controls scroll rather than run off the screen.
+                egui::ScrollArea::vertical()
+                    .id_salt("settings_scroll")
+                    .max_height((screen.height() - 56.0 - 80.0).max(120.0))
+                    .auto_shrink([false, true])
+                    .show(ui, |ui| {
+                        ui.set_width(ui.available_width() - 12.0);
+                        self.settings_contents(ui);
                     });
-                } else {
-                    ui.weak("Changes apply on the next model load.");
-                }
-                ui.add_space(8.0);
-                theme::section_label(ui, "Appearance");
-                ui.horizontal(|ui| {
-                    ui.selectable_value(&mut self.settings.theme, ThemeChoice::Dark, "Dark");
-                    ui.selectable_value(&mut self.settings.theme, ThemeChoice::Light, "Light");
-                });
-                ui.add_space(8.0);
-                theme::section_label(ui, "Microphone");
-                ui.horizontal(|ui| {
-                    let current = self
-                        .settings
-                        .microphone
-                        .clone()
-                        .unwrap_or_else(|| "System default".to_owned());
-                    egui::ComboBox::from_id_salt("microphone")
-                        .selected_text(current)
-                        .width(260.0)
-                        .show_ui(ui, |ui| {
-                            ui.selectable_value(
-                                &mut self.settings.microphone,
-                                None,
-                                "System default",
-                            );
-                            for d in &self.mic_devices {
-                                ui.selectable_value(
-                                    &mut self.settings.microphone,
-                                    Some(d.clone()),
-                                    d.as_str(),
-                                );
-                            }
-                        })
-                        .response
-                        .on_hover_text("The input device for recordings");
-                    if ui
-                        .button("Refresh")
-                        .on_hover_text("List the microphones again")
-                        .clicked()
-                    {
-                        self.mic_devices = super::recorder::input_devices();
-                        if self.mic_devices.is_empty() {
-                            self.notices.push("No microphone was found.".to_owned());
-                        }
-                    }
-                });
-                ui.add_space(8.0);
-                ui.weak(format!("Chats are saved in {}", self.store.dir().display()));
             });
         self.settings_open = open;
     }
+
+    fn settings_contents(&mut self, ui: &mut egui::Ui) {
+        theme::section_label(ui, "Sampling");
+        ui.add_space(4.0);
+        super::settings::sampling_controls(ui, &mut self.settings);
+        ui.add_space(8.0);
+        theme::section_label(ui, "Compute");
+        ui.add_space(4.0);
+        super::settings::compute_controls(ui, &mut self.settings.compute);
+        ui.add_space(4.0);
+        if self.compute_changed() {
+            ui.horizontal_wrapped(|ui| {
+                ui.weak("Applies on the next model load.");
+                let busy = self.generation.is_some();
+                if ui
+                    .add_enabled(!busy, egui::Button::new("Reload model"))
+                    .clicked()
+                {
+                    self.reload_model();
+                }
+            });
+        } else {
+            ui.weak("Changes apply on the next model load.");
+        }
+        ui.add_space(8.0);
+        theme::section_label(ui, "Appearance");
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut self.settings.theme, ThemeChoice::Dark, "Dark");
+            ui.selectable_value(&mut self.settings.theme, ThemeChoice::Light, "Light");
+        });
+        ui.add_space(8.0);
+        theme::section_label(ui, "Microphone");
+        ui.horizontal(|ui| {
+            let current = self
+                .settings
+                .microphone
+                .clone()
+                .unwrap_or_else(|| "System default".to_owned());
+            egui::ComboBox::from_id_salt("microphone")
+                .selected_text(current)
+                .width((ui.available_width() - 90.0).clamp(120.0, 260.0))
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut self.settings.microphone, None, "System default");
+                    for d in &self.mic_devices {
+                        ui.selectable_value(
+                            &mut self.settings.microphone,
+                            Some(d.clone()),
+                            d.as_str(),
+                        );
+                    }
+                })
+                .response
+                .on_hover_text("The input device for recordings");
+            if ui
+                .button("Refresh")
+                .on_hover_text("List the microphones again")
+                .clicked()
+            {
+                self.mic_devices = super::recorder::input_devices();
+                if self.mic_devices.is_empty() {
+                    self.notice("No microphone was found.");
+                }
+            }
+        });
+        ui.add_space(8.0);
+        ui.add(
+            egui::Label::new(
+                egui::RichText::new(format!("Chats are saved in {}", self.store.dir().display()))
+                    .weak(),
+            )
+            .wrap(),
+        );
+    }
+
+    // ----- confirmations and fallbacks -----
+
+    fn delete_confirmation(&mut self, ctx: &egui::Context) {
+        let Some(id) = self.pending_delete.clone() else {
+            return;
+        };
+        let Some(title) = self
+            .chats
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.title.clone())
+        else {
+            self.pending_delete = None;
+            return;
+        };
+        let mut answer = None;
+        egui::Modal::new(egui::Id::unique("delete_confirmation")).show(ctx, |ui| {
+            ui.set_max_width(360.0);
+            ui.label(egui::RichText::new("Delete this chat?").strong());
+            ui.add(
+                egui::Label::new(format!(
+                    "\u{201c}{title}\u{201d} and its messages are deleted."
+                ))
+                .wrap(),
+            );
+            ui.weak(format!("Undo is offered for {UNDO_SECONDS} seconds."));
+            ui.add_space(8.0);
+            ui.horizontal(|ui| {
+                if ui.add(theme::danger_button("Delete chat")).clicked() {
+                    answer = Some(true);
+                }
+                if ui.button("Cancel").clicked() {
+                    answer = Some(false);
+                }
+            });
+        });
+        match answer {
+            Some(true) => {
+                self.pending_delete = None;
+                self.delete_chat(&id);
+            }
+            Some(false) => self.pending_delete = None,
+            None => {}
+        }
+    }
+
+    /// Where no file dialog could open (no desktop portal, no zenity): a path field instead.
+    fn path_prompt_window(&mut self, ctx: &egui::Context) {
+        let Some((purpose, text)) = &mut self.path_prompt else {
+            return;
+        };
+        let (title, hint) = match purpose {
+            AppDialog::LoadModel => ("Load a model", "/path/to/model.cellm"),
+            AppDialog::Attach => ("Attach a file", "/path/to/image.png or recording.wav"),
+            AppDialog::Export(_) => ("Export the chat", "/path/to/chat.md"),
+            AppDialog::SaveCopy(_) => ("Save a copy", "/path/to/recording.wav"),
+        };
+        let mut answer = None;
+        egui::Modal::new(egui::Id::unique("path_prompt")).show(ctx, |ui| {
+            ui.set_width(420.0_f32.min(ctx.content_rect().width() - 64.0));
+            ui.label(egui::RichText::new(title).strong());
+            ui.add(
+                egui::Label::new(
+                    "No file dialog is available on this system (it needs a desktop portal or \
+                     zenity). Type the path instead:",
+                )
+                .wrap(),
+            );
+            let r = ui.add(
+                egui::TextEdit::singleline(text)
+                    .hint_text(hint)
+                    .desired_width(f32::INFINITY),
+            );
+            r.request_focus();
+            let enter = r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            ui.horizontal(|ui| {
+                if ui.add(theme::primary_button("OK")).clicked() || enter {
+                    answer = Some(true);
+                }
+                if ui.button("Cancel").clicked() {
+                    answer = Some(false);
+                }
+            });
+        });
+        match answer {
+            Some(true) => {
+                if let Some((purpose, text)) = self.path_prompt.take() {
+                    let text = text.trim();
+                    if !text.is_empty() {
+                        let path = PathBuf::from(text);
+                        let opening = matches!(purpose, AppDialog::LoadModel | AppDialog::Attach);
+                        if opening && !path.is_file() {
+                            self.notice(format!("{} is not a file.", path.display()));
+                        } else {
+                            self.use_paths(purpose, vec![path]);
+                        }
+                    }
+                }
+            }
+            Some(false) => self.path_prompt = None,
+            None => {}
+        }
+    }
+
+    /// Ends the Undo offer, the "Copied" and the busy hints when their time is up; asks for
+    /// one repaint at that time rather than every frame.
+    fn expire_transients(&mut self, ctx: &egui::Context) {
+        let now = Instant::now();
+        let mut next: Option<Duration> = None;
+        let mut wake = |left: Duration| next = Some(next.map_or(left, |n| n.min(left)));
+        if let Some((_, at)) = &self.undo_delete {
+            let left = Duration::from_secs(UNDO_SECONDS).saturating_sub(now - *at);
+            if left.is_zero() {
+                self.undo_delete = None;
+            } else {
+                wake(left);
+            }
+        }
+        let confirm = Duration::from_secs_f32(CONFIRM_SECONDS);
+        if let Some((_, at)) = &self.copied {
+            let left = confirm.saturating_sub(now - *at);
+            if left.is_zero() {
+                self.copied = None;
+            } else {
+                wake(left);
+            }
+        }
+        if let Some(at) = self.busy_hint {
+            let left = (confirm * 2).saturating_sub(now - at);
+            if left.is_zero() {
+                self.busy_hint = None;
+            } else {
+                wake(left);
+            }
+        }
+        if let Some(d) = next {
+            ctx.request_repaint_after(d);
+        }
+    }
+}
+
+/// Where a save dialog's typed-path fallback starts.
+fn dirs_home() -> PathBuf {
+    directories::UserDirs::new()
+        .map(|d| d.home_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 impl eframe::App for App {

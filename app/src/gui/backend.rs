@@ -62,17 +62,22 @@ impl GenerateRequest {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct GenerateOutcome {
     pub prompt_tokens: usize,
     pub generated_tokens: usize,
     pub decode_tok_s: f64,
     pub cancelled: bool,
+    /// Prompt tokens computed per second (0 when all came from the cache or unknown).
+    pub prompt_tok_s: f64,
+    /// Why generation ended, in words ("end of turn", "max tokens", "stopped", "context full").
+    pub stop_reason: String,
 }
 
 pub trait Backend: Send {
     /// Loads a model (replacing any loaded one). Returns its summary and the token that cancels
-    /// a running generation (the UI keeps a clone; Stop flips it).
+    /// a running generation (the UI keeps a clone; Stop flips it). When it fails, the model
+    /// loaded before stays loaded (the app keeps showing it).
     fn load(
         &mut self,
         path: &Path,
@@ -85,6 +90,11 @@ pub trait Backend: Send {
         on_text: &mut dyn FnMut(&str),
     ) -> Result<GenerateOutcome, String>;
     fn unload(&mut self);
+    /// The cancel token of the model loaded now, when a failed load brought back the earlier
+    /// one (whose token changed); None keeps the token the app has.
+    fn cancel_token(&self) -> Option<CancelToken> {
+        None
+    }
     /// Whether images/audio can be sent to the loaded model with this build.
     fn supports_media(&self, kind: AttachmentKind) -> bool;
 }
@@ -98,6 +108,8 @@ pub struct EngineBackend {
     /// The model's towers on the GPU when the session runs there: loaded at the first
     /// attachment, kept until the model changes (`Some(None)`: tried, the CPU towers are used).
     towers_gpu: Option<Option<Arc<TowersGpu>>>,
+    /// Path and options of the loaded session (to load it again when a new load fails).
+    loaded: Option<(PathBuf, SessionOptions)>,
 }
 
 impl Backend for EngineBackend {
@@ -106,14 +118,28 @@ impl Backend for EngineBackend {
         path: &Path,
         options: &SessionOptions,
     ) -> Result<(ModelSummary, CancelToken), String> {
-        self.session = None; // free the old model before mapping the new one
-        self.media_cache.clear();
-        self.towers_gpu = None;
         if !path.is_file() {
             return Err(format!("{} is not a file", path.display()));
         }
-        let session = Session::load(path, options.clone())
-            .map_err(|e| format!("could not load {}: {e}", path.display()))?;
+        // Free the old model before mapping the new one (two at once may not fit); when the
+        // new one fails, the old one is loaded again so a bad file never costs the working model.
+        let previous = self.loaded.take();
+        self.session = None;
+        self.media_cache.clear();
+        self.towers_gpu = None;
+        let session = match Session::load(path, options.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some((old_path, old_options)) = previous
+                    && let Ok(old) = Session::load(&old_path, old_options.clone())
+                {
+                    self.session = Some(old);
+                    self.loaded = Some((old_path, old_options));
+                }
+                return Err(format!("could not load {}: {e}", path.display()));
+            }
+        };
+        self.loaded = Some((path.to_path_buf(), options.clone()));
         let info = session.info();
         let summary = ModelSummary {
             path: path.to_path_buf(),
@@ -167,13 +193,30 @@ impl Backend for EngineBackend {
             generated_tokens: stats.generated_tokens,
             decode_tok_s: stats.decode_tok_s(),
             cancelled: stats.stop == StopReason::Cancelled,
+            prompt_tok_s: if stats.prefill_tokens > 0 {
+                stats.prefill_tok_s()
+            } else {
+                0.0
+            },
+            stop_reason: match stats.stop {
+                StopReason::EndOfTurn => "end of turn",
+                StopReason::MaxTokens => "max tokens",
+                StopReason::Cancelled => "stopped",
+                StopReason::ContextFull => "context full",
+            }
+            .to_owned(),
         })
     }
 
     fn unload(&mut self) {
         self.session = None;
+        self.loaded = None;
         self.media_cache.clear();
         self.towers_gpu = None;
+    }
+
+    fn cancel_token(&self) -> Option<CancelToken> {
+        self.session.as_ref().map(Session::cancel_token)
     }
 
     fn supports_media(&self, kind: AttachmentKind) -> bool {

@@ -1,7 +1,7 @@
 //! The centre: notices, the first-run explanation, the system prompt and the conversation with
 //! Markdown replies, copy buttons, Regenerate and Edit.
 
-use super::app::{App, ModelState};
+use super::app::{App, Generation, ModelState};
 use super::composer::attachment_preview;
 use super::model::{AttachmentKind, Author, ChatMessage};
 use super::text::{human_bytes, strip_thought};
@@ -12,8 +12,11 @@ use super::waveform::WaveCache;
 const COLUMN: f32 = 780.0;
 
 enum MessageAction {
-    Copy(String),
+    /// (what to copy, a key naming the button that asked, for its "Copied")
+    Copy(String, String),
     Regenerate,
+    /// Show another version of the last reply.
+    Version(usize),
     Edit(usize),
     SaveCopy(std::path::PathBuf),
     /// Play or stop a WAV attachment.
@@ -78,25 +81,60 @@ impl App {
     }
 
     fn notices_area(&mut self, ui: &mut egui::Ui) {
-        if self.notices.is_empty() {
+        if self.notices.is_empty() && self.undo_delete.is_none() {
             return;
         }
         let mut dismiss = None;
+        let mut undo = false;
         egui::Frame::NONE
             .inner_margin(egui::Margin::symmetric(16, 8))
             .show(ui, |ui| {
+                if let Some((chat, at)) = &self.undo_delete {
+                    let left = super::app::UNDO_SECONDS.saturating_sub(at.elapsed().as_secs());
+                    ui.horizontal_wrapped(|ui| {
+                        ui.label(format!("Deleted \u{201c}{}\u{201d}.", chat.title));
+                        if ui
+                            .button(format!("Undo ({left} s)"))
+                            .on_hover_text("Bring the chat back")
+                            .clicked()
+                        {
+                            undo = true;
+                        }
+                    });
+                }
+                // Long notices wrap inside the column; Dismiss sits at the right of each.
+                let many = self.notices.len() > 1;
                 for (i, n) in self.notices.iter().enumerate() {
                     ui.horizontal(|ui| {
                         let color = theme::error_color(ui);
-                        ui.colored_label(color, n);
+                        let w = (ui.available_width() - 80.0).max(100.0);
+                        ui.allocate_ui_with_layout(
+                            egui::vec2(w, 0.0),
+                            egui::Layout::top_down(egui::Align::Min),
+                            |ui| {
+                                ui.add(
+                                    egui::Label::new(egui::RichText::new(n).color(color)).wrap(),
+                                );
+                            },
+                        );
                         if ui.small_button("Dismiss").clicked() {
                             dismiss = Some(i);
                         }
                     });
                 }
+                if many && ui.small_button("Dismiss all").clicked() {
+                    dismiss = Some(usize::MAX);
+                }
             });
-        if let Some(i) = dismiss {
-            self.notices.remove(i);
+        if undo {
+            self.undo_delete();
+        }
+        match dismiss {
+            Some(usize::MAX) => self.notices.clear(),
+            Some(i) => {
+                self.notices.remove(i);
+            }
+            None => {}
         }
     }
 
@@ -191,20 +229,36 @@ impl App {
         let last = chat.messages.len().saturating_sub(1);
         let mut action = None;
         let playing = self.playing().map(std::path::Path::to_path_buf);
+        let copied = self.copied.as_ref().map(|(k, _)| k.clone());
         for (i, m) in chat.messages.iter().enumerate() {
             let live = streaming && i == last;
+            let key = format!("{}:{i}", chat.id);
+            let copied = copied.as_deref().filter(|k| k.starts_with(&key));
             let a = match m.author {
-                Author::User => {
-                    user_message(ui, m, i, !streaming, &mut self.waves, playing.as_deref())
+                Author::User => user_message(
+                    ui,
+                    m,
+                    i,
+                    &key,
+                    copied,
+                    !streaming,
+                    &mut self.waves,
+                    playing.as_deref(),
+                ),
+                Author::Assistant => {
+                    self.assistant_message(ui, m, &key, copied, live, i == last && !streaming)
                 }
-                Author::Assistant => self.assistant_message(ui, m, live, i == last && !streaming),
             };
             action = action.or(a);
             ui.add_space(14.0);
         }
         match action {
-            Some(MessageAction::Copy(t)) => ui.ctx().copy_text(t),
+            Some(MessageAction::Copy(t, key)) => {
+                ui.ctx().copy_text(t);
+                self.copied = Some((key, std::time::Instant::now()));
+            }
             Some(MessageAction::Regenerate) => self.regenerate(),
+            Some(MessageAction::Version(v)) => self.show_version(v),
             Some(MessageAction::Edit(i)) => self.edit_message(i),
             Some(MessageAction::SaveCopy(p)) => self.save_attachment_copy(p, ui.ctx()),
             Some(MessageAction::TogglePlay(p)) => self.toggle_playback(&p),
@@ -216,6 +270,8 @@ impl App {
         &mut self,
         ui: &mut egui::Ui,
         m: &ChatMessage,
+        key: &str,
+        copied: Option<&str>,
         live: bool,
         is_last: bool,
     ) -> Option<MessageAction> {
@@ -227,9 +283,17 @@ impl App {
             .show(ui, |ui| {
                 ui.set_width(ui.available_width());
                 if text.is_empty() && live {
+                    let g = self.generation.as_ref();
+                    let waiting = match g {
+                        Some(g) if g.cancelling => "Cancelling…".to_owned(),
+                        Some(Generation {
+                            media: Some(what), ..
+                        }) => format!("Encoding the {what}…"),
+                        _ => "Thinking…".to_owned(),
+                    };
                     ui.horizontal(|ui| {
                         ui.spinner();
-                        ui.weak("Thinking…");
+                        ui.weak(waiting);
                     });
                 } else if !text.is_empty() {
                     egui_commonmark::CommonMarkViewer::new().show(ui, &mut self.markdown, text);
@@ -240,27 +304,38 @@ impl App {
                 }
                 if !live {
                     ui.add_space(6.0);
-                    ui.horizontal(|ui| {
-                        if !text.is_empty() && ui.small_button("Copy").clicked() {
-                            action = Some(MessageAction::Copy(text.to_owned()));
+                    ui.horizontal_wrapped(|ui| {
+                        if !text.is_empty() {
+                            if copied == Some(key) {
+                                ui.weak("Copied ✔");
+                            } else if ui.small_button("Copy").clicked() {
+                                action = Some(MessageAction::Copy(text.to_owned(), key.to_owned()));
+                            }
                         }
                         if is_last && ui.small_button("Regenerate").clicked() {
                             action = Some(MessageAction::Regenerate);
                         }
-                        if let Some(s) = &m.stats {
-                            let mut line = format!(
-                                "{} tokens · {:.1} tok/s",
-                                s.generated_tokens, s.decode_tok_s
-                            );
-                            if s.stopped {
-                                line.push_str(" · stopped");
+                        let n = m.versions.len();
+                        if n > 1 {
+                            let v = m.version.min(n - 1);
+                            if ui
+                                .add_enabled(is_last && v > 0, egui::Button::new("‹").small())
+                                .on_hover_text("Previous version")
+                                .clicked()
+                            {
+                                action = Some(MessageAction::Version(v - 1));
                             }
-                            ui.with_layout(
-                                egui::Layout::right_to_left(egui::Align::Center),
-                                |ui| {
-                                    ui.weak(line);
-                                },
-                            );
+                            ui.weak(format!("{}/{n}", v + 1));
+                            if ui
+                                .add_enabled(is_last && v + 1 < n, egui::Button::new("›").small())
+                                .on_hover_text("Next version")
+                                .clicked()
+                            {
+                                action = Some(MessageAction::Version(v + 1));
+                            }
+                        }
+                        if let Some(s) = &m.stats {
+                            stats_line(ui, s);
                         }
                     });
                 }
@@ -272,9 +347,26 @@ impl App {
         let Some(g) = &self.generation else {
             return;
         };
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             ui.spinner();
-            let mut line = format!("Generating · {} tokens", g.pieces);
+            if g.cancelling {
+                ui.weak("Cancelling… (the current step finishes first)");
+                return;
+            }
+            let mut line = if g.pieces == 0 {
+                match g.media {
+                    Some(what) => format!("Encoding the {what} and reading the prompt"),
+                    None => "Reading the prompt".to_owned(),
+                }
+            } else {
+                format!("Generating · {} tokens", g.pieces)
+            };
+            if let Some(t) = g.first_piece {
+                line.push_str(&format!(
+                    " · first token {:.2} s",
+                    t.duration_since(g.started).as_secs_f64()
+                ));
+            }
             let rate = g.live_tok_s();
             if rate > 0.0 {
                 line.push_str(&format!(" · {rate:.1} tok/s"));
@@ -286,20 +378,31 @@ impl App {
             ui.weak(line);
             ui.weak("· Esc to stop");
         });
+        if self.busy_hint.is_some() {
+            ui.colored_label(
+                theme::ACCENT,
+                "A reply is being written: Stop it (Esc) before sending; your message stays in the box.",
+            );
+        }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn user_message(
     ui: &mut egui::Ui,
     m: &ChatMessage,
     index: usize,
+    key: &str,
+    copied: Option<&str>,
     can_edit: bool,
     waves: &mut WaveCache,
     playing: Option<&std::path::Path>,
 ) -> Option<MessageAction> {
     let mut action = None;
     ui.with_layout(egui::Layout::top_down(egui::Align::Max), |ui| {
-        let max = (ui.available_width() * 0.8).max(200.0);
+        let max = (ui.available_width() * 0.8)
+            .max(160.0)
+            .min(ui.available_width());
         egui::Frame::new()
             .fill(theme::user_bubble_fill(ui))
             .corner_radius(egui::CornerRadius::same(12))
@@ -310,6 +413,7 @@ fn user_message(
                 ui.with_layout(egui::Layout::top_down(egui::Align::Min), |ui| {
                     if !m.attachments.is_empty() {
                         ui.horizontal_wrapped(|ui| {
+                            ui.set_max_width(max);
                             for a in &m.attachments {
                                 if attachment_preview(ui, a, 96.0, waves, playing) {
                                     action = Some(MessageAction::TogglePlay(a.path.clone()));
@@ -320,13 +424,15 @@ fn user_message(
                     ui.add(egui::Label::new(m.text.as_str()).wrap());
                 });
             });
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 if can_edit && ui.small_button("Edit").clicked() {
                     action = Some(MessageAction::Edit(index));
                 }
-                if ui.small_button("Copy").clicked() {
-                    action = Some(MessageAction::Copy(m.text.clone()));
+                if copied == Some(key) {
+                    ui.weak("Copied ✔");
+                } else if ui.small_button("Copy").clicked() {
+                    action = Some(MessageAction::Copy(m.text.clone(), key.to_owned()));
                 }
                 for a in m
                     .attachments
@@ -345,6 +451,45 @@ fn user_message(
         });
     });
     action
+}
+
+/// The line under a finished reply: tokens, speeds, time to first token, why it ended, and how
+/// full the context is.
+fn stats_line(ui: &mut egui::Ui, s: &super::model::ReplyStats) {
+    let mut parts = vec![format!(
+        "{} tokens · {:.1} tok/s",
+        s.generated_tokens, s.decode_tok_s
+    )];
+    if s.prompt_tok_s > 0.0 {
+        parts.push(format!("prompt {:.0} tok/s", s.prompt_tok_s));
+    }
+    if let Some(t) = s.first_token_secs {
+        parts.push(format!("first token {t:.2} s"));
+    }
+    if !s.stop_reason.is_empty() {
+        parts.push(s.stop_reason.clone());
+    } else if s.stopped {
+        parts.push("stopped".to_owned());
+    }
+    ui.weak(parts.join(" · "));
+    if let Some(fill) = s.context_fill() {
+        let used = s.prompt_tokens + s.generated_tokens;
+        ui.add(
+            egui::ProgressBar::new(fill)
+                .desired_width(60.0)
+                .desired_height(6.0)
+                .fill(if fill > 0.9 {
+                    theme::error_color(ui)
+                } else {
+                    theme::ACCENT
+                }),
+        )
+        .on_hover_text(format!(
+            "Context: {used} of {} tokens ({:.0}%)",
+            s.context_length,
+            fill * 100.0
+        ));
+    }
 }
 
 /// Lays `add` out in a column of at most `COLUMN` points, centred, with side margins.

@@ -1,7 +1,7 @@
 //! The composer at the bottom: attachments, multi-line input (Enter sends, Shift+Enter adds a
 //! line), Attach, Send / Stop.
 
-use super::app::{App, AppDialog};
+use super::app::{App, AppDialog, ModelState};
 use super::dialogs::{DialogKind, PendingDialog};
 use super::model::{Attachment, AttachmentKind};
 use super::theme;
@@ -59,28 +59,28 @@ impl App {
         let (elapsed, level, device, error) =
             (rec.elapsed(), rec.level(), rec.device.clone(), rec.error());
         let mut action = None;
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             // A red dot, painted (the bundled fonts have no filled-circle glyph).
             let (dot, _) = ui.allocate_exact_size(egui::vec2(12.0, 12.0), egui::Sense::hover());
             ui.painter()
                 .circle_filled(dot.center(), 5.0, theme::error_color(ui));
             let s = elapsed.as_secs_f32();
             ui.label(format!("Recording {}:{:04.1}", (s / 60.0) as u32, s % 60.0));
+            if ui.button("Stop and attach").clicked() {
+                action = Some(true);
+            }
+            if ui.button("Discard").clicked() {
+                action = Some(false);
+            }
             ui.add(
                 egui::ProgressBar::new(level)
                     .desired_width(140.0)
                     .desired_height(8.0)
                     .fill(theme::ACCENT),
             );
-            ui.weak(device);
+            ui.add(egui::Label::new(egui::RichText::new(device).weak()).truncate());
             if let Some(e) = error {
                 ui.colored_label(theme::error_color(ui), e);
-            }
-            if ui.button("Stop and attach").clicked() {
-                action = Some(true);
-            }
-            if ui.button("Discard").clicked() {
-                action = Some(false);
             }
         });
         if let Some(keep) = action {
@@ -140,10 +140,36 @@ impl App {
         {
             send = true;
         }
+        // What the loaded model reads (unknown before a load: everything is offered).
+        let (images, audio) = match &self.model {
+            ModelState::Loaded(m) => (m.has_vision, m.has_audio),
+            _ => (true, true),
+        };
+        let media = images || audio;
+        if let ModelState::Loaded(m) = &self.model {
+            let mut reads = vec!["text"];
+            if m.has_vision {
+                reads.push("images");
+            }
+            if m.has_audio {
+                reads.push("audio");
+            }
+            ui.weak(format!("{} reads {}", m.file_name(), reads.join(", ")));
+        }
+        let (attach_hint, no_media) = match (images, audio) {
+            (true, true) => ("Attach an image (PNG, JPEG) or a WAV recording", ""),
+            (true, false) => ("Attach an image (PNG, JPEG)", ""),
+            (false, true) => ("Attach a WAV recording", ""),
+            (false, false) => ("", "The loaded model reads text only"),
+        };
         ui.horizontal(|ui| {
             if ui
-                .add_sized([34.0, 34.0], egui::Button::new("+"))
-                .on_hover_text("Attach an image (PNG, JPEG) or a WAV recording")
+                .add_enabled(
+                    media,
+                    egui::Button::new("+").min_size(egui::vec2(34.0, 34.0)),
+                )
+                .on_hover_text(attach_hint)
+                .on_disabled_hover_text(no_media)
                 .clicked()
                 && self.dialog.is_none()
             {
@@ -156,8 +182,12 @@ impl App {
                 ));
             }
             if ui
-                .add_sized([52.0, 34.0], egui::Button::new("Paste"))
+                .add_enabled(
+                    images,
+                    egui::Button::new("Paste").min_size(egui::vec2(52.0, 34.0)),
+                )
                 .on_hover_text("Attach the image on the clipboard (Ctrl+V)")
+                .on_disabled_hover_text("The loaded model does not read images")
                 .clicked()
             {
                 self.paste(true);
@@ -165,10 +195,15 @@ impl App {
             let recording = self.recorder.is_some();
             if ui
                 .add_enabled(
-                    !recording,
+                    !recording && audio,
                     egui::Button::new("Mic").min_size(egui::vec2(44.0, 34.0)),
                 )
                 .on_hover_text("Record from the microphone (choose it in Settings)")
+                .on_disabled_hover_text(if audio {
+                    "Recording…"
+                } else {
+                    "The loaded model does not read audio"
+                })
                 .clicked()
             {
                 self.start_recording();
@@ -192,8 +227,13 @@ impl App {
                 self.composer.focus_next = false;
             }
             if generating {
+                let cancelling = self.generation.as_ref().is_some_and(|g| g.cancelling);
+                let label = if cancelling { "Cancelling…" } else { "Stop" };
                 if ui
-                    .add_sized([button_w, 34.0], egui::Button::new("Stop"))
+                    .add_enabled(
+                        !cancelling,
+                        egui::Button::new(label).min_size(egui::vec2(button_w, 34.0)),
+                    )
                     .on_hover_text("Esc")
                     .clicked()
                 {
@@ -213,7 +253,8 @@ impl App {
                 }
             }
         });
-        if send && !generating {
+        if send {
+            // While a reply is being written this only shows a hint (the text stays).
             self.send();
             self.composer.focus_next = true;
         }

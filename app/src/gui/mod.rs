@@ -26,8 +26,7 @@ pub mod worker;
 
 use anyhow::Context as _;
 
-/// Opens the window and runs until it is closed.
-/// Opens the window. `model`, when given (`cellm --model FILE`), is loaded at start instead of
+/// Opens the window and runs until it is closed. `model`, when given (`cellm --model FILE`), is loaded at start instead of
 /// the last model of the previous run.
 pub fn run(model: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let data_dir = store::ChatStore::default_dir()
@@ -45,6 +44,9 @@ pub fn run(model: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport,
         persist_window: true,
+        // The app adds egui's system font provider itself (theme::install_fonts), so the UI
+        // tests use the same fonts as the window.
+        system_font_fallback: false,
         ..Default::default()
     };
     eframe::run_native(

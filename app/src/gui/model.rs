@@ -50,12 +50,53 @@ impl Attachment {
 }
 
 /// Numbers shown under a finished reply.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReplyStats {
     pub generated_tokens: usize,
     pub decode_tok_s: f64,
     pub prompt_tokens: usize,
     pub stopped: bool,
+    /// Prompt tokens computed per second (0 when unknown, e.g. chats saved by older builds).
+    #[serde(default)]
+    pub prompt_tok_s: f64,
+    /// Seconds from Send to the first piece of text.
+    #[serde(default)]
+    pub first_token_secs: Option<f64>,
+    /// Why the reply ended, in words ("end of turn", "max tokens", "stopped", "context full").
+    #[serde(default)]
+    pub stop_reason: String,
+    /// The model's context length, for the context-fill meter (0: unknown).
+    #[serde(default)]
+    pub context_length: usize,
+}
+
+impl ReplyStats {
+    /// A reply the user stopped before any token came.
+    pub fn stopped_early() -> Self {
+        Self {
+            stopped: true,
+            stop_reason: "stopped".to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// Share of the context the conversation fills after this reply (None when unknown).
+    pub fn context_fill(&self) -> Option<f32> {
+        (self.context_length > 0).then(|| {
+            ((self.prompt_tokens + self.generated_tokens) as f32 / self.context_length as f32)
+                .min(1.0)
+        })
+    }
+}
+
+/// One version of a reply (Regenerate keeps the earlier ones).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplyVersion {
+    pub text: String,
+    #[serde(default)]
+    pub stats: Option<ReplyStats>,
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -69,9 +110,86 @@ pub struct ChatMessage {
     /// Set when generating this reply failed; shown instead of (or after) the text.
     #[serde(default)]
     pub error: Option<String>,
+    /// Every version of a regenerated reply, oldest first (empty when there is only one); the
+    /// fields above hold the one shown, `versions[version]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<ReplyVersion>,
+    #[serde(default)]
+    pub version: usize,
 }
 
 impl ChatMessage {
+    fn shown(&self) -> ReplyVersion {
+        ReplyVersion {
+            text: self.text.clone(),
+            stats: self.stats.clone(),
+            error: self.error.clone(),
+        }
+    }
+
+    /// The versions including the one shown (what a regenerated reply keeps).
+    pub fn all_versions(&self) -> Vec<ReplyVersion> {
+        let mut v = self.versions.clone();
+        if v.is_empty() {
+            v.push(self.shown());
+        } else if let Some(slot) = v.get_mut(self.version) {
+            *slot = self.shown();
+        }
+        v
+    }
+
+    /// Stores the shown reply into its version slot (after it changed), adding the slot when
+    /// a regenerate has just made it.
+    pub fn sync_version(&mut self) {
+        if self.versions.is_empty() {
+            return;
+        }
+        let shown = self.shown();
+        match self.versions.get_mut(self.version) {
+            Some(slot) => *slot = shown,
+            None => {
+                self.versions.push(shown);
+                self.version = self.versions.len() - 1;
+            }
+        }
+    }
+
+    /// Shows version `index`; false when there is no such version.
+    pub fn select_version(&mut self, index: usize) -> bool {
+        self.sync_version();
+        let Some(v) = self.versions.get(index).cloned() else {
+            return false;
+        };
+        self.text = v.text;
+        self.stats = v.stats;
+        self.error = v.error;
+        self.version = index;
+        true
+    }
+
+    /// Drops the version being shown (a failed regenerate) and shows the newest one left;
+    /// false when there was no earlier version to fall back to.
+    pub fn drop_shown_version(&mut self) -> bool {
+        if self.versions.is_empty() {
+            return false;
+        }
+        if self.version < self.versions.len() {
+            self.versions.remove(self.version);
+        }
+        let Some(v) = self.versions.last().cloned() else {
+            return false;
+        };
+        self.text = v.text;
+        self.stats = v.stats;
+        self.error = v.error;
+        self.version = self.versions.len() - 1;
+        if self.versions.len() == 1 {
+            self.versions.clear();
+            self.version = 0;
+        }
+        true
+    }
+
     pub fn user(text: impl Into<String>, attachments: Vec<Attachment>) -> Self {
         Self {
             author: Author::User,
@@ -79,6 +197,8 @@ impl ChatMessage {
             attachments,
             stats: None,
             error: None,
+            versions: Vec::new(),
+            version: 0,
         }
     }
 
@@ -89,6 +209,8 @@ impl ChatMessage {
             attachments: Vec::new(),
             stats: None,
             error: None,
+            versions: Vec::new(),
+            version: 0,
         }
     }
 }

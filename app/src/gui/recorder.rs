@@ -60,7 +60,44 @@ pub fn input_devices() -> Vec<String> {
             }
         }
     }
+    names.retain(|n| !is_pseudo_device(n));
     names
+}
+
+/// ALSA plugins that are no microphone: "null" ("Discard all samples", which also delivers
+/// silence faster than real time), the mixing/sharing plugins and the per-output aliases.
+pub fn is_pseudo_device(name: &str) -> bool {
+    let lower = name.to_lowercase();
+    let id = lower.split([':', ' ', ',']).next().unwrap_or("");
+    const IDS: [&str; 14] = [
+        "null",
+        "dmix",
+        "dsnoop",
+        "lavrate",
+        "samplerate",
+        "speexrate",
+        "upmix",
+        "vdownmix",
+        "surround21",
+        "surround40",
+        "surround41",
+        "surround50",
+        "surround51",
+        "surround71",
+    ];
+    IDS.contains(&id)
+        || lower.contains("discard all samples")
+        || [
+            "front:",
+            "rear:",
+            "center_lfe:",
+            "side:",
+            "iec958:",
+            "hdmi:",
+            "spdif:",
+        ]
+        .iter()
+        .any(|p| lower.starts_with(p))
 }
 
 /// A running recording. Dropping it stops the stream.
@@ -214,6 +251,29 @@ pub fn save_wav(dir: &Path, samples: &[f32], sample_rate: u32) -> Result<PathBuf
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alsa_pseudo_devices_are_not_microphones() {
+        for n in [
+            "null",
+            "Discard all samples (playback) or generate zero samples (capture)",
+            "dmix:CARD=PCH",
+            "dsnoop:CARD=PCH,DEV=0",
+            "front:CARD=PCH,DEV=0",
+            "surround51",
+        ] {
+            assert!(is_pseudo_device(n), "{n}");
+        }
+        for n in [
+            "default",
+            "pipewire",
+            "pulse",
+            "hw:CARD=PCH,DEV=0",
+            "USB Microphone",
+        ] {
+            assert!(!is_pseudo_device(n), "{n}");
+        }
+    }
 
     #[test]
     fn capture_downmixes_meters_and_saves_a_readable_wav() {

@@ -5,8 +5,13 @@ use super::dialogs::{DialogKind, PendingDialog};
 use super::text::{human_bytes, human_count};
 use super::theme;
 
+/// Below this window width the sidebar starts hidden (the top bar's "Chats" shows it).
+pub const NARROW: f32 = 700.0;
+
 #[derive(Default)]
 pub struct SidebarState {
+    /// Hidden by the top bar's toggle (or by default on a narrow window).
+    pub collapsed: Option<bool>,
     pub search: String,
     /// (chat id, title being typed)
     pub renaming: Option<(String, String)>,
@@ -20,20 +25,40 @@ enum RowAction {
 }
 
 impl App {
+    /// Whether the sidebar shows: the user's choice, else only where the window is wide enough.
+    pub fn sidebar_visible(&self, ctx: &egui::Context) -> bool {
+        match self.sidebar.collapsed {
+            Some(c) => !c,
+            None => ctx.content_rect().width() >= NARROW,
+        }
+    }
+
+    /// Shows or hides the sidebar (the top bar's "Chats" toggle).
+    pub fn set_sidebar_shown(&mut self, shown: bool) {
+        self.sidebar.collapsed = Some(!shown);
+    }
+
     pub(super) fn sidebar_panel(&mut self, ui: &mut egui::Ui) {
+        if !self.sidebar_visible(ui.ctx()) {
+            return;
+        }
+        let max = (ui.ctx().content_rect().width() * 0.45).clamp(220.0, 420.0);
         egui::Panel::left("sidebar")
             .resizable(true)
-            .default_size(270.0)
-            .min_size(220.0)
-            .max_size(420.0)
+            .default_size(260.0)
+            .min_size(210.0)
+            .max_size(max)
             .frame(egui::Frame::side_top_panel(ui.style()).inner_margin(egui::Margin::same(12)))
             .show(ui, |ui| {
+                // The model card takes what it needs at the bottom; on a short window its
+                // details fold so the chat list keeps room.
+                let short = ui.ctx().content_rect().height() < 640.0;
                 egui::Panel::bottom("model_panel")
                     .frame(egui::Frame::NONE.inner_margin(egui::Margin {
                         top: 10,
                         ..Default::default()
                     }))
-                    .show(ui, |ui| self.model_card(ui));
+                    .show(ui, |ui| self.model_card(ui, short));
                 self.chat_list(ui);
             });
     }
@@ -60,10 +85,12 @@ impl App {
         let needle = self.sidebar.search.trim().to_lowercase();
         let mut action = None;
         let mut finish_rename = None;
+        // The row of actions under the list needs its height kept free.
+        let actions_h = if self.active.is_some() { 36.0 } else { 0.0 };
         egui::ScrollArea::vertical()
             .id_salt("chat_list")
             .auto_shrink([false, false])
-            .max_height((ui.available_height() - 40.0).max(60.0))
+            .max_height((ui.available_height() - actions_h).max(0.0))
             .show(ui, |ui| {
                 let mut shown = 0;
                 for chat in &self.chats {
@@ -98,17 +125,30 @@ impl App {
                         .generation
                         .as_ref()
                         .is_some_and(|g| g.chat_id == chat.id);
-                    let title = if generating {
-                        format!("{}  …", chat.title)
-                    } else {
-                        chat.title.clone()
-                    };
-                    // Text on the left, the rest of the row filled (a grow atom after it).
+                    let drafted = self.drafts.contains_key(&chat.id);
+                    let title = chat.title.clone();
+                    // Text on the left, the rest of the row filled (a grow atom after it); the
+                    // chat being written to keeps room for its spinner on the right.
                     let r = ui.add(
                         egui::Button::selectable(selected, (title, egui::Atom::grow()))
                             .truncate()
                             .min_size(egui::vec2(ui.available_width(), 28.0)),
                     );
+                    if generating {
+                        let size = 14.0;
+                        let at = egui::Rect::from_center_size(
+                            egui::pos2(r.rect.right() - 16.0, r.rect.center().y),
+                            egui::vec2(size, size),
+                        );
+                        egui::Spinner::new().size(size).paint_at(ui, at);
+                    }
+                    let r = if generating {
+                        r.on_hover_text("A reply is being written in this chat")
+                    } else if drafted {
+                        r.on_hover_text("Has an unsent draft")
+                    } else {
+                        r
+                    };
                     if r.clicked() {
                         action = Some(RowAction::Select(chat.id.clone()));
                     }
@@ -139,7 +179,7 @@ impl App {
             && self.sidebar.renaming.is_none()
         {
             ui.add_space(4.0);
-            ui.horizontal(|ui| {
+            ui.horizontal_wrapped(|ui| {
                 if ui.small_button("Rename").clicked() {
                     action = Some(RowAction::StartRename(id.clone()));
                 }
@@ -159,10 +199,7 @@ impl App {
             self.sidebar.renaming = None;
         }
         match action {
-            Some(RowAction::Select(id)) => {
-                self.active = Some(id);
-                self.composer.editing = None;
-            }
+            Some(RowAction::Select(id)) => self.select_chat(Some(id)),
             Some(RowAction::StartRename(id)) => {
                 let title = self
                     .chats
@@ -184,12 +221,12 @@ impl App {
                     PendingDialog::open(DialogKind::Save(name), ui.ctx().clone()),
                 ));
             }
-            Some(RowAction::Delete(id)) => self.delete_chat(&id),
+            Some(RowAction::Delete(id)) => self.request_delete(&id),
             Some(RowAction::Export(_)) | None => {}
         }
     }
 
-    fn model_card(&mut self, ui: &mut egui::Ui) {
+    fn model_card(&mut self, ui: &mut egui::Ui, short: bool) {
         let rss = self.worker.rss_bytes();
         let model = self.model.clone();
         {
@@ -213,54 +250,79 @@ impl App {
                         });
                     }
                     ModelState::Failed(message) => {
-                        theme::error_box(ui, message);
+                        egui::ScrollArea::vertical()
+                            .id_salt("model_error")
+                            .max_height(if short { 60.0 } else { 140.0 })
+                            .show(ui, |ui| theme::error_box(ui, message));
                     }
                     ModelState::Loaded(m) => {
                         ui.add(
                             egui::Label::new(egui::RichText::new(m.file_name()).strong())
                                 .truncate(),
-                        );
-                        egui::Grid::new("model_facts")
-                            .num_columns(2)
-                            .spacing([12.0, 2.0])
-                            .show(ui, |ui| {
-                                // long values (a GPU's full name, the auto probe's
-                                // reason) end in "…" and show whole on hover
-                                let mut row = |k: &str, v: String| {
-                                    ui.weak(k);
-                                    ui.add(egui::Label::new(&v).truncate()).on_hover_text(v);
-                                    ui.end_row();
-                                };
-                                row("Family", m.family.clone());
-                                row("Size", human_bytes(m.file_bytes));
-                                row("Profile", m.profile.clone());
-                                if m.parameters > 0 {
-                                    row("Parameters", human_count(m.parameters));
-                                }
-                                if m.context_length > 0 {
-                                    row("Context", format!("{} tokens", m.context_length));
-                                }
-                                if let Some(f) = &m.fidelity {
-                                    row("Fidelity", f.clone());
-                                }
-                                let mut media = vec!["text"];
-                                if m.has_vision {
-                                    media.push("images");
-                                }
-                                if m.has_audio {
-                                    media.push("audio");
-                                }
-                                row("Input", media.join(", "));
-                                if !m.backend.is_empty() {
-                                    row("Backend", m.backend.clone());
-                                }
-                                if !m.kv_cache.is_empty() {
-                                    row("KV cache", m.kv_cache.clone());
-                                }
-                                if m.completion_mode {
-                                    row("Mode", "text completion".into());
-                                }
+                        )
+                        .on_hover_text(m.path.display().to_string());
+                        let software = super::text::software_adapter(&m.backend);
+                        if let Some(adapter) = &software {
+                            ui.add(
+                                egui::Label::new(
+                                    egui::RichText::new(format!(
+                                        "Runs on {adapter}, a software GPU: slower than the CPU."
+                                    ))
+                                    .color(theme::error_color(ui)),
+                                )
+                                .wrap(),
+                            );
+                        }
+                        let details = egui::CollapsingHeader::new("Details")
+                            .id_salt("model_details")
+                            .default_open(!short)
+                            .show_unindented(ui, |ui| {
+                                egui::Grid::new("model_facts")
+                                    .num_columns(2)
+                                    .spacing([12.0, 2.0])
+                                    .show(ui, |ui| {
+                                        // long values (a GPU's full name, the auto probe's
+                                        // reason) end in "…" and show whole on hover
+                                        let mut row = |k: &str, v: String| {
+                                            ui.weak(k);
+                                            ui.add(egui::Label::new(&v).truncate())
+                                                .on_hover_text(v);
+                                            ui.end_row();
+                                        };
+                                        row("Family", m.family.clone());
+                                        row("Size", human_bytes(m.file_bytes));
+                                        row("Profile", m.profile.clone());
+                                        if m.parameters > 0 {
+                                            row("Parameters", human_count(m.parameters));
+                                        }
+                                        if m.context_length > 0 {
+                                            row("Context", format!("{} tokens", m.context_length));
+                                        }
+                                        if let Some(f) = &m.fidelity {
+                                            row("Fidelity", f.clone());
+                                        }
+                                        let mut media = vec!["text"];
+                                        if m.has_vision {
+                                            media.push("images");
+                                        }
+                                        if m.has_audio {
+                                            media.push("audio");
+                                        }
+                                        row("Input", media.join(", "));
+                                        if let Some(adapter) = &software {
+                                            row("Backend", format!("gpu: {adapter} (software)"));
+                                        } else if !m.backend.is_empty() {
+                                            row("Backend", m.backend.clone());
+                                        }
+                                        if !m.kv_cache.is_empty() {
+                                            row("KV cache", m.kv_cache.clone());
+                                        }
+                                        if m.completion_mode {
+                                            row("Mode", "text completion".into());
+                                        }
+                                    });
                             });
+                        let _ = details;
                     }
                 }
                 if rss > 0 {

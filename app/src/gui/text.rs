@@ -34,9 +34,78 @@ pub fn human_count(n: u64) -> String {
     }
 }
 
+/// The adapter's name when a backend line such as "gpu: llvmpipe (LLVM 15, 256 bits)" names a
+/// software renderer (it runs on the CPU, far slower than the CPU backend); None otherwise.
+pub fn software_adapter(backend: &str) -> Option<String> {
+    let adapter = backend.strip_prefix("gpu:")?.trim();
+    const SOFTWARE: [&str; 6] = [
+        "llvmpipe",
+        "lavapipe",
+        "softpipe",
+        "swiftshader",
+        "microsoft basic render",
+        "warp",
+    ];
+    let lower = adapter.to_lowercase();
+    let hit = SOFTWARE.iter().any(|s| lower.contains(s)) || lower.contains("cpu,");
+    hit.then(|| {
+        adapter
+            .split(['(', ';'])
+            .next()
+            .unwrap_or(adapter)
+            .trim()
+            .to_owned()
+    })
+}
+
+/// An engine or parser message with a plain-words hint of what to do about it appended.
+pub fn with_advice(message: &str) -> String {
+    let lower = message.to_lowercase();
+    let advice = if lower.contains("truncated") || lower.contains("unexpected end") {
+        Some("The file looks incomplete: download or convert it again.")
+    } else if lower.contains("bad magic") || lower.contains("not a .cellm file") {
+        Some("This is not a .cellm model: convert the checkpoint with the wizard first.")
+    } else if lower.contains("format version") {
+        Some("The file was made by another cellm version: convert the checkpoint again.")
+    } else if lower.contains("invalid header") || lower.contains("tensor '") {
+        Some("The file looks damaged: convert the checkpoint again.")
+    } else if lower.contains("the context holds") {
+        Some("The conversation is longer than the model's context: start a new chat.")
+    } else if lower.contains("unsupported model") {
+        Some("This build runs Gemma 3 and Gemma 4 models.")
+    } else {
+        None
+    };
+    let message = message.trim_end_matches('.');
+    match advice {
+        Some(a) => format!("{message}. {a}"),
+        None => format!("{message}."),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_software_adapters() {
+        assert_eq!(
+            software_adapter("gpu: llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)").as_deref(),
+            Some("llvmpipe")
+        );
+        assert_eq!(
+            software_adapter("gpu: NVIDIA H100 (Vulkan, DiscreteGpu)"),
+            None
+        );
+        assert_eq!(software_adapter("cpu · 2 threads"), None);
+    }
+
+    #[test]
+    fn parser_errors_get_advice() {
+        let m = with_advice("m.cellm is truncated: tensor data");
+        assert!(m.ends_with("download or convert it again."), "{m}");
+        assert_eq!(with_advice("something else."), "something else.");
+    }
 
     #[test]
     fn strips_finished_and_streaming_preludes() {

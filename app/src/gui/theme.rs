@@ -6,9 +6,24 @@ use egui::{Color32, CornerRadius, FontId, Margin, RichText, Stroke, TextStyle};
 pub const ACCENT: Color32 = Color32::from_rgb(0x4c, 0x8d, 0xf6);
 const ACCENT_DARK_BG: Color32 = Color32::from_rgb(0x2a, 0x4a, 0x7a);
 
-/// Adds an icon font as a fallback so symbols such as the Markdown code blocks' copy icon (🗐)
-/// and ✔ have glyphs (egui's default fonts lack them). The font ships in `assets/fonts/` (MIT).
-pub fn install_fonts(ctx: &egui::Context) {
+/// Text that needs fonts beyond egui's bundled ones: what the start-up probe and the tests check.
+pub const MIXED_SCRIPTS: &str = "中文 日本語 한국어 العربية 😀👍 → ← ⇒";
+
+/// Scripts probed at start-up, with one character each (a font for it is looked up).
+const PROBES: [(&str, char); 4] = [
+    ("Chinese, Japanese and Korean", '中'),
+    ("Korean", '한'),
+    ("Arabic", 'ع'),
+    ("emoji", '😀'),
+];
+
+/// Installs the fonts: egui's defaults, then an icon font for symbols such as the Markdown code
+/// blocks' copy icon (🗐) and ✔ (it ships in `assets/fonts/`, MIT), then the system's fonts,
+/// found on demand for any character the others lack (CJK, Arabic, emoji, arrows...).
+///
+/// Returns a receiver that later yields the scripts no system font covers (empty when all
+/// are); the probe runs on its own thread because listing the system fonts takes a moment.
+pub fn install_fonts(ctx: &egui::Context) -> std::sync::mpsc::Receiver<Vec<&'static str>> {
     const NAME: &str = "emoji-icon-font";
     let mut fonts = egui::FontDefinitions::default();
     fonts.font_data.insert(
@@ -25,6 +40,55 @@ pub fn install_fonts(ctx: &egui::Context) {
             .push(NAME.to_owned());
     }
     ctx.set_fonts(fonts);
+    // egui's own system-font lookup (fontique: fontconfig on Linux, Core Text on macOS,
+    // DirectWrite on Windows); what it finds is appended after the fonts above.
+    let system = std::sync::Arc::new(egui_system_font_provider::SystemFontProvider::new());
+    ctx.add_font_provider(system.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let repaint = ctx.clone();
+    let spawned = std::thread::Builder::new()
+        .name("cellm-font-probe".into())
+        .spawn(move || {
+            let missing = missing_scripts(system.as_ref());
+            let _ = tx.send(missing);
+            repaint.request_repaint();
+        });
+    if let Err(e) = spawned {
+        log::warn!("could not probe the system fonts: {e}");
+    }
+    rx
+}
+
+/// The probed scripts for which `provider` finds no font.
+pub fn missing_scripts(provider: &dyn egui::FontProvider) -> Vec<&'static str> {
+    let family = egui::FontFamily::Proportional;
+    let mut missing: Vec<&'static str> = Vec::new();
+    for (script, c) in PROBES {
+        let mut buf = [0u8; 4];
+        let request = egui::FallbackRequest {
+            cluster: c.encode_utf8(&mut buf),
+            family: &family,
+        };
+        if provider.font_for(&request).is_none() {
+            // CJK and Korean are one line in the notice when both are missing.
+            if !(script == "Korean" && missing.contains(&"Chinese, Japanese and Korean")) {
+                missing.push(script);
+            }
+        }
+    }
+    missing
+}
+
+/// The one notice shown when system fonts are missing, or None when every script has one.
+pub fn missing_fonts_notice(missing: &[&str]) -> Option<String> {
+    if missing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "No system font was found for {}, so such text shows as boxes. Install Noto fonts \
+         (on Debian/Ubuntu: fonts-noto-cjk fonts-noto-color-emoji fonts-noto-core).",
+        missing.join(", ")
+    ))
 }
 
 pub fn apply(ctx: &egui::Context, theme: ThemeChoice) {
@@ -146,9 +210,9 @@ pub fn error_box(ui: &mut egui::Ui, message: &str) {
         });
 }
 
-pub fn step_heading(ui: &mut egui::Ui, n: usize, title: &str) {
+pub fn step_heading(ui: &mut egui::Ui, n: usize, title: &str) -> egui::Response {
     ui.add_space(4.0);
-    ui.label(RichText::new(format!("{n}. {title}")).strong().size(15.5));
+    ui.label(RichText::new(format!("{n}. {title}")).strong().size(15.5))
 }
 
 pub fn primary_button(text: &str) -> egui::Button<'static> {
@@ -158,6 +222,17 @@ pub fn primary_button(text: &str) -> egui::Button<'static> {
             .strong(),
     )
     .fill(ACCENT)
+    .min_size(egui::vec2(84.0, 30.0))
+}
+
+/// A red button for a destructive action (e.g. confirming Delete).
+pub fn danger_button(text: &str) -> egui::Button<'static> {
+    egui::Button::new(
+        RichText::new(text.to_owned())
+            .color(Color32::WHITE)
+            .strong(),
+    )
+    .fill(Color32::from_rgb(0xc6, 0x28, 0x28))
     .min_size(egui::vec2(84.0, 30.0))
 }
 

@@ -3,7 +3,7 @@
 
 use super::auto_plot::{self, AutoResult};
 use super::convert_job::{ConvertJob, InspectJob, JobEvent, PROFILES, SourceFacts};
-use super::dialogs::{DialogKind, PendingDialog};
+use super::dialogs::{DialogKind, DialogResult, PendingDialog};
 use super::text::{human_bytes, human_count};
 use super::theme;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,10 @@ pub struct Wizard {
     /// Profile `auto`: the KL target, and what the finished conversion measured.
     target_kl: f64,
     auto_result: Option<AutoResult>,
+    /// A file dialog could not open: say so next to the path fields.
+    no_dialog: bool,
+    /// What the form found this frame, for the footer below it.
+    ready: Option<Ready>,
 }
 
 impl Default for Wizard {
@@ -56,8 +60,17 @@ impl Default for Wizard {
             checked: None,
             target_kl: 0.01,
             auto_result: None,
+            no_dialog: false,
+            ready: None,
         }
     }
+}
+
+/// The checked form, handed from the scrolling part to the footer.
+struct Ready {
+    facts: SourceFacts,
+    output: PathBuf,
+    problem: Option<String>,
 }
 
 /// What the wizard asks the app to do.
@@ -94,21 +107,37 @@ impl Wizard {
             .default_width(520.0)
             .anchor(egui::Align2::CENTER_CENTER, [0.0, 0.0])
             .show(ctx, |ui| {
-                ui.set_width(520.0);
-                // Taller than a small screen once every profile is listed: scroll, and keep
-                // the progress and Cancel in view while converting.
-                let max = (ctx.content_rect().height() - 96.0).max(240.0);
+                // 520 points where there is room; narrower windows get a narrower wizard.
+                let width = (ctx.content_rect().width() - 72.0).clamp(300.0, 520.0);
+                ui.set_width(width);
+                // Taller than a small screen once every profile is listed: the form scrolls,
+                // and Convert, the progress and Cancel stay below it, always in view.
+                let footer = if self.facts.as_ref().is_some_and(|f| f.is_ok()) {
+                    110.0
+                } else {
+                    0.0
+                };
+                let max = (ctx.content_rect().height() - 110.0 - footer).max(160.0);
                 egui::ScrollArea::vertical()
                     .max_height(max)
-                    .min_scrolled_height(max)
                     .auto_shrink([false, true])
-                    .show(ui, |ui| action = self.contents(ui));
+                    .show(ui, |ui| {
+                        // Room for the scroll bar, so the size column is never under it.
+                        ui.set_width(ui.available_width() - 14.0);
+                        action = self.contents(ui);
+                    });
+                if let Some(ready) = self.ready.take()
+                    && action.is_none()
+                {
+                    action = self.footer(ui, ready);
+                }
             });
         // Closing the window cancels a running conversion (it cleans up after itself).
         if !open && let Phase::Converting { job, .. } = &self.phase {
             job.cancel.store(true, Ordering::Relaxed);
         }
-        self.open = open;
+        // `contents` closes the wizard itself after "Load this model": both must agree to stay open.
+        self.open = open && self.open;
         action
     }
 
@@ -123,8 +152,16 @@ impl Wizard {
             self.inspect_job = None;
         }
         if let Some((purpose, dialog)) = &self.dialog
-            && let Some(paths) = dialog.poll()
+            && let Some(result) = dialog.poll()
         {
+            let paths = match result {
+                DialogResult::Picked(paths) => paths,
+                DialogResult::Unavailable => {
+                    // The path fields above the buttons take a typed path.
+                    self.no_dialog = true;
+                    Vec::new()
+                }
+            };
             if let Some(p) = paths.into_iter().next() {
                 match purpose {
                     DialogFor::Source => {
@@ -205,13 +242,13 @@ impl Wizard {
         ui.add_space(4.0);
 
         // Step 1: the source.
-        theme::step_heading(ui, 1, "Source");
+        let _ = theme::step_heading(ui, 1, "Source");
         ui.add_enabled_ui(!converting, |ui| {
             ui.horizontal(|ui| {
                 let edit = ui.add(
                     egui::TextEdit::singleline(&mut self.source_text)
                         .hint_text("/path/to/model-folder or model.gguf")
-                        .desired_width(280.0),
+                        .desired_width((ui.available_width() - 200.0).clamp(120.0, 280.0)),
                 );
                 if std::mem::take(&mut self.focus_source) {
                     edit.request_focus();
@@ -244,6 +281,9 @@ impl Wizard {
             });
         });
 
+        if self.no_dialog {
+            ui.weak("No file dialog is available on this system: type the paths instead.");
+        }
         if self.inspect_job.is_some() {
             ui.horizontal(|ui| {
                 ui.spinner();
@@ -261,7 +301,7 @@ impl Wizard {
         };
 
         // Step 2: what was found.
-        theme::step_heading(ui, 2, "Found");
+        let _ = theme::step_heading(ui, 2, "Found");
         egui::Grid::new("wizard_facts")
             .num_columns(2)
             .spacing([16.0, 4.0])
@@ -282,7 +322,7 @@ impl Wizard {
             });
 
         // Step 3: profile.
-        theme::step_heading(ui, 3, "Profile");
+        let _ = theme::step_heading(ui, 3, "Profile");
         ui.add_enabled_ui(!converting, |ui| {
             egui::Grid::new("wizard_profiles")
                 .num_columns(3)
@@ -317,10 +357,14 @@ impl Wizard {
         });
 
         // Step 4: output.
-        theme::step_heading(ui, 4, "Output file");
+        let heading_id = theme::step_heading(ui, 4, "Output file").id;
         ui.add_enabled_ui(!converting, |ui| {
             ui.horizontal(|ui| {
-                ui.add(egui::TextEdit::singleline(&mut self.output_text).desired_width(380.0));
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.output_text)
+                        .desired_width((ui.available_width() - 90.0).clamp(120.0, 380.0)),
+                )
+                .labelled_by(heading_id);
                 if ui.button("Choose…").clicked() && self.dialog.is_none() {
                     let name = default_output(&facts.path, self.profile)
                         .file_name()
@@ -356,7 +400,21 @@ impl Wizard {
             theme::error_box(ui, p);
         }
 
-        // Step 5: convert.
+        self.ready = Some(Ready {
+            facts,
+            output,
+            problem,
+        });
+        None
+    }
+
+    /// Step 5, below the scrolling form: Convert, or the progress and Cancel, or the result.
+    fn footer(&mut self, ui: &mut egui::Ui, ready: Ready) -> Option<WizardAction> {
+        let Ready {
+            facts,
+            output,
+            problem,
+        } = ready;
         ui.add_space(6.0);
         ui.separator();
         let mut action = None;
@@ -405,11 +463,13 @@ impl Wizard {
                 });
             }
             Phase::Finished(Ok(path)) => {
-                ui.colored_label(
-                    theme::success_color(ui),
-                    format!("Done: {}", path.display()),
+                ui.add(
+                    egui::Label::new(
+                        egui::RichText::new(format!("Done: {}", path.display()))
+                            .color(theme::success_color(ui)),
+                    )
+                    .wrap(),
                 );
-
                 ui.horizontal(|ui| {
                     if ui.add(theme::primary_button("Load this model")).clicked() {
                         action = Some(WizardAction::LoadModel(path.clone()));
@@ -425,10 +485,6 @@ impl Wizard {
                     next_phase = Some(Phase::Choosing);
                 }
             }
-        }
-        if !matches!(self.phase, Phase::Choosing) {
-            // progress, Cancel, the result and its buttons stay in view on short screens
-            ui.scroll_to_cursor(Some(egui::Align::BOTTOM));
         }
         if let Some(p) = next_phase {
             self.phase = p;

@@ -22,7 +22,8 @@ pub enum Command {
 pub enum Event {
     Loading(PathBuf),
     Loaded(ModelSummary, CancelToken),
-    LoadFailed(String),
+    /// The message, and the cancel token of the model still loaded (see `Backend::cancel_token`).
+    LoadFailed(String, Option<CancelToken>),
     Unloaded,
     Token {
         chat_id: String,
@@ -129,7 +130,7 @@ fn worker_loop(
                 let loaded = contain_panic(|| backend.load(&path, &options));
                 match loaded {
                     Ok((summary, cancel)) => emit(Event::Loaded(summary, cancel)),
-                    Err(msg) => emit(Event::LoadFailed(msg)),
+                    Err(msg) => emit(Event::LoadFailed(msg, backend.cancel_token())),
                 }
             }
             Command::Unload => {
