@@ -208,3 +208,37 @@ fn run_with_image_and_audio() {
         assert!(err.contains("soft tokens"), "{err}");
     }
 }
+
+/// The wizard's source check (`convert_job::inspect`, run when a checkpoint is picked): a folder
+/// transformers saved is read with its towers; the unsupported Gemma 4 variants (MoE,
+/// `attention_k_eq_v`) are refused with a message naming the setting, before any conversion.
+#[test]
+fn wizard_reads_saved_folder_and_names_unsupported_variants() {
+    use cellm_app::gui::convert_job::inspect;
+    let facts = inspect(&testdata("mixed-layout")).unwrap();
+    assert_eq!(facts.family, "gemma4");
+    assert_eq!(facts.towers, ["text", "vision", "audio"]);
+
+    for key in ["enable_moe_block", "attention_k_eq_v"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = testdata("mixed-layout");
+        for f in [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "model.safetensors",
+        ] {
+            std::fs::copy(src.join(f), tmp.path().join(f)).unwrap();
+        }
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(src.join("config.json")).unwrap()).unwrap();
+        config["text_config"][key] = serde_json::Value::Bool(true);
+        std::fs::write(
+            tmp.path().join("config.json"),
+            serde_json::to_vec(&config).unwrap(),
+        )
+        .unwrap();
+        let msg = inspect(tmp.path()).unwrap_err();
+        println!("{key}: {msg}");
+        assert!(msg.contains(key) && msg.contains("not supported"), "{msg}");
+    }
+}
