@@ -234,8 +234,27 @@ fn gpu_steps_recorded_ahead_match_cpu() {
     });
 }
 
+/// Mean KL(a || b) over positions.
+fn mean_kl(a: &[f32], b: &[f32], vocab: usize) -> f64 {
+    let n = a.len() / vocab;
+    (0..n)
+        .map(|t| {
+            let (la, lb) = (
+                log_softmax(&a[t * vocab..(t + 1) * vocab]),
+                log_softmax(&b[t * vocab..(t + 1) * vocab]),
+            );
+            la.iter()
+                .zip(&lb)
+                .map(|(x, y)| x.exp() * (x - y))
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / n as f64
+}
+
 /// The real-layout fixtures on the GPU backend against transformers itself: f32 weights, f32 KV
-/// cache, the text prompt and the multimodal one (transformers' soft tokens merged), KL < 1e-6.
+/// cache, the text prompt and the multimodal one (transformers' soft tokens merged): mean KL
+/// over positions < 1e-6, no position above 1e-3.
 fn check_gpu_vs_transformers(name: &str) {
     use cellm_engine::session::{MediaEmbedding, MediaKind};
     if let Err(e) = GpuContext::new() {
@@ -274,9 +293,12 @@ fn check_gpu_vs_transformers(name: &str) {
     let vocab = gpu.info().vocab_size;
     let (want, _) = common::f32s(&r, "logits");
     let got = gpu.logits_for(&ids(&r, "input_ids"), &[]).unwrap();
-    let kl = max_kl(&want, &got, vocab);
-    println!("{name} text on {}: max KL {kl:.3e}", gpu.backend());
-    assert!(kl < 1e-6, "{name} text: KL {kl}");
+    let (kl, worst) = (mean_kl(&want, &got, vocab), max_kl(&want, &got, vocab));
+    println!(
+        "{name} text on {}: KL mean {kl:.3e} max {worst:.3e}",
+        gpu.backend()
+    );
+    assert!(kl < 1e-6 && worst < 1e-3, "{name} text: KL {kl} / {worst}");
 
     let media: Vec<MediaEmbedding> = [
         ("vision_embedded", MediaKind::Image),
@@ -294,9 +316,15 @@ fn check_gpu_vs_transformers(name: &str) {
     .collect();
     let (want, _) = common::f32s(&r, "mm_logits");
     let got = gpu.logits_for(&ids(&r, "mm_input_ids"), &media).unwrap();
-    let kl = max_kl(&want, &got, vocab);
-    println!("{name} image + audio on {}: max KL {kl:.3e}", gpu.backend());
-    assert!(kl < 1e-6, "{name} multimodal: KL {kl}");
+    let (kl, worst) = (mean_kl(&want, &got, vocab), max_kl(&want, &got, vocab));
+    println!(
+        "{name} image + audio on {}: KL mean {kl:.3e} max {worst:.3e}",
+        gpu.backend()
+    );
+    assert!(
+        kl < 1e-6 && worst < 1e-3,
+        "{name} multimodal: KL {kl} / {worst}"
+    );
 }
 
 #[test]
