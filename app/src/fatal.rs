@@ -30,8 +30,17 @@ extern "C" fn on_sigbus(_signal: libc::c_int) {
 /// True when `e` (or an error it wraps) is a closed pipe on our output, e.g. `cellm inspect
 /// --json | head -1`: the reader has all it wants, so that is not a failure.
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    let json_pipe = |j: &serde_json::Error| j.io_error_kind() == Some(BrokenPipe);
     e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            // A JSON writer's failure arrives wrapped in an io::Error of kind Other.
+            return io.kind() == BrokenPipe
+                || io
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<serde_json::Error>())
+                    .is_some_and(json_pipe);
+        }
+        c.downcast_ref::<serde_json::Error>().is_some_and(json_pipe)
     })
 }

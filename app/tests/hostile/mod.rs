@@ -217,7 +217,11 @@ pub fn poke_f32(bytes: &mut [u8], suffix: &str, value: f32) {
         .as_array()
         .unwrap()
         .iter()
-        .find(|t| t["name"].as_str().unwrap().ends_with(suffix))
+        .find(|t| {
+            // The text stack's tensor, not a tower's of the same suffix.
+            let n = t["name"].as_str().unwrap();
+            n == format!("model.language_model.{suffix}") || n == format!("model.{suffix}")
+        })
         .unwrap_or_else(|| panic!("no tensor ending in {suffix}"));
     let at = data_offset + t["offset"].as_u64().unwrap() as usize;
     bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());

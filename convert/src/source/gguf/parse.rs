@@ -383,8 +383,13 @@ fn parse(buf: &[u8]) -> Result<Parsed, String> {
     let n_tensors = n_tensors as usize;
 
     let mut metadata = Vec::with_capacity(n_kv);
+    let mut seen = std::collections::HashSet::with_capacity(n_kv);
     for _ in 0..n_kv {
         let key = c.string("metadata key")?;
+        // As llama.cpp: a repeated key is ambiguous (which value holds?), so the file is corrupt.
+        if !seen.insert(key.clone()) {
+            return Err(format!("duplicate metadata key '{key}'"));
+        }
         let ty = c.u32(&key)?;
         let value = c.value(ty, 0, &key)?;
         metadata.push((key, value));
