@@ -86,7 +86,10 @@ pub enum PullError {
         expected: String,
         actual: String,
     },
-    #[error("{file}: got {actual} bytes, the hub lists {expected}")]
+    #[error(
+        "{file}: got {actual} bytes, the hub lists {expected} (run the same command again to \
+         resume)"
+    )]
     Size {
         file: String,
         expected: u64,

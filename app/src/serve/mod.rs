@@ -218,8 +218,7 @@ pub fn start(options: ServerOptions) -> Result<ServerHandle, ServeError> {
         })
         .map_err(ServeError::Runtime)?;
     log.push(format!(
-        "serving {model_id} ({}) at http://{addr}/v1",
-        backend
+        "serving {model_id} ({backend}) at http://{addr}/v1"
     ));
     Ok(ServerHandle {
         addr,
