@@ -64,7 +64,9 @@ start_app() {
     win=$(timeout 60 xdotool search --sync --name '^cellm$' | head -1)
     xdotool windowmove "$win" 0 0 windowsize "$win" "$w" "$h"
     xdotool mousemove $((w / 2)) $((h / 2))
-    xdotool windowfocus --sync "$win" || true
+    sleep 1
+    # Without a window manager the keyboard follows the pointer; a click makes winit see focus.
+    xdotool windowfocus --sync "$win" 2>/dev/null || xdotool click 1
     sleep 2
 }
 

@@ -267,7 +267,7 @@ fn gui_chats_create_rename_delete() {
         !dir.path()
             .join("chats")
             .read_dir()
-            .map_or(false, |d| d.count() > 1)
+            .is_ok_and(|d| d.count() > 1)
     );
     h.get_by_label_contains("Undo").click();
     h.step();

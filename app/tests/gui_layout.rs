@@ -414,3 +414,55 @@ fn gui_drafts_stay_with_their_chat() {
         Some("")
     );
 }
+
+#[test]
+fn gui_wizard_fits_760_wide() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = [760.0, 520.0];
+    let mut h = harness(app(dir.path(), "ok"), size);
+    h.step();
+    h.key_press_modifiers(
+        egui::Modifiers::COMMAND | egui::Modifiers::SHIFT,
+        egui::Key::O,
+    );
+    h.step();
+    h.step();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/gguf/tiny-gemma3.gguf");
+    h.query_all_by_role(Role::TextInput)
+        .find(|n| n.is_focused())
+        .expect("the focused source field")
+        .type_text(source.to_str().unwrap());
+    h.step();
+    h.get_by_label("Read").click();
+    let start = Instant::now();
+    while h.query_by_label("Convert").is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no Convert button"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    h.step();
+    h.step();
+    let screen = egui::Rect::from_min_size(egui::Pos2::ZERO, size.into());
+    // Convert is in view without scrolling, and no size estimate runs under the scroll bar.
+    let convert = h.get_by_label("Convert").rect();
+    assert!(screen.contains_rect(convert), "Convert at {convert:?}");
+    let wizard_right = h
+        .query_all_by_role(Role::TextInput)
+        .map(|n| n.rect().right())
+        .fold(0.0_f32, f32::max);
+    for n in h.query_all_by_label_contains("≈") {
+        let r = n.rect();
+        assert!(screen.contains_rect(r), "estimate at {r:?}");
+        assert!(
+            r.right() <= wizard_right + 120.0,
+            "estimate at {r:?} sticks out of the form"
+        );
+    }
+    // Esc closes it (nothing is converting).
+    h.key_press(egui::Key::Escape);
+    h.step();
+    assert!(!h.state().wizard_open());
+}

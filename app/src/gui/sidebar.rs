@@ -241,12 +241,12 @@ impl App {
                     ModelState::Loading(path) => {
                         ui.horizontal(|ui| {
                             ui.spinner();
-                            ui.label(format!(
-                                "Loading {}…",
-                                path.file_name()
-                                    .map(|n| n.to_string_lossy().into_owned())
-                                    .unwrap_or_default()
-                            ));
+                            let name = path
+                                .file_name()
+                                .map(|n| n.to_string_lossy().into_owned())
+                                .unwrap_or_default();
+                            ui.add(egui::Label::new(format!("Loading {name}…")).truncate())
+                                .on_hover_text(path.display().to_string());
                         });
                     }
                     ModelState::Failed(message) => {
