@@ -1,17 +1,19 @@
 //! Decode matvec bandwidth of the GPU kernels (`engine::kernels::gpu::matmul`, t = 1).
 //!
 //! `cargo run --release -p cellm-engine --example gpu_bench -- [--gb N] [--warm S] [--sweep] [--chain]
-//! [--peak GBps] [--e2b] [--q4]`
+//! [--peak GBps] [--e2b] [--q4 | --q4q8]`
 //!
 //! For each weight dtype (q4, q8, f16) and shape, uploads random weights (several copies, so
 //! repeated dispatches read from memory rather than from the GPU's L2 cache), records many
 //! matvecs into one command buffer, and times submit -> device idle (after `--warm` seconds of
 //! untimed runs; best of three). Reports the effective
-//! weight bandwidth (weight bytes incl. scales / time). `--sweep` also tries
+//! weight bandwidth (weight bytes incl. scales / time), also as a share of the adapter's read
+//! bandwidth measured with a streaming read kernel (`kernels::gpu::bandwidth`) and of `--peak`
+//! (the card's data-sheet figure, e.g. 3350 for an H100 SXM). `--sweep` also tries
 //! many tilings (workgroup size, lanes per row, rows per lane group) and prints the best.
 
 use cellm_engine::kernels::gpu::{
-    ElemType, Encoder, GpuBuffer, GpuContext, GpuWeight,
+    ElemType, Encoder, GpuBuffer, GpuContext, GpuWeight, bandwidth,
     matmul::{Tiling, matmul_tiled},
 };
 use cellm_engine::tensor::{DType, TensorView};
@@ -73,6 +75,7 @@ fn main() {
         &SHAPES
     };
     let only_q4 = args.iter().any(|a| a == "--q4");
+    let q4q8 = args.iter().any(|a| a == "--q4q8");
     let ctx = match GpuContext::new() {
         Ok(c) => c,
         Err(e) => {
@@ -91,12 +94,22 @@ fn main() {
         ctx.adapter().shader_f16,
         ctx.max_binding_bytes() >> 20
     );
+    let measured = match bandwidth::measure_read_bandwidth(&ctx) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("gpu_bench: bandwidth probe: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("measured read bandwidth (streaming read kernel): {measured:.0} GB/s");
     println!(
-        "dtype  shape           MB/matrix  parts copies  iters  wg/lanes/rows   ms/matvec    GB/s"
+        "dtype  shape           MB/matrix  parts copies  iters  wg/lanes/rows   ms/matvec    GB/s  of measured"
     );
     let mut summary = Vec::new();
     let dtypes: &[DType] = if only_q4 {
         &[DType::Q4]
+    } else if q4q8 {
+        &[DType::Q4, DType::Q8]
     } else {
         &[DType::Q4, DType::Q8, DType::F16]
     };
@@ -179,8 +192,9 @@ fn main() {
                 let frac = peak.map_or(String::new(), |p| {
                     format!("  {:.0}% of {p} GB/s", 100.0 * gbs / p)
                 });
+                let of_measured = 100.0 * gbs / measured;
                 println!(
-                    "{:<6} {:>7}x{:<7} {:>9.1}  {:>5} {:>6} {:>6}  {:>13}  {:>12.4} {:>8.1}{frac}",
+                    "{:<6} {:>7}x{:<7} {:>9.1}  {:>5} {:>6} {:>6}  {:>13}  {:>12.4} {:>8.1} {of_measured:>10.0}%{frac}",
                     dtype.name(),
                     rows,
                     cols,

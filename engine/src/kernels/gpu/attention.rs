@@ -270,6 +270,15 @@ fn split_keys(n: usize) -> Option<(usize, usize)> {
     (part <= 1024).then_some((part, parts))
 }
 
+/// The assembled sources (see `sources.rs`).
+pub(super) fn shaders() -> Vec<super::AssembledShader> {
+    vec![
+        super::AssembledShader::new("attention", SHADER.as_str()),
+        super::AssembledShader::new("attention_merge", MERGE.as_str()),
+        super::AssembledShader::new("kv_store", STORE.as_str()),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{ctx, max_abs_diff, random};

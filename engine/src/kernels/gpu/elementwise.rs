@@ -173,6 +173,11 @@ pub fn to_f16(
     Ok(())
 }
 
+/// The assembled source (see `sources.rs`).
+pub(super) fn shaders() -> Vec<super::AssembledShader> {
+    vec![super::AssembledShader::new("elementwise", SHADER)]
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{ctx, max_abs_diff, random};

@@ -113,9 +113,9 @@ impl<'c> Encoder<'c> {
         let off = self.params.len().div_ceil(align) * align;
         self.params.resize(off, 0);
         self.params.extend_from_slice(bytemuck::cast_slice(params));
-        // uniform blocks are a multiple of 16 bytes, and at least 64 so a shader's Params may
+        // uniform blocks are a multiple of 16 bytes, and at least 128 so a shader's Params may
         // have more fields than one of its ops passes (the rest read as zero)
-        let len = (params.len() * 4).div_ceil(16).max(4) * 16;
+        let len = (params.len() * 4).div_ceil(16).max(8) * 16;
         self.params.resize(off + len, 0);
         let max = self.ctx.limits.max_compute_workgroups_per_dimension.max(1);
         let groups = groups.max(1);

@@ -105,6 +105,11 @@ pub fn record_clipped(
     Ok(())
 }
 
+/// The assembled source (see `sources.rs`).
+pub(super) fn shaders() -> Vec<super::AssembledShader> {
+    vec![super::AssembledShader::new("gemm", SHADER)]
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{ctx, max_abs_diff, random};

@@ -6,6 +6,7 @@
 //! weights are dequantized in registers (`(q - 8) * scale`, f32) and multiplied with f32
 //! activations, so the result equals the scalar dequantize reference up to f32 summation order.
 
+use super::norm::{self, NormWeight};
 use super::{Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, buffer::ElemType, shape_err};
 use crate::tensor::DType;
 
@@ -28,6 +29,11 @@ static SMEM_F16_SRC: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| compose(X_F16, SMEM));
 static SUBGROUP_F16_SRC: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| compose(X_F16, SUBGROUP));
+const X_PRO: &str = include_str!("matmul_x_pro.wgsl");
+static SMEM_PRO_SRC: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| compose(X_PRO, SMEM));
+static SUBGROUP_PRO_SRC: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| compose(X_PRO, SUBGROUP));
 
 /// The shader (cache key, source) for row groups of `lanes` lanes and activations of `x`.
 fn source_for(ctx: &GpuContext, lanes: u32, x: ElemType) -> (&'static str, &'static str) {
@@ -42,6 +48,170 @@ fn source_for(ctx: &GpuContext, lanes: u32, x: ElemType) -> (&'static str, &'sta
 /// [`source_for`] f32 activations.
 fn source(ctx: &GpuContext, lanes: u32) -> (&'static str, &'static str) {
     source_for(ctx, lanes, ElemType::F32)
+}
+
+/// The shader for a decode matvec's activations: plain f32, or made by the prologue.
+fn source_in(ctx: &GpuContext, lanes: u32, input: &Input<'_>) -> (&'static str, &'static str) {
+    match (input, ctx.subgroup_min >= lanes) {
+        (Input::Plain(_), _) => source(ctx, lanes),
+        (Input::Pro(..), true) => ("matmul_sg_pro", SUBGROUP_PRO_SRC.as_str()),
+        (Input::Pro(..), false) => ("matmul_pro", SMEM_PRO_SRC.as_str()),
+    }
+}
+
+/// The previous block's output folded into a decode matvec (t = 1), so the residual add with
+/// its post-norm and the next block's pre-norm cost no dispatch of their own (see
+/// `matmul_x_pro.wgsl`). With the matvec's input `x` as the residual stream, the matvec reads
+/// `pre((x + post(a)) * scale)` (or the sum itself without `pre`) and the sum is stored into
+/// `x_out`. Where the fused form does not apply, the same is recorded as a norm dispatch
+/// (into `x_out` and `h`) before a plain matvec.
+#[derive(Clone, Copy)]
+pub struct AddNorm<'a> {
+    /// The block's output.
+    pub a: &'a GpuBuffer,
+    pub post: NormWeight<'a>,
+    /// Scales the residual sum (Gemma 4's layer scalar).
+    pub scale: f32,
+    /// The next block's pre-norm; None: the matvec takes the residual sum itself.
+    pub pre: Option<NormWeight<'a>>,
+    /// The new residual stream (a different buffer from the matvec's input).
+    pub x_out: &'a GpuBuffer,
+    /// The normed rows, where the fused form does not apply.
+    pub h: &'a GpuBuffer,
+}
+
+/// Widest rows the prologue holds (`matmul_x_pro.wgsl`'s workgroup array).
+const PRO_MAX_DIM: usize = 2560;
+
+impl AddNorm<'_> {
+    /// Whether a matvec over `x` (`k` columns) can run this in its prologue here.
+    fn fits(&self, ctx: &GpuContext, x: &GpuBuffer, k: usize, wg: u32, lanes: u32) -> bool {
+        let same = |n: &NormWeight<'_>| {
+            n.w.is_some_and(|w| w.elem == ElemType::F32 && w.len >= k)
+                && n.eps == self.post.eps
+                && n.plus_one == self.post.plus_one
+        };
+        // workgroup memory: the row (16 bytes per vec4) and the sums, plus the lane
+        // reduction's array where there are no subgroups (matmul_reduce_smem.wgsl)
+        let smem = PRO_MAX_DIM * 4 + 1024 + if ctx.subgroup_min >= lanes { 0 } else { 16384 };
+        x.elem == ElemType::F32
+            && self.a.elem == ElemType::F32
+            && self.x_out.elem == ElemType::F32
+            && k.is_multiple_of(4)
+            && k <= PRO_MAX_DIM
+            && x.len >= k
+            && self.a.len >= k
+            && self.x_out.len >= k
+            && x.buf != self.x_out.buf
+            && self.a.buf != self.x_out.buf
+            && wg <= 256
+            && same(&self.post)
+            && self.pre.as_ref().is_none_or(same)
+            && ctx.limits.max_compute_workgroup_storage_size as usize >= smem
+    }
+
+    /// The unfused form: `x_out = (x + post(a)) * scale`, `h = pre(x_out)`; returns the matvec's
+    /// input (`h`, or `x_out` without `pre`).
+    fn record_unfused<'b>(
+        &'b self,
+        enc: &mut Encoder<'_>,
+        x: &GpuBuffer,
+        k: usize,
+    ) -> Result<&'b GpuBuffer, GpuError> {
+        enc.copy(x, 0, self.x_out, 0, k)?;
+        match self.pre {
+            Some(pre) => {
+                norm::rmsnorm_add_norm(
+                    enc, self.a, self.x_out, 1, k, self.post, self.scale, pre, self.h,
+                )?;
+                Ok(self.h)
+            }
+            None => {
+                let into = norm::Into::AddScaled(self.scale);
+                norm::rmsnorm_to(enc, self.a, self.x_out, 1, k, self.post, into)?;
+                Ok(self.x_out)
+            }
+        }
+    }
+
+    /// The prologue's parameters (after the 16 of the kernels' own).
+    fn params(&self, k: usize) -> [u32; 5] {
+        [
+            if self.pre.is_some() { 2 } else { 1 },
+            k as u32,
+            self.post.eps.to_bits(),
+            self.scale.to_bits(),
+            self.post.plus_one as u32,
+        ]
+    }
+
+    /// Its bindings (10..=13).
+    fn bindings<'b>(&'b self, ctx: &'b GpuContext) -> [(u32, &'b wgpu::Buffer); 4] {
+        let w = |n: Option<NormWeight<'b>>| n.and_then(|n| n.w).map_or(&ctx.dummy, |b| &b.buf);
+        [
+            (10, &self.a.buf),
+            (11, &self.x_out.buf),
+            (12, w(Some(self.post))),
+            (13, w(self.pre)),
+        ]
+    }
+}
+
+/// A decode matvec's input: a plain buffer, or the residual stream `x` with an [`AddNorm`]
+/// for the prologue.
+enum Input<'b> {
+    Plain(&'b GpuBuffer),
+    Pro(&'b GpuBuffer, &'b AddNorm<'b>),
+}
+
+impl<'b> Input<'b> {
+    /// The input of a matvec over `x` with `pro`: fused when `fusable` (the op runs as one of
+    /// the decode kernels with this tiling) and [`AddNorm::fits`], else after the unfused norm.
+    fn resolve(
+        enc: &mut Encoder<'_>,
+        x: &'b GpuBuffer,
+        k: usize,
+        pro: Option<&'b AddNorm<'b>>,
+        fusable: Option<(u32, u32)>,
+    ) -> Result<Input<'b>, GpuError> {
+        match (pro, fusable) {
+            (None, _) => Ok(Input::Plain(x)),
+            (Some(p), Some((wg, lanes))) if p.fits(enc.ctx(), x, k, wg, lanes) => {
+                Ok(Input::Pro(x, p))
+            }
+            (Some(p), _) => Ok(Input::Plain(p.record_unfused(enc, x, k)?)),
+        }
+    }
+
+    /// The activations' buffer (binding 2).
+    fn x(&self) -> &'b GpuBuffer {
+        match self {
+            Input::Plain(x) | Input::Pro(x, _) => x,
+        }
+    }
+
+    /// `params` padded to the kernels' 16 and followed by the prologue's.
+    fn params(&self, params: &[u32], k: usize) -> Vec<u32> {
+        let mut all = params.to_vec();
+        if let Input::Pro(_, p) = self {
+            all.resize(16, 0);
+            all.extend_from_slice(&p.params(k));
+        }
+        all
+    }
+
+    /// `bufs` and the prologue's bindings.
+    fn bindings<'c>(
+        &'c self,
+        ctx: &'c GpuContext,
+        bufs: &[(u32, &'c wgpu::Buffer)],
+    ) -> Vec<(u32, &'c wgpu::Buffer)> {
+        let mut all = bufs.to_vec();
+        if let Input::Pro(_, p) = self {
+            all.extend_from_slice(&p.bindings(ctx));
+        }
+        all
+    }
 }
 
 /// Lanes per row no wider than the adapter's subgroups, where those reduce the lanes.
@@ -193,22 +363,62 @@ pub fn matmul_tiled(
     if tiling.is_none() && !xh && super::gemm::fits(w, t) {
         return super::gemm::record(enc, x, t, w, out);
     }
-    let u = units(w);
-    let tiling = tiling.unwrap_or_else(|| {
-        let t = Tiling::for_shape(n, u);
-        // Long rows (the MLP's down projection) keep 64 lanes, reduced through workgroup
-        // memory: ~25% faster on the H100 than 32 lanes with subgroup shuffles.
-        let long = t.lanes == 64 && u >= 192;
-        Tiling {
-            lanes: if long {
-                64
-            } else {
-                fit_lanes(enc.ctx(), t.lanes)
-            },
-            ..t
-        }
-    });
+    let tiling = tiling.unwrap_or_else(|| default_tiling(enc.ctx(), n, units(w)));
     tiling.check()?;
+    record_matvec_or_matmul(enc, x, t, w, out, tiling, None)
+}
+
+/// The tiling of `n` rows of `u` units where none is asked for.
+fn default_tiling(ctx: &GpuContext, n: usize, u: usize) -> Tiling {
+    let t = Tiling::for_shape(n, u);
+    // Long rows (the MLP's down projection) keep 64 lanes, reduced through workgroup
+    // memory: ~25% faster on the H100 than 32 lanes with subgroup shuffles.
+    let long = t.lanes == 64 && u >= 192;
+    Tiling {
+        lanes: if long { 64 } else { fit_lanes(ctx, t.lanes) },
+        ..t
+    }
+}
+
+/// A decode matvec (`t = 1`, default tiling) whose input is made from the previous block's
+/// output in its prologue (see [`AddNorm`]); `x` is the residual stream.
+pub fn matvec_add_norm(
+    enc: &mut Encoder<'_>,
+    x: &GpuBuffer,
+    w: &GpuWeight,
+    out: &GpuBuffer,
+    pro: &AddNorm<'_>,
+) -> Result<(), GpuError> {
+    let k = w.cols;
+    let tiling = default_tiling(enc.ctx(), w.rows, units(w));
+    let fusable = (!w.dtype.is_lut() && w.parts.len() == 1 && k % 8 == 0)
+        .then_some((tiling.wg, tiling.lanes));
+    match Input::resolve(enc, x, k, Some(pro), fusable)? {
+        Input::Plain(h) => matmul(enc, h, 1, w, out),
+        input => {
+            if out.elem != ElemType::F32 || out.len < w.rows {
+                return Err(shape_err(
+                    "matvec_add_norm",
+                    "out must hold the rows in f32",
+                ));
+            }
+            record_matvec_or_matmul(enc, x, 1, w, out, tiling, Some(&input))
+        }
+    }
+}
+
+/// The dispatches of a checked [`matmul_tiled`] (or a fused [`matvec_add_norm`]).
+fn record_matvec_or_matmul(
+    enc: &mut Encoder<'_>,
+    x: &GpuBuffer,
+    t: usize,
+    w: &GpuWeight,
+    out: &GpuBuffer,
+    tiling: Tiling,
+    input: Option<&Input<'_>>,
+) -> Result<(), GpuError> {
+    let (n, k) = (w.rows, w.cols);
+    let u = units(w);
     let (entry, quantized) = match (w.dtype, t) {
         (DType::Q4, 1) => ("matvec_q4", true),
         (DType::Q8, 1) => ("matvec_q8", true),
@@ -224,7 +434,10 @@ pub fn matmul_tiled(
     }
     // prefill: 4 tokens per tile, so each weight load serves 4 tokens
     let tt = if t > 1 { 4 } else { 1 };
-    let (key, src) = source_for(enc.ctx(), tiling.lanes, x.elem);
+    let (key, src) = match input {
+        Some(i) => source_in(enc.ctx(), tiling.lanes, i),
+        None => source_for(enc.ctx(), tiling.lanes, x.elem),
+    };
     let pipeline = enc.ctx().pipeline(
         key,
         src,
@@ -250,12 +463,18 @@ pub fn matmul_tiled(
             0,
         ];
         let groups = part.rows.div_ceil(rows_per_group) as u32;
-        let bufs: &[&wgpu::Buffer] = if quantized {
-            &[&part.buf, &x.buf, &out.buf, &part.buf]
+        let bufs: &[(u32, &wgpu::Buffer)] = if quantized {
+            &[(1, &part.buf), (2, &x.buf), (3, &out.buf), (4, &part.buf)]
         } else {
-            &[&part.buf, &x.buf, &out.buf]
+            &[(1, &part.buf), (2, &x.buf), (3, &out.buf)]
         };
-        enc.dispatch(pipeline.clone(), &params, bufs, groups);
+        match input {
+            Some(i) => {
+                let bufs = i.bindings(enc.ctx(), bufs);
+                enc.dispatch_at(pipeline.clone(), &i.params(&params, k), bufs, groups)
+            }
+            None => enc.dispatch_at(pipeline.clone(), &params, bufs.iter().copied(), groups),
+        }
     }
     Ok(())
 }
@@ -278,6 +497,29 @@ pub fn matmul_glu(
     out: &GpuBuffer,
     up_out: &GpuBuffer,
 ) -> Result<(), GpuError> {
+    matmul_glu_in(enc, x, t, (gate, up), (out, up_out), None)
+}
+
+/// [`matmul_glu`] for one token whose input is made in the prologue (see [`AddNorm`]; `x` is
+/// the residual stream).
+pub fn matmul_glu_add_norm(
+    enc: &mut Encoder<'_>,
+    x: &GpuBuffer,
+    (gate, up): (&GpuWeight, &GpuWeight),
+    (out, up_out): (&GpuBuffer, &GpuBuffer),
+    pro: &AddNorm<'_>,
+) -> Result<(), GpuError> {
+    matmul_glu_in(enc, x, 1, (gate, up), (out, up_out), Some(pro))
+}
+
+fn matmul_glu_in(
+    enc: &mut Encoder<'_>,
+    x: &GpuBuffer,
+    t: usize,
+    (gate, up): (&GpuWeight, &GpuWeight),
+    (out, up_out): (&GpuBuffer, &GpuBuffer),
+    pro: Option<&AddNorm<'_>>,
+) -> Result<(), GpuError> {
     let fused = t == 1
         && gate.dtype == DType::Q4
         && up.dtype == DType::Q4
@@ -285,6 +527,13 @@ pub fn matmul_glu(
         && gate.parts.len() == 1
         && up.parts.len() == 1
         && gate.parts[0].scale_word == up.parts[0].scale_word;
+    let u = units(gate);
+    // Two rows of each per row group (each x load serves four weight units), 16 lanes: the best
+    // plain-matvec tiling of the E2B MLP shapes in the H100 sweep.
+    let lanes = fit_lanes(enc.ctx(), 16.min(u.next_power_of_two().max(4) as u32));
+    let (wg, nr) = (128u32, 2u32);
+    let input = Input::resolve(enc, x, gate.cols, pro, fused.then_some((wg, lanes)))?;
+    let x = input.x();
     if !fused {
         matmul(enc, x, t, gate, out)?;
         matmul(enc, x, t, up, up_out)?;
@@ -300,12 +549,7 @@ pub fn matmul_glu(
     if n == 0 || k == 0 {
         return Ok(());
     }
-    let u = units(gate);
-    // Two rows of each per row group (each x load serves four weight units), 16 lanes: the best
-    // plain-matvec tiling of the E2B MLP shapes in the H100 sweep.
-    let lanes = fit_lanes(enc.ctx(), 16.min(u.next_power_of_two().max(4) as u32));
-    let (wg, nr) = (128u32, 2u32);
-    let (key, src) = source(enc.ctx(), lanes);
+    let (key, src) = source_in(enc.ctx(), lanes, &input);
     let pipeline = enc.ctx().pipeline(
         key,
         src,
@@ -330,12 +574,133 @@ pub fn matmul_glu(
         0,
     ];
     let groups = n.div_ceil((wg / lanes * nr) as usize) as u32;
-    enc.dispatch(
-        pipeline,
-        &params,
-        &[&g.buf, &x.buf, &out.buf, &g.buf, &v.buf, &v.buf],
-        groups,
+    let bufs = [
+        (1, &g.buf),
+        (2, &x.buf),
+        (3, &out.buf),
+        (4, &g.buf),
+        (5, &v.buf),
+        (6, &v.buf),
+    ];
+    let (params, bufs) = (input.params(&params, k), input.bindings(enc.ctx(), &bufs));
+    enc.dispatch_at(pipeline, &params, bufs, groups);
+    Ok(())
+}
+
+/// Records `outs[j] = x · ws[j]ᵀ` for three weights over the same input (q, k and v). One
+/// dispatch for a decode step (t = 1) with single-buffer q4 or q8 weights of the same dtype,
+/// columns and group size; otherwise three matmuls.
+pub fn matmul3(
+    enc: &mut Encoder<'_>,
+    x: &GpuBuffer,
+    t: usize,
+    ws: [&GpuWeight; 3],
+    outs: [&GpuBuffer; 3],
+) -> Result<(), GpuError> {
+    matmul3_in(enc, x, t, ws, outs, None)
+}
+
+/// [`matmul3`] for one token whose input is made in the prologue (see [`AddNorm`]; `x` is the
+/// residual stream).
+pub fn matmul3_add_norm(
+    enc: &mut Encoder<'_>,
+    x: &GpuBuffer,
+    ws: [&GpuWeight; 3],
+    outs: [&GpuBuffer; 3],
+    pro: &AddNorm<'_>,
+) -> Result<(), GpuError> {
+    matmul3_in(enc, x, 1, ws, outs, Some(pro))
+}
+
+fn matmul3_in(
+    enc: &mut Encoder<'_>,
+    x: &GpuBuffer,
+    t: usize,
+    ws: [&GpuWeight; 3],
+    outs: [&GpuBuffer; 3],
+    pro: Option<&AddNorm<'_>>,
+) -> Result<(), GpuError> {
+    let w0 = ws[0];
+    let fused = t == 1
+        && matches!(w0.dtype, DType::Q4 | DType::Q8)
+        && ws.iter().all(|w| {
+            w.dtype == w0.dtype
+                && w.cols == w0.cols
+                && w.group_size == w0.group_size
+                && w.group_size > 0
+                && w.rows > 0
+                && w.parts.len() == 1
+        });
+    let u = units(w0);
+    let total: usize = ws.iter().map(|w| w.rows).sum();
+    let lanes = fit_lanes(enc.ctx(), Tiling::for_shape(total, u).lanes);
+    let (wg, nr) = (128u32, 2u32);
+    let input = Input::resolve(enc, x, w0.cols, pro, fused.then_some((wg, lanes)))?;
+    let x = input.x();
+    if !fused {
+        for (w, out) in ws.into_iter().zip(outs) {
+            matmul(enc, x, t, w, out)?;
+        }
+        return Ok(());
+    }
+    let k = w0.cols;
+    let ok = x.elem == ElemType::F32
+        && x.len >= k
+        && k % 32 == 0
+        && ws
+            .iter()
+            .zip(outs)
+            .all(|(w, o)| o.elem == ElemType::F32 && o.len >= w.rows);
+    if !ok {
+        return Err(shape_err(
+            "matmul3",
+            format!("x[{}] for {k} columns, or outputs too short", x.len),
+        ));
+    }
+    let per_group = (wg / lanes * nr) as usize;
+    let (key, src) = source_in(enc.ctx(), lanes, &input);
+    let pipeline = enc.ctx().pipeline(
+        key,
+        src,
+        "matvec3",
+        &[
+            ("WG", wg as f64),
+            ("LANES", lanes as f64),
+            ("NR", nr as f64),
+            ("TT", 1.0),
+        ],
     );
+    let groups: Vec<usize> = ws.iter().map(|w| w.rows.div_ceil(per_group)).collect();
+    let (g2, g3) = (groups[0], groups[0] + groups[1]);
+    let params = [
+        k as u32,
+        w0.rows as u32,
+        1,
+        w0.rows as u32,
+        0,
+        u as u32,
+        w0.group_size as u32,
+        w0.parts[0].scale_word as u32,
+        0,
+        ws[1].rows as u32,
+        ws[2].rows as u32,
+        ws[1].parts[0].scale_word as u32,
+        ws[2].parts[0].scale_word as u32,
+        g2 as u32,
+        g3 as u32,
+        (w0.dtype == DType::Q8) as u32,
+    ];
+    let bufs = [
+        (1, &ws[0].parts[0].buf),
+        (2, &x.buf),
+        (3, &outs[0].buf),
+        (5, &ws[1].parts[0].buf),
+        (7, &ws[2].parts[0].buf),
+        (8, &outs[1].buf),
+        (9, &outs[2].buf),
+    ];
+    let (params, bufs) = (input.params(&params, k), input.bindings(enc.ctx(), &bufs));
+    enc.dispatch_at(pipeline, &params, bufs, (g3 + groups[2]) as u32);
     Ok(())
 }
 
@@ -350,8 +715,38 @@ pub fn matvec_gelu_mul(
     aux: &GpuBuffer,
     off: usize,
 ) -> Result<(), GpuError> {
+    matvec_gelu_mul_in(enc, x, w, out, (aux, off), None)
+}
+
+/// [`matvec_gelu_mul`] whose input is made in the prologue (see [`AddNorm`]; `x` is the
+/// residual stream).
+pub fn matvec_gelu_mul_add_norm(
+    enc: &mut Encoder<'_>,
+    x: &GpuBuffer,
+    w: &GpuWeight,
+    out: &GpuBuffer,
+    aux: (&GpuBuffer, usize),
+    pro: &AddNorm<'_>,
+) -> Result<(), GpuError> {
+    matvec_gelu_mul_in(enc, x, w, out, aux, Some(pro))
+}
+
+fn matvec_gelu_mul_in(
+    enc: &mut Encoder<'_>,
+    x: &GpuBuffer,
+    w: &GpuWeight,
+    out: &GpuBuffer,
+    (aux, off): (&GpuBuffer, usize),
+    pro: Option<&AddNorm<'_>>,
+) -> Result<(), GpuError> {
     let (n, k) = (w.rows, w.cols);
-    if w.dtype != DType::Q4 || w.parts.len() != 1 {
+    let fused = w.dtype == DType::Q4 && w.parts.len() == 1;
+    let u = units(w);
+    let lanes = fit_lanes(enc.ctx(), Tiling::for_shape(n / 2, u).lanes);
+    let wg = 128u32;
+    let input = Input::resolve(enc, x, k, pro, fused.then_some((wg, lanes)))?;
+    let x = input.x();
+    if !fused {
         matmul(enc, x, 1, w, out)?;
         return super::elementwise::gelu_mul_slice(enc, out, 1, n, aux, off, n);
     }
@@ -373,10 +768,7 @@ pub fn matvec_gelu_mul(
     if n == 0 || k == 0 {
         return Ok(());
     }
-    let u = units(w);
-    let lanes = fit_lanes(enc.ctx(), Tiling::for_shape(n / 2, u).lanes);
-    let wg = 128u32;
-    let (key, src) = source(enc.ctx(), lanes);
+    let (key, src) = source_in(enc.ctx(), lanes, &input);
     let constants = [
         ("WG", wg as f64),
         ("LANES", lanes as f64),
@@ -399,13 +791,49 @@ pub fn matvec_gelu_mul(
         off as u32,
     ];
     let groups = n.div_ceil((wg / lanes) as usize) as u32;
-    enc.dispatch(
-        pipeline,
-        &params,
-        &[&part.buf, &x.buf, &out.buf, &part.buf, &aux.buf],
-        groups,
-    );
+    let bufs = [
+        (1, &part.buf),
+        (2, &x.buf),
+        (3, &out.buf),
+        (4, &part.buf),
+        (5, &aux.buf),
+    ];
+    let (params, bufs) = (input.params(&params, k), input.bindings(enc.ctx(), &bufs));
+    enc.dispatch_at(pipeline, &params, bufs, groups);
     Ok(())
+}
+
+/// The assembled sources (both activation preludes, both reductions) with the tilings the
+/// kernels and the benchmark sweep use (see `sources.rs`).
+pub(super) fn shaders() -> Vec<super::AssembledShader> {
+    let mut tilings = Vec::new();
+    for (wg, lanes, nr, tt) in [
+        (256, 32, 2, 1),
+        (128, 16, 2, 1),
+        (128, 64, 2, 1),
+        (64, 4, 1, 1),
+        (256, 64, 2, 4),
+        (256, 256, 1, 4),
+        (128, 16, 4, 4),
+    ] {
+        tilings.push(vec![
+            ("WG", wg as f64),
+            ("LANES", lanes as f64),
+            ("NR", nr as f64),
+            ("TT", tt as f64),
+        ]);
+    }
+    [
+        ("matmul", SMEM_SRC.as_str()),
+        ("matmul_sg", SUBGROUP_SRC.as_str()),
+        ("matmul_xh", SMEM_F16_SRC.as_str()),
+        ("matmul_sg_xh", SUBGROUP_F16_SRC.as_str()),
+        ("matmul_pro", SMEM_PRO_SRC.as_str()),
+        ("matmul_sg_pro", SUBGROUP_PRO_SRC.as_str()),
+    ]
+    .into_iter()
+    .map(|(key, src)| super::AssembledShader::new(key, src).with(tilings.clone()))
+    .collect()
 }
 
 #[cfg(test)]
@@ -613,6 +1041,215 @@ pub(super) mod tests {
                     want[i]
                 );
             }
+        }
+    }
+
+    #[test]
+    fn gpu_matmul3_matches_separate_matmuls() {
+        let Some(ctx) = ctx() else { return };
+        // odd row counts: row groups with one valid row, at each weight's end
+        let shapes = [37usize, 9, 11];
+        for (dtype, t, k) in [(DType::Q4, 1, 256), (DType::Q8, 1, 96), (DType::Q4, 3, 128)] {
+            let views: Vec<Vec<u8>> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| encode(dtype, &random(n * k, 60 + i as u32), &[n, k], 32).unwrap())
+                .collect();
+            let ws: Vec<GpuWeight> = shapes
+                .iter()
+                .zip(&views)
+                .map(|(&n, b)| {
+                    let shape = [n, k];
+                    let v = TensorView::new(dtype, &shape, 32, b).unwrap();
+                    GpuWeight::upload(ctx, &v).unwrap()
+                })
+                .collect();
+            let xb = GpuBuffer::from_f32(ctx, &random(t * k, 64));
+            let outs: Vec<GpuBuffer> = shapes
+                .iter()
+                .map(|&n| GpuBuffer::zeros(ctx, t * n, ElemType::F32))
+                .collect();
+            let wants: Vec<GpuBuffer> = shapes
+                .iter()
+                .map(|&n| GpuBuffer::zeros(ctx, t * n, ElemType::F32))
+                .collect();
+            let mut enc = Encoder::new(ctx);
+            let wr = [&ws[0], &ws[1], &ws[2]];
+            matmul3(&mut enc, &xb, t, wr, [&outs[0], &outs[1], &outs[2]]).unwrap();
+            for j in 0..3 {
+                matmul(&mut enc, &xb, t, &ws[j], &wants[j]).unwrap();
+            }
+            enc.submit().unwrap();
+            for j in 0..3 {
+                let (g, w) = (
+                    ctx.read_f32(&outs[j]).unwrap(),
+                    ctx.read_f32(&wants[j]).unwrap(),
+                );
+                let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for i in 0..g.len() {
+                    assert!(
+                        (g[i] - w[i]).abs() <= 1e-5 * scale,
+                        "{dtype} t={t} weight {j} [{i}]: {} vs {}",
+                        g[i],
+                        w[i]
+                    );
+                }
+            }
+        }
+    }
+
+    /// The decode matvecs with the residual add and norms in their prologue ([`AddNorm`]) equal
+    /// the norm dispatch followed by the plain op, outputs and the new residual stream alike.
+    #[test]
+    fn gpu_add_norm_prologue_matches_separate_ops() {
+        let Some(ctx) = ctx() else { return };
+        let k = 256;
+        let weight = |dtype: DType, n: usize, seed: u32| {
+            let shape = [n, k];
+            let bytes = encode(dtype, &random(n * k, seed), &shape, 32).unwrap();
+            let v = TensorView::new(dtype, &shape, 32, &bytes).unwrap();
+            GpuWeight::upload(ctx, &v).unwrap()
+        };
+        let x = GpuBuffer::from_f32(ctx, &random(k, 71));
+        let a = GpuBuffer::from_f32(ctx, &random(k, 72));
+        let (wpost, wpre) = (
+            GpuBuffer::from_f32(ctx, &random(k, 73)),
+            GpuBuffer::from_f32(ctx, &random(k, 74)),
+        );
+        let z = |n: usize| GpuBuffer::zeros(ctx, n, ElemType::F32);
+        let aux = GpuBuffer::from_f32(ctx, &random(64, 75));
+        for (plus_one, with_pre, scale) in
+            [(false, true, 1.0), (true, true, 0.75), (false, false, 1.5)]
+        {
+            let post = NormWeight {
+                w: Some(&wpost),
+                eps: 1e-6,
+                plus_one,
+            };
+            let pre = with_pre.then_some(NormWeight {
+                w: Some(&wpre),
+                eps: 1e-6,
+                plus_one,
+            });
+            // the reference stream and input, by the separate norm ops
+            let (x_ref, h_ref) = (z(k), z(k));
+            let mut enc = Encoder::new(ctx);
+            enc.copy(&x, 0, &x_ref, 0, k).unwrap();
+            let input = match pre {
+                Some(pre) => {
+                    norm::rmsnorm_add_norm(&mut enc, &a, &x_ref, 1, k, post, scale, pre, &h_ref)
+                        .unwrap();
+                    &h_ref
+                }
+                None => {
+                    let into = norm::Into::AddScaled(scale);
+                    norm::rmsnorm_to(&mut enc, &a, &x_ref, 1, k, post, into).unwrap();
+                    &x_ref
+                }
+            };
+            enc.submit().unwrap();
+            let want_x = ctx.read_f32(&x_ref).unwrap();
+            let check = |what: &str, got: &GpuBuffer, want: &GpuBuffer, x_out: &GpuBuffer| {
+                let (g, w) = (ctx.read_f32(got).unwrap(), ctx.read_f32(want).unwrap());
+                let scale = w.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+                for i in 0..g.len() {
+                    assert!(
+                        (g[i] - w[i]).abs() <= 2e-5 * scale,
+                        "{what} [{i}]: {} vs {}",
+                        g[i],
+                        w[i]
+                    );
+                }
+                let xo = ctx.read_f32(x_out).unwrap();
+                let d = super::super::test_util::max_abs_diff(&xo, &want_x);
+                assert!(d <= 1e-5, "{what}: new stream off by {d}");
+            };
+            // the fused ops, each with a fresh buffer for the new stream
+            let fresh = || (z(k), z(k));
+            // single weights of every dtype (odd rows)
+            for dtype in [DType::Q4, DType::Q8, DType::F16, DType::F32] {
+                let w = weight(dtype, 37, 76);
+                let (got, want) = (z(37), z(37));
+                let (x_out, h) = fresh();
+                let pro = AddNorm {
+                    a: &a,
+                    post,
+                    scale,
+                    pre,
+                    x_out: &x_out,
+                    h: &h,
+                };
+                let mut enc = Encoder::new(ctx);
+                matvec_add_norm(&mut enc, &x, &w, &got, &pro).unwrap();
+                matmul(&mut enc, input, 1, &w, &want).unwrap();
+                enc.submit().unwrap();
+                check(
+                    &format!("matvec {dtype} {plus_one} {with_pre}"),
+                    &got,
+                    &want,
+                    &x_out,
+                );
+            }
+            // q/k/v
+            for dtype in [DType::Q4, DType::Q8] {
+                let ws = [
+                    weight(dtype, 37, 77),
+                    weight(dtype, 9, 78),
+                    weight(dtype, 9, 79),
+                ];
+                let (got, want) = ([z(37), z(9), z(9)], [z(37), z(9), z(9)]);
+                let (x_out, h) = fresh();
+                let pro = AddNorm {
+                    a: &a,
+                    post,
+                    scale,
+                    pre,
+                    x_out: &x_out,
+                    h: &h,
+                };
+                let mut enc = Encoder::new(ctx);
+                let wr = [&ws[0], &ws[1], &ws[2]];
+                let outs = [&got[0], &got[1], &got[2]];
+                matmul3_add_norm(&mut enc, &x, wr, outs, &pro).unwrap();
+                matmul3(&mut enc, input, 1, wr, [&want[0], &want[1], &want[2]]).unwrap();
+                enc.submit().unwrap();
+                for j in 0..3 {
+                    check(&format!("matmul3 {dtype} {j}"), &got[j], &want[j], &x_out);
+                }
+            }
+            // the gated MLP and the per-layer-input gate
+            let (gw, uw) = (weight(DType::Q4, 41, 80), weight(DType::Q4, 41, 81));
+            let (got, want, scratch) = (z(41), z(41), z(41));
+            let (x_out, h) = fresh();
+            let pro = AddNorm {
+                a: &a,
+                post,
+                scale,
+                pre,
+                x_out: &x_out,
+                h: &h,
+            };
+            let mut enc = Encoder::new(ctx);
+            matmul_glu_add_norm(&mut enc, &x, (&gw, &uw), (&got, &scratch), &pro).unwrap();
+            matmul_glu(&mut enc, input, 1, &gw, &uw, &want, &scratch).unwrap();
+            enc.submit().unwrap();
+            check("glu", &got, &want, &x_out);
+            let pw = weight(DType::Q4, 21, 82);
+            let (got, want) = (z(21), z(21));
+            let (x_out, h) = fresh();
+            let pro = AddNorm {
+                a: &a,
+                post,
+                scale,
+                pre,
+                x_out: &x_out,
+                h: &h,
+            };
+            let mut enc = Encoder::new(ctx);
+            matvec_gelu_mul_add_norm(&mut enc, &x, &pw, &got, (&aux, 5), &pro).unwrap();
+            matvec_gelu_mul(&mut enc, input, &pw, &want, &aux, 5).unwrap();
+            enc.submit().unwrap();
+            check("gelu_mul", &got, &want, &x_out);
         }
     }
 

@@ -22,12 +22,30 @@ struct Params {
     gs: u32,         // quantization group size
     scale_word: u32, // u32 index of the first f16 scale
     aux_off: u32,    // matvec_q4_gelu_mul: first index of the multiplier row in `aux`
+    // matvec3 only: rows and first scale word of the second and third weight, the first
+    // workgroup of each, and whether the weights are q8 (else q4)
+    n2: u32,
+    n3: u32,
+    sw2: u32,
+    sw3: u32,
+    g2: u32,
+    g3: u32,
+    q8: u32,
+    // matmul_x_pro.wgsl's prologue: 1 residual add, 2 add and pre-norm; the row width, eps,
+    // scale of the sum, and whether norm weights are 1 + w
+    pro: u32,
+    pro_dim: u32,
+    pro_eps: f32,
+    pro_scale: f32,
+    pro_plus1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
-// binding 2, the activations `x`, and `xload(i)` (vec4 i of x as f32) come from the prelude the host
-// puts first: matmul_x_f32.wgsl, or matmul_x_f16.wgsl for f16 activations (shader-f16).
+// binding 2, the activations `x`, `xload(i)` (vec4 i of the activations as f32) and the decode
+// kernels' `prologue` come from the prelude the host puts first: matmul_x_f32.wgsl,
+// matmul_x_f16.wgsl for f16 activations (shader-f16), or matmul_x_pro.wgsl (decode activations
+// made from the previous block's output in the prologue).
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 // the same buffer as `w`, seen as words for the f16 scales (q4/q8 only)
 @group(0) @binding(4) var<storage, read> ws: array<u32>;
@@ -223,6 +241,7 @@ fn q4_unit(row: u32, u: u32, gpr: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn matvec_q4(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>) {
+    prologue(lid, wid.x + wid.y == 0u);
     let row0 = first_row(lid, wid, nwg);
     let ra = min(row0, p.n - 1u);
     let rb = min(row0 + 1u, p.n - 1u);
@@ -250,6 +269,7 @@ fn matvec_q4(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
 @compute @workgroup_size(WG)
 fn matvec_q8(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>) {
+    prologue(lid, wid.x + wid.y == 0u);
     let row0 = first_row(lid, wid, nwg);
     let ra = min(row0, p.n - 1u);
     let rb = min(row0 + 1u, p.n - 1u);
@@ -273,6 +293,7 @@ fn matvec_q8(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
 @compute @workgroup_size(WG)
 fn matvec_f16(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>) {
+    prologue(lid, wid.x + wid.y == 0u);
     let row0 = first_row(lid, wid, nwg);
     let ra = min(row0, p.n - 1u);
     let rb = min(row0 + 1u, p.n - 1u);
@@ -291,6 +312,7 @@ fn matvec_f16(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
 @compute @workgroup_size(WG)
 fn matvec_f32(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>) {
+    prologue(lid, wid.x + wid.y == 0u);
     let row0 = first_row(lid, wid, nwg);
     let ra = min(row0, p.n - 1u);
     let rb = min(row0 + 1u, p.n - 1u);
@@ -334,6 +356,7 @@ fn q4_dot_x(b: vec4<u32>, xs: array<vec4<f32>, 8>) -> f32 {
 @compute @workgroup_size(WG)
 fn matvec_q4_glu(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    prologue(lid, wid.x + wid.y == 0u);
     let row0 = first_row(lid, wid, nwg);
     let ra = min(row0, p.n - 1u);
     let rb = min(row0 + 1u, p.n - 1u);
@@ -383,6 +406,7 @@ fn matvec_q4_glu(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
 fn matvec_q4_gelu_mul(@builtin(local_invocation_index) lid: u32,
                       @builtin(workgroup_id) wid: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>) {
+    prologue(lid, wid.x + wid.y == 0u);
     let row = (wid.x + wid.y * nwg.x) * (WG / LANES) + lid / LANES;
     let r = min(row, p.n - 1u);
     let gpr = p.k / p.gs;
@@ -393,5 +417,131 @@ fn matvec_q4_gelu_mul(@builtin(local_invocation_index) lid: u32,
     let s = reduce_pair(a, 0.0, lid);
     if (lid % LANES == 0u && row < p.n) {
         y[row] = gelu_tanh(s.x) * aux[p.aux_off + row];
+    }
+}
+
+// ---- decode (t = 1): three weights of one shape family (q, k and v) in one dispatch.
+// Workgroups [0, g2) take rows of `w` into `y`, [g2, g3) rows of `w2` into `y2`, [g3, ..) rows
+// of `w3` into `y3`; every weight is q4 (or q8 with p.q8) with the same columns and group size,
+// and its f16 scales are read from its own vec4 view (no separate scale bindings, so the entry
+// needs 7 storage buffers).
+
+@group(0) @binding(7) var<storage, read> w3: array<vec4<u32>>;
+@group(0) @binding(8) var<storage, read_write> y2: array<f32>;
+@group(0) @binding(9) var<storage, read_write> y3: array<f32>;
+
+// The f16 scale `s` of a weight from its 16-byte unit `v`, which holds scale word `word`.
+fn scale_of(v: vec4<u32>, word: u32, s: u32) -> f32 {
+    return unpack2x16float(v[word % 4u])[s % 2u];
+}
+
+// Scale index of unit `u` of row `row`, for the weight's dtype.
+fn scale_index(row: u32, u: u32, gpr: u32) -> u32 {
+    let per_unit = select(32u, 16u, p.q8 == 1u);
+    return row * gpr + (u * per_unit) / p.gs;
+}
+
+// A unit of weight data times x (unscaled), for the weight's dtype.
+fn unit_dot(b: vec4<u32>, u: u32) -> f32 {
+    if (p.q8 == 1u) {
+        return q8_dot(b, u * 4u);
+    }
+    return q4_dot(b, u * 8u);
+}
+
+// Partial sums of rows ra and rb (lanes stride the units) of w, w2 or w3.
+fn rows_w1(ra: u32, rb: u32, lane: u32, sw: u32, gpr: u32) -> vec2<f32> {
+    var acc = vec2<f32>(0.0);
+    for (var u = lane; u < p.units; u += LANES) {
+        let sa = scale_index(ra, u, gpr);
+        let sb = scale_index(rb, u, gpr);
+        let wa = sw + sa / 2u;
+        let wb = sw + sb / 2u;
+        acc.x += unit_dot(w[ra * p.units + u], u) * scale_of(w[wa / 4u], wa, sa);
+        if (NR == 2u) {
+            acc.y += unit_dot(w[rb * p.units + u], u) * scale_of(w[wb / 4u], wb, sb);
+        }
+    }
+    return acc;
+}
+
+fn rows_w2(ra: u32, rb: u32, lane: u32, sw: u32, gpr: u32) -> vec2<f32> {
+    var acc = vec2<f32>(0.0);
+    for (var u = lane; u < p.units; u += LANES) {
+        let sa = scale_index(ra, u, gpr);
+        let sb = scale_index(rb, u, gpr);
+        let wa = sw + sa / 2u;
+        let wb = sw + sb / 2u;
+        acc.x += unit_dot(w2[ra * p.units + u], u) * scale_of(w2[wa / 4u], wa, sa);
+        if (NR == 2u) {
+            acc.y += unit_dot(w2[rb * p.units + u], u) * scale_of(w2[wb / 4u], wb, sb);
+        }
+    }
+    return acc;
+}
+
+fn rows_w3(ra: u32, rb: u32, lane: u32, sw: u32, gpr: u32) -> vec2<f32> {
+    var acc = vec2<f32>(0.0);
+    for (var u = lane; u < p.units; u += LANES) {
+        let sa = scale_index(ra, u, gpr);
+        let sb = scale_index(rb, u, gpr);
+        let wa = sw + sa / 2u;
+        let wb = sw + sb / 2u;
+        acc.x += unit_dot(w3[ra * p.units + u], u) * scale_of(w3[wa / 4u], wa, sa);
+        if (NR == 2u) {
+            acc.y += unit_dot(w3[rb * p.units + u], u) * scale_of(w3[wb / 4u], wb, sb);
+        }
+    }
+    return acc;
+}
+
+@compute @workgroup_size(WG)
+fn matvec3(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>) {
+    prologue(lid, wid.x + wid.y == 0u);
+    let g = wid.x + wid.y * nwg.x;
+    // which weight this workgroup serves (uniform across the workgroup)
+    var j = 0u;
+    var g0 = 0u;
+    var n = p.n;
+    var sw = p.scale_word;
+    if (g >= p.g3) {
+        j = 2u;
+        g0 = p.g3;
+        n = p.n3;
+        sw = p.sw3;
+    } else if (g >= p.g2) {
+        j = 1u;
+        g0 = p.g2;
+        n = p.n2;
+        sw = p.sw2;
+    }
+    let row0 = ((g - g0) * (WG / LANES) + lid / LANES) * NR;
+    let ra = min(row0, n - 1u);
+    let rb = min(row0 + 1u, n - 1u);
+    let gpr = p.k / p.gs;
+    let lane = lid % LANES;
+    var acc: vec2<f32>;
+    if (j == 0u) {
+        acc = rows_w1(ra, rb, lane, sw, gpr);
+    } else if (j == 1u) {
+        acc = rows_w2(ra, rb, lane, sw, gpr);
+    } else {
+        acc = rows_w3(ra, rb, lane, sw, gpr);
+    }
+    let s = reduce_pair(acc.x, acc.y, lid);
+    if (lane == 0u) {
+        for (var r = 0u; r < NR; r++) {
+            if (row0 + r < n) {
+                let v = s[r];
+                if (j == 0u) {
+                    y[row0 + r] = v;
+                } else if (j == 1u) {
+                    y2[row0 + r] = v;
+                } else {
+                    y3[row0 + r] = v;
+                }
+            }
+        }
     }
 }

@@ -88,6 +88,18 @@ pub fn matmul_lut(
     Ok(())
 }
 
+/// The assembled source with the splits [`split`] makes (see `sources.rs`).
+pub(super) fn shaders() -> Vec<super::AssembledShader> {
+    let mut sets = Vec::new();
+    for blocks in [1, 8, 48, 192] {
+        let (lanes, wg) = split(blocks);
+        for tt in [1.0, 4.0] {
+            sets.push(vec![("WG", wg as f64), ("LANES", lanes as f64), ("TT", tt)]);
+        }
+    }
+    vec![super::AssembledShader::new("matmul_lut", SHADER).with(sets)]
+}
+
 #[cfg(test)]
 mod tests {
     // the generic matmul check: GPU result against an f64 reference of the dequantized weights

@@ -7,3 +7,6 @@ enable f16;
 fn xload(i: u32) -> vec4<f32> {
     return vec4<f32>(x[i]);
 }
+
+// (the decode kernels' prologue: nothing to do with plain activations; see matmul_x_pro.wgsl)
+fn prologue(lid: u32, first: bool) {}

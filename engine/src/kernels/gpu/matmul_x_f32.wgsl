@@ -4,3 +4,6 @@
 fn xload(i: u32) -> vec4<f32> {
     return x[i];
 }
+
+// (the decode kernels' prologue: nothing to do with plain activations; see matmul_x_pro.wgsl)
+fn prologue(lid: u32, first: bool) {}

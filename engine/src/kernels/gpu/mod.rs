@@ -49,6 +49,7 @@ mod device;
 mod encoder;
 
 pub mod attention;
+pub mod bandwidth;
 pub mod elementwise;
 pub mod gemm;
 pub mod matmul;
@@ -56,11 +57,14 @@ pub mod matmul_lut;
 pub mod norm;
 pub mod rope;
 pub mod softmax;
+mod sources;
 pub mod towers;
 
 pub use buffer::{ElemType, GpuBuffer, GpuWeight, ReadBack};
 pub use device::{AdapterSummary, GpuContext};
 pub use encoder::Encoder;
+#[doc(hidden)]
+pub use sources::{AssembledShader, assembled_shaders};
 
 /// Errors of the GPU backend. A missing adapter is an ordinary error, so callers can fall back.
 #[derive(Debug, thiserror::Error)]

@@ -183,11 +183,80 @@ pub fn rmsnorm_add_norm(
     Ok(())
 }
 
+/// Records Gemma 4's per-layer-input combination in place over `rows` rows of `dim`:
+/// `x = (norm(x * in_scale) * w + tok) * out_scale` (one dispatch for a scale, a norm, an add
+/// and a scale, with the same f32 operations in the same order).
+#[allow(clippy::too_many_arguments)]
+pub fn ple_combine(
+    enc: &mut Encoder<'_>,
+    x: &GpuBuffer,
+    tok: &GpuBuffer,
+    rows: usize,
+    dim: usize,
+    w: &GpuBuffer,
+    eps: f32,
+    (in_scale, out_scale): (f32, f32),
+) -> Result<(), GpuError> {
+    let nw = NormWeight {
+        w: Some(w),
+        eps,
+        plus_one: false,
+    };
+    let (mode, _) = checked(enc, x, rows, dim, nw)?;
+    if tok.elem != ElemType::F32 || tok.len < rows * dim || tok.buf == x.buf {
+        return Err(shape_err(
+            "ple_combine",
+            format!("tok[{}] for {rows}x{dim} (must differ from x)", tok.len),
+        ));
+    }
+    let pipeline = enc.ctx().pipeline("norm", &SHADER, "ple_combine", &[]);
+    let params = [
+        dim as u32,
+        rows as u32,
+        eps.to_bits(),
+        mode,
+        0,
+        out_scale.to_bits(),
+        0,
+        in_scale.to_bits(),
+    ];
+    enc.dispatch(pipeline, &params, &[&x.buf, &w.buf, &tok.buf], rows as u32);
+    Ok(())
+}
+
+/// The assembled source with every register width [`pipeline_for`] picks (see `sources.rs`).
+pub(super) fn shaders() -> Vec<super::AssembledShader> {
+    let sets = (1..=4).map(|v4| vec![("V4", v4 as f64)]).collect();
+    vec![super::AssembledShader::new("norm", SHADER.as_str()).with(sets)]
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{ctx, max_abs_diff, random};
     use super::*;
     use crate::kernels::cpu;
+
+    #[test]
+    fn gpu_ple_combine_matches_separate_ops() {
+        let Some(ctx) = ctx() else { return };
+        let (rows, dim) = (7, 256);
+        let x = random(rows * dim, 81);
+        let tok = random(rows * dim, 82);
+        let w = GpuBuffer::from_f32(ctx, &random(dim, 83));
+        let (c, s) = (0.037f32, std::f32::consts::FRAC_1_SQRT_2);
+        let (got, want) = (GpuBuffer::from_f32(ctx, &x), GpuBuffer::from_f32(ctx, &x));
+        let tb = GpuBuffer::from_f32(ctx, &tok);
+        let mut enc = Encoder::new(ctx);
+        ple_combine(&mut enc, &got, &tb, rows, dim, &w, 1e-6, (c, s)).unwrap();
+        let n = rows * dim;
+        crate::kernels::gpu::elementwise::scale(&mut enc, &want, n, c).unwrap();
+        rmsnorm(&mut enc, &want, rows, dim, Some(&w), 1e-6, false).unwrap();
+        crate::kernels::gpu::elementwise::add(&mut enc, &want, &tb, n).unwrap();
+        crate::kernels::gpu::elementwise::scale(&mut enc, &want, n, s).unwrap();
+        enc.submit().unwrap();
+        let (g, wv) = (ctx.read_f32(&got).unwrap(), ctx.read_f32(&want).unwrap());
+        assert!(max_abs_diff(&g, &wv) <= 1e-6, "{}", max_abs_diff(&g, &wv));
+    }
 
     #[test]
     fn gpu_rmsnorm_matches_cpu() {

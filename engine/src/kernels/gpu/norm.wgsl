@@ -11,6 +11,7 @@ struct Params {
     add: u32,
     out_scale: f32,
     mode2: u32, // rmsnorm_add_norm: the second norm's weight mode
+    in_scale: f32, // ple_combine: the scale applied before the norm
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -79,6 +80,29 @@ fn rmsnorm_to(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
             d = dst[base + i];
         }
         put(base + i, x[base + i] * inv * weight(i), d);
+    }
+}
+
+// ple_combine (Gemma 4's per-layer inputs): x = (norm(x * in_scale) * w + dst) * out_scale per
+// row, the context part's scale and norm, the token part's add and the final scale in one pass
+// (the same f32 operations, in the same order, as the separate ops).
+@compute @workgroup_size(256)
+fn ple_combine(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = wid.x + wid.y * nwg.x;
+    if (r >= p.rows) {
+        return;
+    }
+    let base = r * p.dim;
+    var ss = 0.0;
+    for (var i = lid; i < p.dim; i += 256u) {
+        let v = x[base + i] * p.in_scale;
+        ss += v * v;
+    }
+    let inv = 1.0 / sqrt(block_sum(lid, ss) / f32(p.dim) + p.eps);
+    for (var i = lid; i < p.dim; i += 256u) {
+        let v = x[base + i] * p.in_scale;
+        x[base + i] = (v * inv * weight(i) + dst[base + i]) * p.out_scale;
     }
 }
 

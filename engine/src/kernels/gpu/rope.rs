@@ -131,6 +131,11 @@ fn record(
     Ok(())
 }
 
+/// The assembled source (see `sources.rs`).
+pub(super) fn shaders() -> Vec<super::AssembledShader> {
+    vec![super::AssembledShader::new("rope", SHADER.as_str())]
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{ctx, max_abs_diff, random};

@@ -20,6 +20,11 @@ pub fn softmax(
     Ok(())
 }
 
+/// The assembled source (see `sources.rs`).
+pub(super) fn shaders() -> Vec<super::AssembledShader> {
+    vec![super::AssembledShader::new("softmax", SHADER.as_str())]
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{ctx, max_abs_diff, random};

@@ -4,6 +4,7 @@
 
 use super::kv::LayerKv;
 use crate::kernels::cpu::attention::AttnParams;
+use crate::kernels::gpu::matmul::AddNorm;
 use crate::kernels::gpu::norm::{Into, NormWeight};
 use crate::kernels::gpu::rope::NormRope;
 use crate::kernels::gpu::{
@@ -16,6 +17,8 @@ use crate::kernels::gpu::{
 pub(super) struct TextActs {
     pub rows: usize,
     pub x: GpuBuffer,
+    /// The residual stream's other buffer in a decode step with fused adds (see [`Stream`]).
+    pub x2: GpuBuffer,
     pub h: GpuBuffer,
     pub a: GpuBuffer,
     pub q: GpuBuffer,
@@ -60,6 +63,7 @@ impl TextActs {
         TextActs {
             rows,
             x: z(w.hidden),
+            x2: z(w.hidden),
             h: z(w.hidden),
             a: z(w.hidden),
             q: z(w.q),
@@ -160,6 +164,63 @@ pub(super) fn record_post_add(
     }
 }
 
+/// The residual stream of a decode step (one token) whose residual adds are folded into the
+/// prologue of the next matvec ([`AddNorm`]): instead of a norm dispatch after each block, the
+/// add is owed and the matvec that next reads the stream settles it, storing the new stream into
+/// the other of `x` / `x2` (its other workgroups still read the old one).
+pub(super) struct Stream<'a> {
+    /// Whether the stream is in `x2` (else `x`).
+    flip: bool,
+    /// The add owed: `x = (x + post(a)) * scale`, with the block output in `a`.
+    owed: Option<(NormWeight<'a>, f32)>,
+}
+
+impl<'a> Stream<'a> {
+    /// A step's stream: in `x`, nothing owed.
+    pub fn new() -> Self {
+        Stream {
+            flip: false,
+            owed: None,
+        }
+    }
+
+    /// The buffer holding the stream (before any owed add).
+    pub fn cur<'b>(&self, a: &'b TextActs) -> &'b GpuBuffer {
+        if self.flip { &a.x2 } else { &a.x }
+    }
+
+    /// Owes `x = (x + post(a.a)) * scale`.
+    pub fn owe(&mut self, post: NormWeight<'a>, scale: f32) {
+        self.owed = Some((post, scale));
+    }
+
+    /// Takes the owed add, if any.
+    pub fn take_owed(&mut self) -> Option<(NormWeight<'a>, f32)> {
+        self.owed.take()
+    }
+
+    /// A matvec's input (the stream now) and its prologue doing `x = (x + post(a.a)) * scale` into
+    /// the other buffer, and `pre(x)` as the activations when given; the stream moves there.
+    pub fn add(
+        &mut self,
+        a: &'a TextActs,
+        (post, scale): (NormWeight<'a>, f32),
+        pre: Option<NormWeight<'a>>,
+    ) -> (&'a GpuBuffer, AddNorm<'a>) {
+        let x = self.cur(a);
+        self.flip = !self.flip;
+        let pro = AddNorm {
+            a: &a.a,
+            post,
+            scale,
+            pre,
+            x_out: self.cur(a),
+            h: &a.h,
+        };
+        (x, pro)
+    }
+}
+
 /// The weights of a layer after q/k/v: the q norm + RoPE, attention output projection and the
 /// MLP with its norms.
 pub(super) struct TailWeights<'l> {
@@ -185,16 +246,20 @@ pub(super) struct TailEnd<'l> {
 /// `t` rows (positions `p..`), `x += post_attn(o(att))` with `h = pre_ff(x)`, and the MLP:
 /// `x = (x + post_ff(down(gelu(gate(h)) * up(h)))) * mlp_scale`. `nw` makes a norm weight in
 /// the family's flavour.
+/// With a decode `stream`, the residual adds are owed instead (see [`Stream`]): the MLP's
+/// input comes from its matvec's prologue and the layer ends owing `post_ff(down(..))` scaled
+/// by `mlp_scale` (`end.next` is then the next matvec's business).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn record_layer_tail<'w>(
     enc: &mut Encoder<'_>,
-    a: &TextActs,
+    a: &'w TextActs,
     scratch: &GpuBuffer,
     (t, p): (usize, usize),
     (kv, params): (&LayerKv, &AttnParams),
     w: &TailWeights<'w>,
     nw: impl Fn(&'w GpuBuffer) -> NormWeight<'w>,
     end: TailEnd<'w>,
+    stream: Option<&mut Stream<'w>>,
 ) -> Result<(), GpuError> {
     let hidden = w.post_attn_norm.len;
     let q_rope = Some(w.q_rope);
@@ -202,6 +267,13 @@ pub(super) fn record_layer_tail<'w>(
         enc, &a.q, t, p, &kv.k, &kv.v, kv.slots, params, scratch, &a.att, q_rope,
     )?;
     matmul::matmul(enc, &a.att, t, w.o, &a.a)?;
+    if let Some(st) = stream {
+        let (x, pro) = st.add(a, (nw(w.post_attn_norm), 1.0), Some(nw(w.pre_ff_norm)));
+        matmul::matmul_glu_add_norm(enc, x, (w.gate, w.up), (&a.gate, &a.up), &pro)?;
+        matmul::matmul(enc, &a.gate, 1, w.down, &a.a)?;
+        st.owe(nw(w.post_ff_norm), end.mlp_scale);
+        return Ok(());
+    }
     let (post, pre_ff) = (nw(w.post_attn_norm), Some(nw(w.pre_ff_norm)));
     record_post_add(enc, &a.a, &a.x, &a.h, t, hidden, post, 1.0, pre_ff)?;
     let h = half_input(enc, a, &a.h, t, w.gate)?.unwrap_or(&a.h);

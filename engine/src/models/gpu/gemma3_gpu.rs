@@ -8,7 +8,8 @@
 
 use super::ahead::{AheadSlot, RecordsAhead};
 use super::blocks::{
-    ActWidths, TailEnd, TailWeights, TextActs, flush_before_layer, matmul_in, record_layer_tail,
+    ActWidths, Stream, TailEnd, TailWeights, TextActs, flush_before_layer, matmul_in,
+    record_layer_tail,
 };
 use super::head::{GpuHead, HeadSpec};
 use super::state::{DeviceState, StateSpec, linear, missing, vector};
@@ -17,7 +18,7 @@ use crate::kernels::cpu::attention::AttnParams;
 use crate::kernels::gpu::norm::{Into, NormWeight};
 use crate::kernels::gpu::rope::NormRope;
 use crate::kernels::gpu::{
-    ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, attention, norm,
+    ElemType, Encoder, GpuBuffer, GpuContext, GpuError, GpuWeight, attention, matmul, norm,
 };
 use crate::kv_cache::{KvCache, KvError, KvPrecision};
 use crate::models::common::embed_row;
@@ -183,14 +184,16 @@ impl<'a> Gemma3Gpu<'a> {
         Ok(())
     }
 
-    /// Records one layer over the chunk's `t` rows at positions `p..`.
-    fn record_layer(
-        &self,
+    /// Records one layer over the chunk's `t` rows at positions `p..`. A decode step's `stream`
+    /// folds the residual adds into the next matvec's prologue (see [`Stream`]).
+    fn record_layer<'s>(
+        &'s self,
         enc: &mut Encoder<'_>,
         li: usize,
         run: &Range<usize>,
         t: usize,
         p: usize,
+        mut stream: Option<&mut Stream<'s>>,
     ) -> Result<(), GpuError> {
         let (Some(a), Some(s)) = (self.acts.as_ref(), self.state.as_ref()) else {
             return Err(missing());
@@ -211,12 +214,27 @@ impl<'a> Gemma3Gpu<'a> {
             eps,
             plus_one: true,
         };
-        if !normed {
-            norm::rmsnorm_to(enc, &a.x, &a.h, t, h, nw(&l.input_norm), Into::Store)?;
+        let owed = stream.as_mut().and_then(|st| st.take_owed());
+        let outs = [&a.q, &a.k, &a.v];
+        if let (Some(st), Some(owed)) = (stream.as_mut(), owed) {
+            // a decode step: the owed residual add and the input norm in the q/k/v prologue
+            let (x, pro) = st.add(a, owed, Some(nw(&l.input_norm)));
+            matmul::matmul3_add_norm(enc, x, [&l.q, &l.k, &l.v], outs, &pro)?;
+        } else if t == 1 {
+            if !normed || stream.is_some() {
+                let x = stream.as_ref().map_or(&a.x, |st| st.cur(a));
+                norm::rmsnorm_to(enc, x, &a.h, t, h, nw(&l.input_norm), Into::Store)?;
+            }
+            // a decode step: q, k and v in one dispatch
+            matmul::matmul3(enc, &a.h, 1, [&l.q, &l.k, &l.v], outs)?;
+        } else {
+            if !normed {
+                norm::rmsnorm_to(enc, &a.x, &a.h, t, h, nw(&l.input_norm), Into::Store)?;
+            }
+            matmul_in(enc, a, &a.h, t, &l.q, &a.q)?;
+            matmul_in(enc, a, &a.h, t, &l.k, &a.k)?;
+            matmul_in(enc, a, &a.h, t, &l.v, &a.v)?;
         }
-        matmul_in(enc, a, &a.h, t, &l.q, &a.q)?;
-        matmul_in(enc, a, &a.h, t, &l.k, &a.k)?;
-        matmul_in(enc, a, &a.h, t, &l.v, &a.v)?;
         // q/k norms and RoPE happen in the K store and as attention loads q
         let rope = |w| NormRope {
             norm: nw(w),
@@ -239,8 +257,17 @@ impl<'a> Gemma3Gpu<'a> {
             mlp_scale: 1.0,
             next,
         };
-        record_layer_tail(enc, a, &s.scratch, (t, p), (kvl, pr), &tail, nw, end)?;
-        Ok(())
+        record_layer_tail(
+            enc,
+            a,
+            &s.scratch,
+            (t, p),
+            (kvl, pr),
+            &tail,
+            nw,
+            end,
+            stream,
+        )
     }
 
     /// Records the head for `rows` rows of the chunk's hidden states from row `first`.
@@ -322,9 +349,19 @@ impl TextModel for Gemma3Gpu<'_> {
             media_in_chunk(media, self.cfg.hidden_size, c0, t, &mut rows)?;
             self.embed(&tokens[c0..c0 + t], &rows)?;
             let mut enc = Encoder::new(&self.ctx);
+            if t == 1 && c0 + 1 == total && want == Logits::Last && rows.is_empty() {
+                // a decode step not recorded ahead: the same recording (residual adds fused)
+                self.record_token(&mut enc, p)?;
+                enc.submit()?;
+                self.record_ahead(cache, p + 1)?;
+                self.head.read(&self.ctx, &mut self.out[..v])?;
+                cache.set_len(p + 1);
+                c0 += 1;
+                continue;
+            }
             let run = 0..self.layers.len();
             for li in run.clone() {
-                self.record_layer(&mut enc, li, &run, t, p)?;
+                self.record_layer(&mut enc, li, &run, t, p, None)?;
             }
             match want {
                 Logits::Last if c0 + t == total => {
@@ -379,11 +416,16 @@ impl RecordsAhead for Gemma3Gpu<'_> {
     /// Records a one-token decode step at position `p` (the chunk loop of `forward` for
     /// `t = 1` with the last logits).
     fn record_token(&self, enc: &mut Encoder<'_>, p: usize) -> Result<(), GpuError> {
+        let Some(a) = self.acts.as_ref() else {
+            return Err(missing());
+        };
+        let mut stream = Stream::new();
         let run = 0..self.layers.len();
         for li in run.clone() {
-            self.record_layer(enc, li, &run, 1, p)?;
+            self.record_layer(enc, li, &run, 1, p, Some(&mut stream))?;
         }
-        self.record_head(enc, 0, 1)
+        let owed = stream.take_owed().map(|(post, scale)| (&a.a, post, scale));
+        self.head.record_step(enc, stream.cur(a), owed)
     }
 
     fn embed_token(&mut self, token: &[u32]) -> Result<(), ModelError> {

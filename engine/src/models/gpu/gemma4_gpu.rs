@@ -9,8 +9,8 @@
 
 use super::ahead::{AheadSlot, RecordsAhead};
 use super::blocks::{
-    ActWidths, TailEnd, TailWeights, TextActs, flush_before_layer, matmul_in, record_layer_tail,
-    record_post_add,
+    ActWidths, Stream, TailEnd, TailWeights, TextActs, flush_before_layer, matmul_in,
+    record_layer_tail, record_post_add,
 };
 use super::head::{GpuHead, HeadSpec};
 use super::state::{DeviceState, StateSpec, linear, missing, vector};
@@ -278,15 +278,18 @@ impl<'a> Gemma4Gpu<'a> {
     }
 
     /// Records layer `li` over `t` rows of `x` at positions `p..`; `ple_row0` is the PLE row of
-    /// x's row 0.
-    fn record_layer(
-        &self,
+    /// x's row 0. A decode step's `stream` folds the residual adds into the next matvec's
+    /// prologue (see [`Stream`]).
+    #[allow(clippy::too_many_arguments)]
+    fn record_layer<'s>(
+        &'s self,
         enc: &mut Encoder<'_>,
         li: usize,
         run: &Range<usize>,
         t: usize,
         p: usize,
         ple_row0: usize,
+        mut stream: Option<&mut Stream<'s>>,
     ) -> Result<(), GpuError> {
         let (Some(a), Some(s)) = (self.acts.as_ref(), self.state.as_ref()) else {
             return Err(missing());
@@ -307,26 +310,30 @@ impl<'a> Gemma4Gpu<'a> {
             eps,
             plus_one: false,
         };
-        if !normed {
-            norm::rmsnorm_to(
-                enc,
-                &a.text.x,
-                &a.text.h,
-                t,
-                h,
-                nw(&l.input_norm),
-                Into::Store,
-            )?;
-        }
         // q/k norms and RoPE happen in the K store and as attention loads q
         let rope = |w| NormRope {
             norm: nw(w),
             inv_freq: &l.inv_freq,
         };
-        matmul_in(enc, &a.text, &a.text.h, t, &l.q, &a.text.q)?;
+        let owed = stream.as_mut().and_then(|st| st.take_owed());
+        if let (Some(st), Some(owed)) = (stream.as_mut(), owed) {
+            // a decode step: the owed residual add and the input norm in the q/k/v prologue
+            let (x, pro) = st.add(&a.text, owed, Some(nw(&l.input_norm)));
+            match &l.kv {
+                Some(kv) => {
+                    let outs = [&a.text.q, &a.text.k, &a.text.v];
+                    matmul::matmul3_add_norm(enc, x, [&l.q, &kv.k, &kv.v], outs, &pro)?;
+                }
+                None => matmul::matvec_add_norm(enc, x, &l.q, &a.text.q, &pro)?,
+            }
+        } else {
+            if !normed || stream.is_some() {
+                let x = stream.as_ref().map_or(&a.text.x, |st| st.cur(&a.text));
+                norm::rmsnorm_to(enc, x, &a.text.h, t, h, nw(&l.input_norm), Into::Store)?;
+            }
+            self.record_qkv(enc, l, t)?;
+        }
         if let Some(kv) = &l.kv {
-            matmul_in(enc, &a.text, &a.text.h, t, &kv.k, &a.text.k)?;
-            matmul_in(enc, &a.text, &a.text.h, t, &kv.v, &a.text.v)?;
             let (src, caches) = ((&a.text.k, &a.text.v), (&kvl.k, &kvl.v));
             let (dims, k_rope) = ((kvd, d), Some(rope(&kv.k_norm)));
             attention::store_kv_pair(enc, src, t, dims, p, caches, kvl.slots, Some(eps), k_rope)?;
@@ -352,12 +359,28 @@ impl<'a> Gemma4Gpu<'a> {
                 next,
             },
         };
-        record_layer_tail(enc, &a.text, &s.scratch, (t, p), (kvl, pr), &tail, nw, end)?;
+        let (scratch, at) = (&s.scratch, (t, p));
+        let st = stream.as_deref_mut();
+        record_layer_tail(enc, &a.text, scratch, at, (kvl, pr), &tail, nw, end, st)?;
 
         if let Some((gate, proj, pnorm)) = &l.per_layer {
             let np = self.cfg.per_layer_input;
             let lp = self.cfg.num_layers * np;
             let off = ple_row0 * lp + li * np;
+            if let Some(st) = stream {
+                // a decode step: the MLP's residual add in the gate's prologue
+                let aux = (&a.ple, off);
+                match st.take_owed() {
+                    Some(owed) => {
+                        let (x, pro) = st.add(&a.text, owed, None);
+                        matmul::matvec_gelu_mul_add_norm(enc, x, gate, &a.g, aux, &pro)?;
+                    }
+                    None => matmul::matvec_gelu_mul(enc, st.cur(&a.text), gate, &a.g, aux.0, off)?,
+                }
+                matmul::matmul(enc, &a.g, 1, proj, &a.text.a)?;
+                st.owe(nw(pnorm), l.layer_scalar);
+                return Ok(());
+            }
             if t == 1 {
                 matmul::matvec_gelu_mul(enc, &a.text.x, gate, &a.g, &a.ple, off)?;
             } else {
@@ -381,28 +404,51 @@ impl<'a> Gemma4Gpu<'a> {
         Ok(())
     }
 
+    /// Records the q projection (and k, v for a layer with its own cache) of the `t` normed rows.
+    fn record_qkv(&self, enc: &mut Encoder<'_>, l: &Layer, t: usize) -> Result<(), GpuError> {
+        let Some(a) = self.acts.as_ref() else {
+            return Err(missing());
+        };
+        let h = &a.text.h;
+        match &l.kv {
+            // a decode step: q, k and v in one dispatch
+            Some(kv) if t == 1 => {
+                let outs = [&a.text.q, &a.text.k, &a.text.v];
+                matmul::matmul3(enc, h, 1, [&l.q, &kv.k, &kv.v], outs)
+            }
+            Some(kv) => {
+                matmul_in(enc, &a.text, h, t, &l.q, &a.text.q)?;
+                matmul_in(enc, &a.text, h, t, &kv.k, &a.text.k)?;
+                matmul_in(enc, &a.text, h, t, &kv.v, &a.text.v)
+            }
+            None => matmul_in(enc, &a.text, h, t, &l.q, &a.text.q),
+        }
+    }
+
     /// Records the PLE inputs of the chunk's `t` rows (the token part is already uploaded).
     fn record_ple(&self, enc: &mut Encoder<'_>, t: usize) -> Result<(), GpuError> {
         let (Some(a), Some(ple)) = (self.acts.as_ref(), self.ple.as_ref()) else {
             return Ok(());
         };
         let (h, np) = (self.cfg.hidden_size, self.cfg.per_layer_input);
-        let lp = self.cfg.num_layers * np;
         // Context part: (x0 · W_pmpᵀ) · H^-1/2, RMSNorm over each P-wide slice.
         matmul::matmul(enc, &a.text.x, t, &ple.projection, &a.ple)?;
-        elementwise::scale(enc, &a.ple, t * lp, (h as f64).powf(-0.5) as f32)?;
-        norm::rmsnorm(
+        // (RMSNorm(context · H^-1/2) + token) / √2, one dispatch
+        let scales = (
+            (h as f64).powf(-0.5) as f32,
+            std::f32::consts::FRAC_1_SQRT_2,
+        );
+        let rows = t * self.cfg.num_layers;
+        norm::ple_combine(
             enc,
             &a.ple,
-            t * self.cfg.num_layers,
+            &a.ple_tok,
+            rows,
             np,
-            Some(&ple.norm),
+            &ple.norm,
             self.cfg.eps,
-            false,
+            scales,
         )?;
-        // (context + token) / √2
-        elementwise::add(enc, &a.ple, &a.ple_tok, t * lp)?;
-        elementwise::scale(enc, &a.ple, t * lp, std::f32::consts::FRAC_1_SQRT_2)?;
         Ok(())
     }
 
@@ -507,16 +553,26 @@ impl TextModel for Gemma4Gpu<'_> {
             media_in_chunk(media, h, c0, t, &mut rows)?;
             self.embed(&tokens[c0..c0 + t], &rows)?;
             let mut enc = Encoder::new(&self.ctx);
+            if t == 1 && c0 + 1 == total && want == Logits::Last && rows.is_empty() {
+                // a decode step not recorded ahead: the same recording (residual adds fused)
+                self.record_token(&mut enc, p)?;
+                enc.submit()?;
+                self.record_ahead(cache, p + 1)?;
+                self.head.read(&self.ctx, &mut self.out[..v])?;
+                cache.set_len(p + 1);
+                c0 += 1;
+                continue;
+            }
             self.record_ple(&mut enc, t)?;
             let producers = 0..self.first_consumer;
             for li in producers.clone() {
-                self.record_layer(&mut enc, li, &producers, t, p, 0)?;
+                self.record_layer(&mut enc, li, &producers, t, p, 0, None)?;
             }
             let consumers = self.first_consumer..n_layers;
             match want {
                 Logits::All => {
                     for li in consumers.clone() {
-                        self.record_layer(&mut enc, li, &consumers, t, p, 0)?;
+                        self.record_layer(&mut enc, li, &consumers, t, p, 0, None)?;
                     }
                     enc.submit()?;
                     let head_rows = self.head.ensure(&self.ctx, t);
@@ -543,7 +599,7 @@ impl TextModel for Gemma4Gpu<'_> {
                     }
                     let row = if self.first_consumer < n_layers {
                         for li in consumers.clone() {
-                            self.record_layer(&mut enc, li, &consumers, 1, p + last, last)?;
+                            self.record_layer(&mut enc, li, &consumers, 1, p + last, last, None)?;
                         }
                         0
                     } else {
@@ -588,17 +644,21 @@ impl RecordsAhead for Gemma4Gpu<'_> {
 
     /// Records a one-token decode step at position `p`: the chunk loop of `forward` for
     /// `t = 1` with the last logits.
+    /// The residual adds are folded into the next matvec's prologue ([`Stream`]).
     fn record_token(&self, enc: &mut Encoder<'_>, p: usize) -> Result<(), GpuError> {
+        let Some(a) = self.acts.as_ref() else {
+            return Err(missing());
+        };
         self.record_ple(enc, 1)?;
-        let producers = 0..self.first_consumer;
-        for li in producers.clone() {
-            self.record_layer(enc, li, &producers, 1, p, 0)?;
+        let mut stream = Stream::new();
+        let all = 0..self.layers.len();
+        for li in all.clone() {
+            self.record_layer(enc, li, &all, 1, p, 0, Some(&mut stream))?;
         }
-        let consumers = self.first_consumer..self.layers.len();
-        for li in consumers.clone() {
-            self.record_layer(enc, li, &consumers, 1, p, 0)?;
-        }
-        self.record_head(enc, 0, 1)
+        let owed = stream
+            .take_owed()
+            .map(|(post, scale)| (&a.text.a, post, scale));
+        self.head.record_step(enc, stream.cur(&a.text), owed)
     }
 
     fn embed_token(&mut self, token: &[u32]) -> Result<(), ModelError> {

@@ -93,6 +93,32 @@ impl GpuHead {
             enc.copy(x, first * h, &self.x, 0, rows * h)?;
             norm::rmsnorm(enc, &self.x, rows, h, nw.w, nw.eps, nw.plus_one)?;
         }
+        self.record_logits(enc, rows)
+    }
+
+    /// Records the head of a decode step whose last residual add is still owed (the block output
+    /// `a` with its post-norm and scale, see `blocks::Stream`): the add and the final norm in one
+    /// dispatch, then the logits.
+    pub fn record_step(
+        &self,
+        enc: &mut Encoder,
+        x: &GpuBuffer,
+        owed: Option<(&GpuBuffer, norm::NormWeight<'_>, f32)>,
+    ) -> Result<(), GpuError> {
+        let Some((a, post, scale)) = owed else {
+            return self.record(enc, x, 0, 1);
+        };
+        let nw = norm::NormWeight {
+            w: Some(&self.norm),
+            eps: self.eps,
+            plus_one: self.plus_one,
+        };
+        norm::rmsnorm_add_norm(enc, a, x, 1, self.hidden, post, scale, nw, &self.x)?;
+        self.record_logits(enc, 1)
+    }
+
+    /// The head matmul of `rows` normed rows, the soft-cap and the copy for the host.
+    fn record_logits(&self, enc: &mut Encoder, rows: usize) -> Result<(), GpuError> {
         matmul::matmul(enc, &self.x, rows, &self.weight, &self.logits)?;
         if let Some(cap) = self.softcap {
             elementwise::softcap(enc, &self.logits, rows * self.vocab, cap)?;

@@ -476,6 +476,16 @@ pub fn local_attention(
     Ok(())
 }
 
+/// The assembled sources (see `crate::kernels::gpu::assembled_shaders`).
+pub(in crate::kernels::gpu) fn shaders() -> Vec<crate::kernels::gpu::AssembledShader> {
+    use crate::kernels::gpu::AssembledShader;
+    vec![
+        AssembledShader::new("audio_subsample", SUBSAMPLE),
+        AssembledShader::new("audio_conformer", CONFORMER.as_str()),
+        AssembledShader::new("audio_attention", ATTENTION),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::super::test_util::{ctx, max_abs_diff, random};

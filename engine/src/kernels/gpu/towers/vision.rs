@@ -183,6 +183,44 @@ pub fn bidirectional_attention(
     Ok(())
 }
 
+/// The compiled variant for heads of `head_dim` and `tq` queries per workgroup.
+fn attn_variant(head_dim: usize, tq: usize) -> AttnVariant {
+    let d4 = head_dim / 4;
+    // two lanes per query where the head splits into two halves of vec4s
+    let lanes = if d4.is_multiple_of(2) { 2 } else { 1 };
+    // the largest key tile (a multiple of 4: keys are scored 4 at a time) whose K and V tiles
+    // (16 bytes per vec4) and partial scores fit the workgroup memory
+    let per_key = 2 * d4 * 16 + lanes * tq * 4;
+    let tk = (ATTN_SMEM_BYTES / per_key).clamp(4, 64) / 4 * 4;
+    (d4, tk, tq, lanes)
+}
+
+/// The attention source of one variant (its sizes as constants before the shader).
+fn attn_source((d4, tk, tq, lanes): AttnVariant) -> String {
+    format!(
+        "const D4: u32 = {d4}u;\nconst TK: u32 = {tk}u;\nconst TQ: u32 = {tq}u;\n\
+         const LANES: u32 = {lanes}u;\n{ATTENTION}"
+    )
+}
+
+/// The assembled sources: the attention variants of a few head widths (odd and even vec4
+/// counts, the real 64 and the widest 256) and both query tiles (see
+/// `crate::kernels::gpu::assembled_shaders`).
+pub(in crate::kernels::gpu) fn shaders() -> Vec<crate::kernels::gpu::AssembledShader> {
+    use crate::kernels::gpu::AssembledShader;
+    let mut all = vec![
+        AssembledShader::new("vision_patches", PATCHES),
+        AssembledShader::new("vision_pool", POOL),
+    ];
+    for head_dim in [4, 12, 16, 64, 256] {
+        for tq in ATTN_QUERIES {
+            let v = attn_variant(head_dim, tq);
+            all.push(AssembledShader::new(attn_key(v), attn_source(v)));
+        }
+    }
+    all
+}
+
 /// [`bidirectional_attention`] (checked) with `tq` queries per workgroup.
 fn record_attention(
     enc: &mut Encoder<'_>,
@@ -191,18 +229,9 @@ fn record_attention(
     s: AttnShape,
     tq: usize,
 ) {
-    let d4 = s.head_dim / 4;
-    // two lanes per query where the head splits into two halves of vec4s
-    let lanes = if d4.is_multiple_of(2) { 2 } else { 1 };
-    // the largest key tile (a multiple of 4: keys are scored 4 at a time) whose K and V tiles
-    // (16 bytes per vec4) and partial scores fit the workgroup memory
-    let per_key = 2 * d4 * 16 + lanes * tq * 4;
-    let tk = (ATTN_SMEM_BYTES / per_key).clamp(4, 64) / 4 * 4;
-    let key = attn_key((d4, tk, tq, lanes));
-    let source = format!(
-        "const D4: u32 = {d4}u;\nconst TK: u32 = {tk}u;\nconst TQ: u32 = {tq}u;\n\
-         const LANES: u32 = {lanes}u;\n{ATTENTION}"
-    );
+    let variant = attn_variant(s.head_dim, tq);
+    let key = attn_key(variant);
+    let source = attn_source(variant);
     let pipeline = enc.ctx().pipeline(key, &source, "attend", &[]);
     let nqb = s.n.div_ceil(tq);
     enc.dispatch(
