@@ -391,7 +391,7 @@ pub fn matvec_add_norm(
 ) -> Result<(), GpuError> {
     let k = w.cols;
     let tiling = default_tiling(enc.ctx(), w.rows, units(w));
-    let fusable = (!w.dtype.is_lut() && w.parts.len() == 1 && k % 8 == 0)
+    let fusable = (!w.dtype.is_lut() && w.parts.len() == 1 && k.is_multiple_of(8))
         .then_some((tiling.wg, tiling.lanes));
     match Input::resolve(enc, x, k, Some(pro), fusable)? {
         Input::Plain(h) => matmul(enc, h, 1, w, out),
@@ -646,7 +646,7 @@ fn matmul3_in(
     let k = w0.cols;
     let ok = x.elem == ElemType::F32
         && x.len >= k
-        && k % 32 == 0
+        && k.is_multiple_of(32)
         && ws
             .iter()
             .zip(outs)
