@@ -77,13 +77,14 @@ pub fn layer(s: &str) -> Result<usize, String> {
     integer(s, 0, 1023)
 }
 
-/// `--target-kl`: finite and not negative.
+/// `--target-kl`: a finite number >= 0 (parsed as f64: the value is stored as given).
 pub fn target_kl(s: &str) -> Result<f64, String> {
-    let v = float(s)?;
-    if v < 0.0 {
-        return Err(format!("{v} must be >= 0"));
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "--target-kl must be a number >= 0, e.g. 0.01 (got {s})"
+        )),
     }
-    Ok(v as f64)
 }
 
 #[cfg(test)]
