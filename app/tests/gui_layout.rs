@@ -455,7 +455,8 @@ fn gui_wizard_fits_760_wide() {
         .fold(0.0_f32, f32::max);
     for n in h.query_all_by_label_contains("≈") {
         let r = n.rect();
-        assert!(screen.contains_rect(r), "estimate at {r:?}");
+        // (rows below the fold scroll; only the width matters here)
+        assert!(r.right() <= size[0], "estimate at {r:?}");
         assert!(
             r.right() <= wizard_right + 120.0,
             "estimate at {r:?} sticks out of the form"

@@ -324,6 +324,8 @@ impl Wizard {
         // Step 3: profile.
         let _ = theme::step_heading(ui, 3, "Profile");
         ui.add_enabled_ui(!converting, |ui| {
+            // The description column wraps, so the sizes stay inside a narrow wizard.
+            let about_w = (ui.available_width() - 250.0).max(100.0);
             egui::Grid::new("wizard_profiles")
                 .num_columns(3)
                 .spacing([12.0, 4.0])
@@ -339,7 +341,10 @@ impl Wizard {
                             self.output_text =
                                 default_output(&facts.path, name).display().to_string();
                         }
-                        ui.weak(about);
+                        ui.scope(|ui| {
+                            ui.set_max_width(about_w);
+                            ui.add(egui::Label::new(egui::RichText::new(about).weak()).wrap());
+                        });
                         if name == "auto" && bytes > 0 {
                             // The f16 plan: the scan only makes it smaller.
                             ui.label(format!("≤ {}", human_bytes(bytes)));
