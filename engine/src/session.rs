@@ -772,7 +772,7 @@ impl Session {
                 "{} positions x {vocab} vocabulary entries of logits exceed the {} GiB this \
                  comparison may hold; use at most {} positions",
                 ids.len(),
-                MAX_TEACHER_FORCED_LOGITS * 4 >> 30,
+                (MAX_TEACHER_FORCED_LOGITS * 4) >> 30,
                 MAX_TEACHER_FORCED_LOGITS / vocab.max(1)
             )));
         }

@@ -360,7 +360,7 @@ pub fn check_bounds(raw: &RawTextConfig) -> Result<(), ConfigError> {
     };
     let head_dim = |name: &str, v: usize| {
         range(name, v, 2, MAX_HEAD_DIM)?;
-        if v % 2 != 0 {
+        if !v.is_multiple_of(2) {
             return Err(invalid(format!("{name} = {v} is odd (RoPE needs pairs)")));
         }
         Ok(())
