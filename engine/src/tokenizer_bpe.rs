@@ -159,10 +159,10 @@ impl<'de> Deserialize<'de> for RawVocab {
                 // Lay the strings out in id order so each end is the next start.
                 let mut ordered = Vec::with_capacity(blob.len());
                 let mut offs = vec![NONE; max + 1];
-                for id in 0..max {
-                    if starts[id] != NONE {
-                        offs[id] = ordered.len() as u32;
-                        ordered.extend_from_slice(&blob[starts[id] as usize..ends[id] as usize]);
+                for ((off, &s), &e) in offs.iter_mut().zip(&starts).zip(&ends) {
+                    if s != NONE {
+                        *off = ordered.len() as u32;
+                        ordered.extend_from_slice(&blob[s as usize..e as usize]);
                     }
                 }
                 offs[max] = ordered.len() as u32;
