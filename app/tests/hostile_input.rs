@@ -176,7 +176,8 @@ fn hostile_cellm_containers() {
     ] {
         with(&format!("truncated at {cut}"), &|b| b.truncate(cut));
     }
-    let table: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let table: Vec<(&str, Edit)> = vec![
         ("tensor count zero", Box::new(|h| h["tensors"] = json!([]))),
         (
             "tensor dtype bogus",

@@ -43,7 +43,7 @@ pub fn check_family(tok: &Tokenizer, template: &ChatTemplate, words: &[String]) 
     for w in words {
         for text in [
             format!("hello {w} world"),
-            format!("{w}"),
+            w.to_string(),
             format!("{w}{w}x{w}"),
             format!("  {w}\n"),
         ] {
