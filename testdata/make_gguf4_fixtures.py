@@ -10,6 +10,8 @@ Writes testdata/gguf-gemma4/:
                                for the K-quants, whose 256-element blocks the dequant fixtures in
                                testdata/gguf/dequant cover)
   mmproj-tiny-gemma4-f32.gguf  vision + audio towers, arch clip, projectors gemma4v / gemma4a
+  e2b-layout/                  the same pair (F32 text + F32 mmproj) of testdata/e2b-layout: the
+                               real E2B layer layout (35 layers) at toy widths
 
 llama.cpp's mmproj converter needs the image processor's mean/std: the source folder is a copy of
 tiny-gemma4 plus the preprocessor_config.json that transformers' Gemma4ImageProcessor writes.
@@ -30,6 +32,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(HERE, "tiny-gemma4")
 OUT = os.path.join(HERE, "gguf-gemma4")
+OUT_E2B = os.path.join(HERE, "gguf-gemma4", "e2b-layout")
 LCPP = sys.argv[1] if len(sys.argv) > 1 else "/var/tmp/lcpp"
 COPY = ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
         "tokenizer_config.json"]
@@ -81,23 +84,38 @@ def requantize(src, dst):
     w.close()
 
 
-def main():
+def pair(name, src_dir, tmp, extra):
+    """llama.cpp's GGUF pair (F32 text + F32 mmproj) of one Hugging Face fixture folder."""
+    src = os.path.join(tmp, name)
+    os.makedirs(src)
+    for f in COPY:
+        shutil.copy(os.path.join(src_dir, f), src)
     from transformers import Gemma4ImageProcessor
 
+    Gemma4ImageProcessor().save_pretrained(src)
+    f32 = os.path.join(OUT, f"{name}-f32.gguf")
+    convert(src, f32, "f32")
+    convert(src, os.path.join(OUT, f"mmproj-{name}-f32.gguf"), "f32", mmproj=True)
+    if extra:
+        convert(src, os.path.join(OUT, f"{name}-q8_0.gguf"), "q8_0")
+        requantize(f32, os.path.join(OUT, f"{name}-mixed.gguf"))
+
+
+def main():
+    global OUT
     os.makedirs(OUT, exist_ok=True)
+    os.makedirs(OUT_E2B, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "tiny-gemma4")
-        os.makedirs(src)
-        for f in COPY:
-            shutil.copy(os.path.join(SRC, f), src)
-        Gemma4ImageProcessor().save_pretrained(src)
-        f32 = os.path.join(OUT, "tiny-gemma4-f32.gguf")
-        convert(src, f32, "f32")
-        convert(src, os.path.join(OUT, "tiny-gemma4-q8_0.gguf"), "q8_0")
-        convert(src, os.path.join(OUT, "mmproj-tiny-gemma4-f32.gguf"), "f32", mmproj=True)
-        requantize(f32, os.path.join(OUT, "tiny-gemma4-mixed.gguf"))
-    for f in sorted(os.listdir(OUT)):
-        print(f, os.path.getsize(os.path.join(OUT, f)))
+        pair("tiny-gemma4", SRC, tmp, extra=True)
+    # The real E2B layer layout (35 layers, zero-padded per_layer_config keys, KV sharing,
+    # double-wide MLP) at toy widths: its own folder, since the mmproj is found next to the model.
+    out, OUT = OUT, OUT_E2B
+    with tempfile.TemporaryDirectory() as tmp:
+        pair("e2b-layout", os.path.join(HERE, "e2b-layout"), tmp, extra=False)
+    OUT = out
+    for d in (OUT, OUT_E2B):
+        for f in sorted(os.listdir(d)):
+            print(os.path.join(os.path.basename(d), f), os.path.getsize(os.path.join(d, f)))
 
 
 if __name__ == "__main__":

@@ -69,7 +69,10 @@ struct Reference(Vec<u8>);
 
 impl Reference {
     fn load() -> Self {
-        Self(std::fs::read(testdata("tiny-gemma4/reference.safetensors")).unwrap())
+        Self::of("tiny-gemma4")
+    }
+    fn of(fixture: &str) -> Self {
+        Self(std::fs::read(testdata(fixture).join("reference.safetensors")).unwrap())
     }
     fn ids(&self, name: &str) -> Vec<u32> {
         ids(&SafeTensors::deserialize(&self.0).unwrap(), name)
@@ -79,25 +82,25 @@ impl Reference {
     }
 }
 
-#[test]
-fn gguf4_pair_matches_hf_logits_and_media() {
+/// One HF fixture folder and llama.cpp's F32 GGUF of it (its mmproj found next to it), converted
+/// at f32 both ways: the same soft tokens, the same logits, and the GGUF path against transformers.
+fn pair_matches_hf(fixture: &str, model_gguf: &Path) {
     let tmp = tempfile::tempdir().unwrap();
-    let from_hf = convert_to(&testdata("tiny-gemma4"), Profile::F32, tmp.path());
+    let from_hf = convert_to(&testdata(fixture), Profile::F32, tmp.path());
     // The mmproj is found next to the model (same folder, "mmproj" in its name).
-    let from_gguf = convert_with(
-        &gguf("tiny-gemma4-f32.gguf"),
-        None,
-        tmp.path().join("gguf.cellm"),
-    );
+    let from_gguf = convert_with(model_gguf, None, tmp.path().join("gguf.cellm"));
     let (mut a, mut b) = (session(&from_hf), session(&from_gguf));
     let (ma, mb) = (media(&a), media(&b));
     for (x, y) in ma.iter().zip(&mb) {
         assert_eq!(x.tokens, y.tokens);
         let e = max_rel(&y.embeddings, &x.embeddings);
-        println!("{:?} soft tokens: GGUF vs HF max rel diff {e:.3e}", x.kind);
-        assert!(e < 1e-5, "{:?}: {e}", x.kind);
+        println!(
+            "{fixture} {:?} soft tokens: GGUF vs HF max rel diff {e:.3e}",
+            x.kind
+        );
+        assert!(e < 1e-5, "{fixture} {:?}: {e}", x.kind);
     }
-    let r = Reference::load();
+    let r = Reference::of(fixture);
     let vocab = 512;
     for (label, ids, media_a, media_b) in [
         ("text", r.ids("input_ids"), vec![], vec![]),
@@ -107,23 +110,53 @@ fn gguf4_pair_matches_hf_logits_and_media() {
         let lb = b.logits_for(&ids, &media_b).unwrap();
         let g = agreement_full(&la, &lb, vocab);
         println!(
-            "{label}: GGUF vs HF KL mean {:.3e} max {:.3e}, top-1 {:.1}%",
+            "{fixture} {label}: GGUF vs HF KL mean {:.3e} max {:.3e}, top-1 {:.1}%",
             g.kl_mean,
             g.kl_max,
             g.top1 * 100.0
         );
-        assert!(g.kl_max < 1e-6, "{label}: {g:?}");
-        assert_eq!(g.top1, 1.0, "{label}");
+        assert!(g.kl_max < 1e-6, "{fixture} {label}: {g:?}");
+        assert_eq!(g.top1, 1.0, "{fixture} {label}");
     }
-    // And against transformers itself.
+    // And against transformers itself (its own soft tokens in the reference prompt).
+    let (want, _) = r.f32s("logits");
+    let got = b.logits_for(&r.ids("input_ids"), &[]).unwrap();
+    let t = agreement_full(&want, &got, vocab);
+    println!(
+        "{fixture} GGUF path vs transformers (text): KL mean {:.3e} max {:.3e}",
+        t.kl_mean, t.kl_max
+    );
+    assert!(t.kl_mean < 1e-6 && t.kl_max < 1e-3, "{fixture}: {t:?}");
+}
+
+#[test]
+fn gguf4_pair_matches_hf_logits_and_media() {
+    pair_matches_hf("tiny-gemma4", &gguf("tiny-gemma4-f32.gguf"));
+    // And against transformers with our towers' soft tokens from the media files.
+    let tmp = tempfile::tempdir().unwrap();
+    let from_gguf = convert_with(
+        &gguf("tiny-gemma4-f32.gguf"),
+        None,
+        tmp.path().join("gguf.cellm"),
+    );
+    let mut b = session(&from_gguf);
+    let r = Reference::load();
     let (want, _) = r.f32s("mm_logits");
     let got = b.logits_for(&r.ids("mm_input_ids"), &media(&b)).unwrap();
-    let t = agreement_full(&want, &got, vocab);
+    let t = agreement_full(&want, &got, 512);
     println!(
         "GGUF path vs transformers: KL mean {:.3e} max {:.3e}",
         t.kl_mean, t.kl_max
     );
     assert!(t.kl_mean < 1e-4 && t.kl_max < 1e-3, "{t:?}");
+}
+
+/// The real E2B layer layout (35 layers, zero-padded `per_layer_config` keys, 20 KV-shared
+/// layers, double-wide MLP) as transformers saved it and as llama.cpp converted it: both convert
+/// and load, and agree.
+#[test]
+fn gguf4_e2b_layout_pair_matches_hf() {
+    pair_matches_hf("e2b-layout", &gguf("e2b-layout/e2b-layout-f32.gguf"));
 }
 
 /// The quantized GGUFs through the dequantizers: printed, and bounded against what the converter's
