@@ -28,7 +28,7 @@ for target in cellm_header gguf safetensors_header wav; do
   fi
   log="fuzz/$target.log"
   (cd fuzz && cargo +nightly fuzz run "$target" "corpus/$target" -- \
-      -max_total_time="$secs" -max_len=1048576 -rss_limit_mb=4096) >"$log" 2>&1 || true
+      -max_total_time="$secs" -max_len=1048576 -rss_limit_mb=4096 -print_final_stats=1) >"$log" 2>&1 || true
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
   crashes=$(ls "fuzz/artifacts/$target" 2>/dev/null | wc -l)
   summary+=("$target: ${execs:-?} executions, $crashes crash artifacts")
