@@ -55,8 +55,9 @@ pub fn run(model: Option<std::path::PathBuf>) -> anyhow::Result<()> {
         Box::new(move |cc| {
             let mut settings: settings::AppSettings = cc
                 .storage
-                .and_then(|s| eframe::get_value(s, settings::STORAGE_KEY))
-                .unwrap_or_default();
+                .and_then(|s| eframe::get_value::<settings::AppSettings>(s, settings::STORAGE_KEY))
+                .unwrap_or_default()
+                .clamped();
             if let Some(path) = model {
                 settings.last_model = Some(path);
             }

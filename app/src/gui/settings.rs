@@ -190,6 +190,34 @@ impl Default for AppSettings {
     }
 }
 
+impl AppSettings {
+    /// The settings with every number brought inside the ranges the Settings window offers:
+    /// stored settings are a file the user (or anything else) can edit, and a huge
+    /// `max_new_tokens` or thread count, or a NaN temperature, must not reach the engine.
+    pub fn clamped(mut self) -> Self {
+        let finite_in = |v: f32, lo: f32, hi: f32, default: f32| {
+            if v.is_finite() {
+                v.clamp(lo, hi)
+            } else {
+                default
+            }
+        };
+        let d = SamplingParams::default();
+        let s = &mut self.sampling;
+        s.temperature = finite_in(s.temperature, 0.0, 2.0, 0.7);
+        s.top_k = s.top_k.min(200);
+        s.top_p = finite_in(s.top_p, 0.05, 1.0, d.top_p);
+        s.min_p = finite_in(s.min_p, 0.0, 1.0, d.min_p);
+        s.repetition_penalty = finite_in(s.repetition_penalty, 1.0, 2.0, d.repetition_penalty);
+        s.repetition_window = s.repetition_window.min(4096);
+        self.max_new_tokens = self.max_new_tokens.clamp(16, 8192);
+        if let Some(n) = self.compute.threads.as_mut() {
+            *n = (*n).clamp(1, available_threads());
+        }
+        self
+    }
+}
+
 /// Draws the sampling controls; returns true when something changed.
 pub fn sampling_controls(ui: &mut egui::Ui, settings: &mut AppSettings) -> bool {
     let before = settings.clone();
@@ -241,4 +269,30 @@ pub fn sampling_controls(ui: &mut egui::Ui, settings: &mut AppSettings) -> bool 
         };
     }
     *settings != before
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_settings_are_clamped_on_load() {
+        let mut s = AppSettings::default();
+        s.max_new_tokens = usize::MAX;
+        s.sampling.temperature = f32::NAN;
+        s.sampling.top_p = 7.0;
+        s.sampling.top_k = 1 << 40;
+        s.sampling.repetition_penalty = -3.0;
+        s.compute.threads = Some(100_000);
+        let c = s.clamped();
+        assert_eq!(c.max_new_tokens, 8192);
+        assert_eq!(c.sampling.temperature, 0.7);
+        assert_eq!(c.sampling.top_p, 1.0);
+        assert_eq!(c.sampling.top_k, 200);
+        assert_eq!(c.sampling.repetition_penalty, 1.0);
+        assert_eq!(c.compute.threads, Some(available_threads()));
+        // In-range settings come back unchanged.
+        let d = AppSettings::default();
+        assert_eq!(d.clone().clamped(), d);
+    }
 }

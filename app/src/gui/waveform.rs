@@ -17,9 +17,23 @@ pub struct WavePreview {
     pub peaks: Vec<f32>,
 }
 
+/// The largest WAV the preview reads: an hour of 48 kHz stereo 16-bit PCM. Attachments are named
+/// in chat files, which anything can edit; a larger file gets an error instead of a huge read.
+pub const MAX_WAV_BYTES: u64 = 700 << 20;
+
 /// Reads a PCM (8/16/24/32-bit integer) or 32-bit float WAV file.
 pub fn read_wav(path: &Path) -> Result<WavePreview, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let len = std::fs::metadata(path).map_err(cannot)?.len();
+    if len > MAX_WAV_BYTES {
+        return Err(format!(
+            "{} is {} MB, more than the {} MB a recording may have",
+            path.display(),
+            len >> 20,
+            MAX_WAV_BYTES >> 20
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(cannot)?;
     parse_wav(&bytes)
 }
 
