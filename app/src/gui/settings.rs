@@ -277,8 +277,10 @@ mod tests {
 
     #[test]
     fn stored_settings_are_clamped_on_load() {
-        let mut s = AppSettings::default();
-        s.max_new_tokens = usize::MAX;
+        let mut s = AppSettings {
+            max_new_tokens: usize::MAX,
+            ..Default::default()
+        };
         s.sampling.temperature = f32::NAN;
         s.sampling.top_p = 7.0;
         s.sampling.top_k = 1 << 40;
