@@ -838,7 +838,7 @@ pub(super) fn shaders() -> Vec<super::AssembledShader> {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use super::super::test_util::{ctx, random};
+    use super::super::test_util::{assert_close_rel, ctx, random};
     use super::*;
     use crate::tensor::{TensorView, encode};
 
@@ -1032,15 +1032,8 @@ pub(super) mod tests {
             crate::kernels::gpu::elementwise::gelu_mul(&mut enc, &ra, &rb, t * n).unwrap();
             enc.submit().unwrap();
             let want = ctx.read_f32(&ra).unwrap();
-            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-            for i in 0..t * n {
-                assert!(
-                    (got[i] - want[i]).abs() <= 1e-5 * scale,
-                    "{dtype} t={t} [{i}]: {} vs {}",
-                    got[i],
-                    want[i]
-                );
-            }
+            let what = format!("{dtype} t={t}");
+            assert_close_rel(&got[..t * n], &want[..t * n], 1e-5, 0.0, &what);
         }
     }
 
@@ -1085,15 +1078,7 @@ pub(super) mod tests {
                     ctx.read_f32(&outs[j]).unwrap(),
                     ctx.read_f32(&wants[j]).unwrap(),
                 );
-                let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
-                for i in 0..g.len() {
-                    assert!(
-                        (g[i] - w[i]).abs() <= 1e-5 * scale,
-                        "{dtype} t={t} weight {j} [{i}]: {} vs {}",
-                        g[i],
-                        w[i]
-                    );
-                }
+                assert_close_rel(&g, &w, 1e-5, 0.0, &format!("{dtype} t={t} weight {j}"));
             }
         }
     }
@@ -1151,15 +1136,7 @@ pub(super) mod tests {
             let want_x = ctx.read_f32(&x_ref).unwrap();
             let check = |what: &str, got: &GpuBuffer, want: &GpuBuffer, x_out: &GpuBuffer| {
                 let (g, w) = (ctx.read_f32(got).unwrap(), ctx.read_f32(want).unwrap());
-                let scale = w.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-                for i in 0..g.len() {
-                    assert!(
-                        (g[i] - w[i]).abs() <= 2e-5 * scale,
-                        "{what} [{i}]: {} vs {}",
-                        g[i],
-                        w[i]
-                    );
-                }
+                assert_close_rel(&g, &w, 2e-5, 1e-6, what);
                 let xo = ctx.read_f32(x_out).unwrap();
                 let d = super::super::test_util::max_abs_diff(&xo, &want_x);
                 assert!(d <= 1e-5, "{what}: new stream off by {d}");
@@ -1275,10 +1252,7 @@ pub(super) mod tests {
                 .unwrap();
             enc.submit().unwrap();
             let (g, wv) = (ctx.read_f32(&got).unwrap(), ctx.read_f32(&want).unwrap());
-            let scale = wv.iter().fold(0f32, |m, v| m.max(v.abs()));
-            for i in 0..n {
-                assert!((g[i] - wv[i]).abs() <= 1e-5 * scale, "{dtype} [{i}]");
-            }
+            assert_close_rel(&g[..n], &wv[..n], 1e-5, 0.0, &format!("{dtype}"));
         }
     }
 }

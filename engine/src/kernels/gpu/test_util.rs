@@ -38,3 +38,13 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
 }
+
+/// Asserts every `got[i]` is within `rel` of `want[i]`, relative to `want`'s largest magnitude
+/// (floored at `floor`, so an all-zero reference still compares).
+pub fn assert_close_rel(got: &[f32], want: &[f32], rel: f32, floor: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length mismatch");
+    let scale = want.iter().fold(floor, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= rel * scale, "{what} [{i}]: {g} vs {w}");
+    }
+}
