@@ -264,27 +264,8 @@ impl<'de> Deserialize<'de> for MergeEntry<'de> {
     }
 }
 
-#[derive(Deserialize)]
-struct RawModel {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    #[serde(default)]
-    dropout: Option<f32>,
-    #[serde(default)]
-    unk_token: Option<String>,
-    #[serde(default)]
-    continuing_subword_prefix: Option<String>,
-    #[serde(default)]
-    end_of_word_suffix: Option<String>,
-    #[serde(default)]
-    fuse_unk: Option<bool>,
-    #[serde(default)]
-    byte_fallback: Option<bool>,
-    #[serde(default)]
-    ignore_merges: Option<bool>,
-    vocab: RawVocab,
-    merges: RawMerges,
-}
+/// The model object, with the vocabulary and merges in this reader's own types.
+type RawModel = crate::tokenizer_load::BpeModel<RawVocab, RawMerges>;
 
 #[derive(Deserialize)]
 struct RawDoc {

@@ -44,7 +44,7 @@ struct Document {
     post_processor: Option<PostProcessorWrapper>,
     #[serde(default)]
     decoder: Option<DecoderWrapper>,
-    model: BpeModel,
+    model: BpeModel<Vocab, MergeList>,
 }
 
 /// The crate's (private) `AddedTokenWithId`.
@@ -55,27 +55,28 @@ struct AddedTokenWithId {
     token: AddedToken,
 }
 
-/// The fields `tokenizers` reads from a BPE model object.
+/// The fields `tokenizers` reads from a BPE model object, with the vocabulary and merges typed
+/// by the reader (this one's crate types, or the compact tokenizer's own in `tokenizer_bpe`).
 #[derive(Deserialize)]
-struct BpeModel {
+pub(crate) struct BpeModel<V, M> {
     #[serde(rename = "type")]
-    kind: String,
+    pub kind: Option<String>,
     #[serde(default)]
-    dropout: Option<f32>,
+    pub dropout: Option<f32>,
     #[serde(default)]
-    unk_token: Option<String>,
+    pub unk_token: Option<String>,
     #[serde(default)]
-    continuing_subword_prefix: Option<String>,
+    pub continuing_subword_prefix: Option<String>,
     #[serde(default)]
-    end_of_word_suffix: Option<String>,
+    pub end_of_word_suffix: Option<String>,
     #[serde(default)]
-    fuse_unk: Option<bool>,
+    pub fuse_unk: Option<bool>,
     #[serde(default)]
-    byte_fallback: Option<bool>,
+    pub byte_fallback: Option<bool>,
     #[serde(default)]
-    ignore_merges: Option<bool>,
-    vocab: Vocab,
-    merges: MergeList,
+    pub ignore_merges: Option<bool>,
+    pub vocab: V,
+    pub merges: M,
 }
 
 /// Merges as `[left, right]` pairs or as legacy `"left right"` strings.
@@ -188,7 +189,7 @@ pub(crate) fn bpe_tokenizer(json: &str) -> Result<tokenizers::Tokenizer, Fallbac
         )));
     }
     let m = doc.model;
-    if m.kind != "BPE" {
+    if m.kind.as_deref() != Some("BPE") {
         return Err(Fallback::NotBpe);
     }
     // The same builder calls, in the same order, as the crate's BPE deserializer.
